@@ -1,0 +1,100 @@
+"""The gateway application: routers, middleware, and the background reconciler and expiry sweeper."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager, suppress
+
+import httpx
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from gateway import errors
+from gateway.config_sync import Reconciler
+from gateway.db import Database
+from gateway.middleware import GatewayMiddleware
+from gateway.models import SigningKey
+from gateway.routers import audit_log, auth, billing, chat, config, health, keys, orgs, people
+from gateway.runtime import Runtime
+from gateway.security import KeyRing
+from gateway.services import ledger
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+
+def install_signing_key(db: Database, settings: Settings) -> None:
+    """On first start, the key pair from KEYS_DIR becomes the active signing key."""
+    with db.transaction() as session:
+        if session.scalar(select(SigningKey).where(SigningKey.state == "active")) is not None:
+            return
+        keys_dir = settings.keys_dir
+        if keys_dir is None or not (keys_dir / "signing-key.pem").is_file():
+            raise SystemExit("gateway: no active signing key and no signing-key.pem in KEYS_DIR; "
+                             "run scripts/keygen --out DIR and set KEYS_DIR=DIR")
+        kid = (keys_dir / "signing-key.kid").read_text().strip()
+        existing = session.get(SigningKey, kid)
+        if existing is not None:
+            existing.state = "active"
+        else:
+            session.add(SigningKey(kid=kid, private_pem=(keys_dir / "signing-key.pem").read_text(),
+                                   public_pem=(keys_dir / "signing-key.pub.pem").read_text(), state="active"))
+
+
+async def _every(seconds_fn, work, name: str, wake: asyncio.Event | None = None):
+    while True:
+        try:
+            await run_in_threadpool(work)
+        except Exception:
+            log.exception("%s failed; will retry", name)
+        try:
+            if wake is None:
+                await asyncio.sleep(seconds_fn())
+            else:
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=seconds_fn())
+                wake.clear()
+        except Exception:
+            await asyncio.sleep(1)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    db = Database(settings.database_url)
+    rt = Runtime(settings=settings, db=db, keyring=KeyRing(db))
+    rt.reconciler = Reconciler(rt)
+
+    def sweep_expired():
+        with db.transaction() as session:
+            ledger.expire_due(session)
+
+    def first_and_later_syncs():
+        try:
+            rt.reconciler.sync()
+        finally:
+            rt.first_sync_done = True
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(install_signing_key, db, settings)
+        rt.keyring.reload()
+        rt.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval, first_and_later_syncs, "reconciler")),
+                 asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep"))]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await rt.http.aclose()
+            db.engine.dispose()
+
+    app = FastAPI(title="AI gateway (reference)", version="1.0.0", lifespan=lifespan,
+                  description="The reference gateway that keeps ../shared/contract.md; see docs/contract.md.")
+    app.state.runtime = rt
+    errors.install(app)
+    for module in (health, auth, orgs, people, keys, billing, audit_log, chat, config):
+        app.include_router(module.router)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,50 @@
+"""Prometheus metrics: requests by route and status, latency, reservations by state."""
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from gateway.models import Reservation
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter("gateway_http_requests_total", "HTTP requests served", ["method", "route", "status"],
+                   registry=REGISTRY)
+LATENCY = Histogram("gateway_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+                    registry=REGISTRY,
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+UPSTREAM = Counter("gateway_upstream_calls_total", "Calls to model backends", ["backend", "outcome"],
+                   registry=REGISTRY)
+
+_runtime = None
+
+
+class ReservationStates:
+    def collect(self):
+        family = GaugeMetricFamily("gateway_reservations", "Reservations by state", labels=["state"])
+        counts = {state: 0 for state in ("pending", "finalized", "released", "expired")}
+        if _runtime is not None:
+            try:
+                with _runtime.db.sessions() as session:
+                    for state, count in session.execute(
+                            select(Reservation.status, func.count()).group_by(Reservation.status)):
+                        counts[state] = count
+            except Exception:  # a metrics scrape must not fail because the database blinked
+                pass
+        for state, count in counts.items():
+            family.add_metric([state], count)
+        yield family
+
+
+REGISTRY.register(ReservationStates())
+
+
+def render(rt) -> tuple[bytes, str]:
+    global _runtime
+    _runtime = rt
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def observe(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)

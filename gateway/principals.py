@@ -1,0 +1,101 @@
+"""Who is calling: dependencies that turn a bearer credential into a principal, or refuse with an audited 401."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from gateway import audit
+from gateway.audit import Actor
+from gateway.errors import ApiError
+from gateway.models import ApiKey, Org, User
+from gateway.runtime import Runtime, runtime
+from gateway.security import (ACCESS_TYP, ADMIN_AUDIENCE, SERVICE_AUDIENCE, TokenError, sha256_hex,
+                              verify_shared_secret_token, verify_user_token)
+
+
+@dataclass(frozen=True)
+class Principal:
+    actor: Actor
+    claims: dict | None = None
+    org_id: str | None = None  # API keys belong to one org
+    org_slug: str | None = None
+    key_id: str | None = None
+
+
+def deny(rt: Runtime, status: int, code: str, message: str, *, actor: Actor, action: str,
+         target: str | None = None, org: str | None = None, headers: dict | None = None,
+         details: dict | None = None) -> ApiError:
+    """Audit a refusal in its own transaction (the caller's work is rolled back) and return the error to raise."""
+    with rt.db.transaction() as session:
+        audit.record(session, actor, action, target=target, outcome="denied", reason=message, org=org,
+                     details=details)
+    return ApiError(status, code, message, headers=headers)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else ""
+
+
+def _unauthorized(rt: Runtime, request: Request, action: str, reason: str) -> ApiError:
+    return deny(rt, 401, "unauthorized", f"Authentication failed: {reason}.", actor=audit.ANONYMOUS,
+                action=action, target=f"{request.method} {request.url.path}",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def user(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+    token = _bearer(request)
+    if token is None:
+        raise _unauthorized(rt, request, "auth.user_token", "no bearer access token was sent")
+    try:
+        claims = verify_user_token(rt.keyring, token, issuer=rt.settings.issuer, typ=ACCESS_TYP)
+    except TokenError as exc:
+        raise _unauthorized(rt, request, "auth.user_token", str(exc))
+    with rt.db.sessions() as session:
+        if session.get(User, claims["sub"]) is None:
+            raise _unauthorized(rt, request, "auth.user_token", "the token's user no longer exists")
+    return Principal(Actor("user", claims["sub"]), claims=claims)
+
+
+def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+    token = _bearer(request)
+    if not token or not token.startswith("tg_"):
+        raise _unauthorized(rt, request, "auth.api_key", "an API key (Bearer tg_...) is required")
+    with rt.db.sessions() as session:
+        row = session.execute(select(ApiKey, Org.slug).join(Org, Org.id == ApiKey.org_id)
+                              .where(ApiKey.key_hash == sha256_hex(token))).first()
+    if row is None:
+        raise _unauthorized(rt, request, "auth.api_key", "the API key is not known")
+    key, slug = row
+    if key.revoked_at is not None:
+        raise deny(rt, 401, "unauthorized", f"Authentication failed: API key {key.prefix}... was revoked.",
+                   actor=Actor("api_key", key.id), action="auth.api_key", org=slug,
+                   target=f"{request.method} {request.url.path}")
+    return Principal(Actor("api_key", key.id), org_id=key.org_id, org_slug=slug, key_id=key.id)
+
+
+def service(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+    token = _bearer(request)
+    if not token:
+        raise _unauthorized(rt, request, "auth.service_token", "a service token (HS256, aud billing-s2s) is required")
+    try:
+        claims = verify_shared_secret_token(token, secret=rt.settings.internal_jwt_secret, audience=SERVICE_AUDIENCE)
+    except TokenError as exc:
+        raise _unauthorized(rt, request, "auth.service_token", str(exc))
+    return Principal(Actor("service", str(claims.get("sub") or "service")), claims=claims)
+
+
+def admin(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+    token = _bearer(request)
+    if not token:
+        raise _unauthorized(rt, request, "auth.admin_token", "an admin token (HS256, aud billing-admin) is required")
+    try:
+        claims = verify_shared_secret_token(token, secret=rt.settings.admin_jwt_secret, audience=ADMIN_AUDIENCE)
+    except TokenError as exc:
+        raise _unauthorized(rt, request, "auth.admin_token", str(exc))
+    return Principal(Actor("admin", str(claims.get("sub") or "admin")), claims=claims)

@@ -1,0 +1,92 @@
+"""Login, refresh-token rotation and the caller's own profile."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, update
+
+from gateway import audit
+from gateway.audit import Actor
+from gateway.errors import ApiError
+from gateway.models import Membership, Org, RefreshToken, User, utcnow
+from gateway.principals import Principal, deny, user
+from gateway.runtime import Runtime, runtime
+from gateway.security import (ACCESS_TYP, REFRESH_TYP, TokenError, issue_user_token, new_id, verify_password,
+                              verify_user_token)
+from gateway.services.ledger import as_utc
+
+router = APIRouter(prefix="/auth")
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class Refresh(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: str = Field(min_length=1, max_length=4000)
+
+
+def _tokens(rt: Runtime, session, user_id: str, family_id: str) -> dict:
+    access, _ = issue_user_token(rt.keyring, issuer=rt.settings.issuer, user_id=user_id, typ=ACCESS_TYP,
+                                 ttl_seconds=rt.settings.access_token_ttl_seconds)
+    refresh, claims = issue_user_token(rt.keyring, issuer=rt.settings.issuer, user_id=user_id, typ=REFRESH_TYP,
+                                       ttl_seconds=rt.settings.refresh_token_ttl_seconds,
+                                       extra={"family": family_id})
+    session.add(RefreshToken(id=claims["jti"], user_id=user_id, family_id=family_id,
+                             expires_at=utcnow() + timedelta(seconds=rt.settings.refresh_token_ttl_seconds)))
+    return {"access_token": access, "token_type": "Bearer", "expires_in": rt.settings.access_token_ttl_seconds,
+            "refresh_token": refresh}
+
+
+@router.post("/login")
+def login(body: Login, rt: Runtime = Depends(runtime)):
+    email = body.email.strip().lower()
+    with rt.db.transaction() as session:
+        found = session.scalar(select(User).where(User.email == email))
+        if found is None or not verify_password(body.password, found.password_hash):
+            found = None
+        else:
+            tokens = _tokens(rt, session, found.id, new_id("fam"))
+            audit.record(session, Actor("user", found.id), "auth.login", target=f"user:{found.id}")
+            return tokens
+    raise deny(rt, 401, "invalid_credentials", "Login failed: the email or password is wrong.",
+               actor=Actor("anonymous", email), action="auth.login")
+
+
+@router.post("/refresh")
+def refresh(body: Refresh, rt: Runtime = Depends(runtime)):
+    try:
+        claims = verify_user_token(rt.keyring, body.refresh_token, issuer=rt.settings.issuer, typ=REFRESH_TYP)
+    except TokenError as exc:
+        raise deny(rt, 401, "unauthorized", f"Refresh failed: {exc}.", actor=audit.ANONYMOUS, action="auth.refresh")
+    with rt.db.transaction() as session:
+        now = utcnow()
+        used = session.execute(update(RefreshToken).where(
+            RefreshToken.id == claims["jti"], RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now).values(used_at=now))
+        if used.rowcount == 1:
+            tokens = _tokens(rt, session, claims["sub"], claims.get("family") or new_id("fam"))
+            audit.record(session, Actor("user", claims["sub"]), "auth.refresh", target=f"user:{claims['sub']}")
+            return tokens
+        # A refresh token presented twice means it leaked: revoke its whole family.
+        session.execute(update(RefreshToken).where(RefreshToken.family_id == claims.get("family"),
+                                                   RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
+    raise deny(rt, 401, "refresh_token_reused",
+               "Refresh failed: this refresh token was already used or revoked; log in again.",
+               actor=Actor("user", claims["sub"]), action="auth.refresh", target=f"user:{claims['sub']}")
+
+
+@router.get("/me")
+def me(principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+    with rt.db.sessions() as session:
+        found = session.get(User, principal.actor.id)
+        orgs = session.execute(select(Org.slug, Membership.role).join(Membership, Membership.org_id == Org.id)
+                               .where(Membership.user_id == found.id).order_by(Org.slug)).all()
+    return {"id": found.id, "email": found.email, "name": found.name,
+            "orgs": [{"slug": slug, "role": role} for slug, role in orgs],
+            "created_at": as_utc(found.created_at).isoformat()}

@@ -1,0 +1,180 @@
+"""Billing for services (S2S token) and platform admins: reservations, balances, minting, reconciliation."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway import audit
+from gateway.errors import ApiError
+from gateway.models import Account, Reservation
+from gateway.principals import Principal, admin, deny, service
+from gateway.runtime import Runtime, runtime
+from gateway.services import idempotency, ledger
+
+router = APIRouter()
+
+
+class NewReservation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account_id: str = Field(min_length=1, max_length=64)
+    amount_micros: int = Field(gt=0, le=ledger.MAX_MICROS)
+    ttl_seconds: float = Field(default=300, gt=0, le=7 * 24 * 3600)
+
+
+class Finalize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    actual_micros: int = Field(ge=0, le=ledger.MAX_MICROS)
+
+
+class Mint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account_id: str = Field(min_length=1, max_length=64)
+    amount_micros: int = Field(gt=0, le=ledger.MAX_MICROS)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def _check_anchor(rt: Runtime, principal: Principal, account_id: str, anchor: str | None, action: str) -> None:
+    """An anchored account answers only to requests that carry its identity anchor; unknown accounts are 404."""
+    with rt.db.sessions() as session:
+        account = session.get(Account, account_id)
+    if account is None:
+        raise deny(rt, 404, "account_not_found", f"Account '{account_id}' does not exist.", actor=principal.actor,
+                   action=action, target=f"account:{account_id}")
+    if account.identity_anchor is not None and anchor != account.identity_anchor:
+        why = "no X-Identity-Anchor header was sent" if anchor is None else "X-Identity-Anchor does not match"
+        raise deny(rt, 403, "identity_anchor_mismatch",
+                   f"Forbidden: account '{account_id}' is anchored to an identity and {why}.",
+                   actor=principal.actor, action=action, target=f"account:{account_id}")
+
+
+def _account_of(rt: Runtime, reservation_id: str) -> str | None:
+    with rt.db.sessions() as session:
+        reservation = session.get(Reservation, reservation_id)
+        return reservation.account_id if reservation else None
+
+
+def _respond(status: int, body: dict, replayed: bool) -> JSONResponse:
+    error = idempotency.replay_error(status, body)
+    if error is not None:
+        raise error
+    return JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+
+def _refuse_and_audit(rt: Runtime, principal: Principal, action: str, target: str, exc: ApiError) -> ApiError:
+    return deny(rt, exc.status, exc.code, exc.message, actor=principal.actor, action=action, target=target)
+
+
+@router.post("/billing/reservations", status_code=201)
+def create_reservation(body: NewReservation, request: Request, principal: Principal = Depends(service),
+                       rt: Runtime = Depends(runtime), idempotency_key: str | None = Header(default=None),
+                       x_identity_anchor: str | None = Header(default=None)):
+    _check_anchor(rt, principal, body.account_id, x_identity_anchor, "billing.reserve")
+
+    def operation(session):
+        try:
+            reservation = ledger.reserve(session, body.account_id, body.amount_micros, body.ttl_seconds,
+                                         request_id=request.state.request_id)
+        except ledger.Shortfall as short:
+            raise ApiError(402, "insufficient_credit",
+                           f"Account '{body.account_id}' cannot hold {ledger.usd(body.amount_micros)}: only "
+                           f"{ledger.usd(short.account.available_micros)} is available.")
+        audit.record(session, principal.actor, "billing.reserve", target=f"reservation:{reservation.id}",
+                     details={"account_id": body.account_id, "amount_micros": body.amount_micros})
+        return 201, ledger.reservation_json(reservation)
+
+    try:
+        status, response, replayed = idempotency.run(rt.db, f"reserve:{principal.actor.id}", idempotency_key,
+                                                     body.model_dump(), operation)
+    except ApiError as exc:
+        if exc.status == 402:
+            raise _refuse_and_audit(rt, principal, "billing.reserve", f"account:{body.account_id}", exc)
+        raise
+    return _respond(status, response, replayed)
+
+
+@router.get("/billing/reservations/{reservation_id}")
+def get_reservation(reservation_id: str, principal: Principal = Depends(service), rt: Runtime = Depends(runtime),
+                    x_identity_anchor: str | None = Header(default=None)):
+    account_id = _account_of(rt, reservation_id)
+    if account_id is None:
+        raise ApiError(404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.")
+    _check_anchor(rt, principal, account_id, x_identity_anchor, "billing.read")
+    with rt.db.transaction() as session:
+        reservation = ledger.load_reservation(session, reservation_id)
+        if reservation.status == "pending":
+            ledger.expire_one(session, reservation)
+        return ledger.reservation_json(reservation)
+
+
+def _move(rt: Runtime, principal: Principal, reservation_id: str, anchor: str | None, action: str,
+          idempotency_key: str | None, body: dict, move) -> JSONResponse:
+    account_id = _account_of(rt, reservation_id)
+    if account_id is None:
+        raise deny(rt, 404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.",
+                   actor=principal.actor, action=action, target=f"reservation:{reservation_id}")
+    _check_anchor(rt, principal, account_id, anchor, action)
+
+    def operation(session):
+        reservation = move(session)
+        audit.record(session, principal.actor, action, target=f"reservation:{reservation_id}",
+                     details={"account_id": account_id, **body})
+        return 200, ledger.reservation_json(reservation)
+
+    try:
+        status, response, replayed = idempotency.run(rt.db, f"{action}:{reservation_id}", idempotency_key,
+                                                     body, operation)
+    except ApiError as exc:
+        if exc.status in (409, 422):
+            raise _refuse_and_audit(rt, principal, action, f"reservation:{reservation_id}", exc)
+        raise
+    return _respond(status, response, replayed)
+
+
+@router.post("/billing/reservations/{reservation_id}/finalize")
+def finalize(reservation_id: str, body: Finalize, request: Request, principal: Principal = Depends(service),
+             rt: Runtime = Depends(runtime), idempotency_key: str | None = Header(default=None),
+             x_identity_anchor: str | None = Header(default=None)):
+    return _move(rt, principal, reservation_id, x_identity_anchor, "billing.finalize", idempotency_key,
+                 body.model_dump(),
+                 lambda s: ledger.finalize(s, reservation_id, body.actual_micros, request.state.request_id))
+
+
+@router.post("/billing/reservations/{reservation_id}/release")
+def release(reservation_id: str, request: Request, principal: Principal = Depends(service),
+            rt: Runtime = Depends(runtime), idempotency_key: str | None = Header(default=None),
+            x_identity_anchor: str | None = Header(default=None)):
+    return _move(rt, principal, reservation_id, x_identity_anchor, "billing.release", idempotency_key, {},
+                 lambda s: ledger.release(s, reservation_id, request.state.request_id))
+
+
+@router.get("/billing/accounts/{account_id}")
+def get_account(account_id: str, principal: Principal = Depends(service), rt: Runtime = Depends(runtime),
+                x_identity_anchor: str | None = Header(default=None)):
+    _check_anchor(rt, principal, account_id, x_identity_anchor, "billing.read")
+    with rt.db.transaction() as session:
+        ledger.expire_due(session, account_id=account_id)
+        account = ledger.get_account(session, account_id)
+        return {"account_id": account.id, **ledger.balances(account).as_json()}
+
+
+@router.post("/admin/billing/mint", status_code=201)
+def mint(body: Mint, request: Request, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime),
+         idempotency_key: str | None = Header(default=None)):
+    def operation(session):
+        lot = ledger.mint(session, body.account_id, body.amount_micros, body.reason, request.state.request_id)
+        audit.record(session, principal.actor, "billing.mint", target=f"account:{body.account_id}",
+                     details={"lot_id": lot.id, "amount_micros": body.amount_micros, "reason": body.reason})
+        return 201, {"lot_id": lot.id, "account_id": body.account_id, "amount_micros": body.amount_micros}
+
+    status, response, replayed = idempotency.run(rt.db, f"mint:{principal.actor.id}", idempotency_key,
+                                                 body.model_dump(), operation)
+    return _respond(status, response, replayed)
+
+
+@router.get("/admin/billing/reconciliation")
+def reconciliation(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+    with rt.db.transaction() as session:
+        ledger.expire_due(session)
+    with rt.db.sessions() as session:
+        return ledger.reconciliation(session)

@@ -1,0 +1,50 @@
+"""What the running gateway holds: settings, database, signing keys, upstream HTTP client, rate limiter."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import Request
+
+from gateway.db import Database
+from gateway.security import KeyRing
+from gateway.settings import Settings
+
+
+class RateLimiter:
+    """Sliding-window request counter per API key (this process only)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._hits: dict[str, deque] = {}
+
+    def check(self, key: str, limit: int, window_seconds: float) -> int | None:
+        """Count one request; None when allowed, else the seconds until the oldest hit leaves the window."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - window_seconds:
+                hits.popleft()
+            if len(hits) >= limit:
+                return max(1, math.ceil(hits[0] + window_seconds - now))
+            hits.append(now)
+            return None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    keyring: KeyRing
+    http: httpx.AsyncClient | None = None
+    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    first_sync_done: bool = False
+    reconciler: object | None = None
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime

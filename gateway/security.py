@@ -1,0 +1,210 @@
+"""Secrets and tokens: ES256 user JWTs from rotating signing keys, HS256 service/admin JWTs, API keys, passwords."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+
+from gateway.models import SigningKey
+
+ACCESS_TYP = "at+jwt"
+REFRESH_TYP = "refresh+jwt"
+USER_AUDIENCE = "gateway"
+SERVICE_AUDIENCE = "billing-s2s"
+ADMIN_AUDIENCE = "billing-admin"
+
+
+class TokenError(Exception):
+    """Why a presented credential was refused; the message is safe to show and audit."""
+
+
+# ---- passwords -------------------------------------------------------------------------------------------------
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 14, r=8, p=1)
+    return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        _, salt_b64, digest_b64 = stored.split("$")
+    except ValueError:
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), n=2 ** 14, r=8, p=1)
+    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+# ---- opaque secrets ------------------------------------------------------------------------------------------------
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_api_key() -> tuple[str, str]:
+    """A fresh API key and its display prefix. Only the hash is stored."""
+    key = "tg_" + secrets.token_urlsafe(32)
+    return key, key[:11]
+
+
+def new_opaque_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+# ---- signing keys --------------------------------------------------------------------------------------------------
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def public_jwk(public_pem: str, kid: str) -> dict:
+    key = serialization.load_pem_public_key(public_pem.encode())
+    numbers = key.public_numbers()
+    return {"kty": "EC", "crv": "P-256", "x": _b64url(numbers.x.to_bytes(32, "big")),
+            "y": _b64url(numbers.y.to_bytes(32, "big")), "kid": kid, "use": "sig", "alg": "ES256"}
+
+
+def jwk_thumbprint(jwk: dict) -> str:
+    canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def generate_signing_key() -> tuple[str, str, str]:
+    """A new P-256 key as (kid, private PEM, public PEM)."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    private_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()).decode()
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return jwk_thumbprint(public_jwk(public_pem, "")), private_pem, public_pem
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    state: str
+    private_pem: str
+    public_pem: str
+
+
+class KeyRing:
+    """The signing keys, cached from the database; reloaded after a rotation or on an unknown kid."""
+
+    def __init__(self, database):
+        self._db = database
+        self._lock = threading.Lock()
+        self._keys: dict[str, LoadedKey] = {}
+        self._loaded_at = 0.0
+
+    def reload(self) -> None:
+        with self._db.sessions() as session:
+            rows = session.scalars(select(SigningKey)).all()
+            keys = {r.kid: LoadedKey(r.kid, r.state, r.private_pem, r.public_pem) for r in rows}
+        with self._lock:
+            self._keys = keys
+            self._loaded_at = time.monotonic()
+
+    def _snapshot(self) -> dict[str, LoadedKey]:
+        if time.monotonic() - self._loaded_at > 5:
+            self.reload()
+        return self._keys
+
+    def active(self) -> LoadedKey:
+        for key in self._snapshot().values():
+            if key.state == "active":
+                return key
+        raise RuntimeError("no active signing key")
+
+    def verifying(self, kid: str) -> LoadedKey | None:
+        key = self._snapshot().get(kid)
+        if key is None:
+            self.reload()
+            key = self._keys.get(kid)
+        return key if key is not None and key.state in ("active", "retiring") else None
+
+    def published(self) -> list[LoadedKey]:
+        return [k for k in self._snapshot().values() if k.state in ("next", "active", "retiring")]
+
+
+# ---- user tokens (ES256) -------------------------------------------------------------------------------------------
+
+def issue_user_token(keyring: KeyRing, *, issuer: str, user_id: str, typ: str, ttl_seconds: int,
+                     extra: dict | None = None) -> tuple[str, dict]:
+    key = keyring.active()
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": USER_AUDIENCE, "sub": user_id, "iat": now, "nbf": now,
+              "exp": now + ttl_seconds, "jti": uuid.uuid4().hex, "token_use": typ}
+    claims.update(extra or {})
+    token = jwt.encode(claims, key.private_pem, algorithm="ES256", headers={"kid": key.kid, "typ": typ})
+    return token, claims
+
+
+def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) -> dict:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise TokenError("the token is not a well-formed JWT")
+    if header.get("alg") != "ES256":
+        raise TokenError(f"the token's algorithm {header.get('alg')!r} is not accepted (ES256 only)")
+    if header.get("typ") != typ:
+        raise TokenError(f"the token's type {header.get('typ')!r} is not accepted here (expected {typ!r})")
+    key = keyring.verifying(str(header.get("kid")))
+    if key is None:
+        raise TokenError(f"the token was signed with an unknown or retired key (kid {header.get('kid')!r})")
+    try:
+        claims = jwt.decode(token, key.public_pem, algorithms=["ES256"], audience=USER_AUDIENCE, issuer=issuer,
+                            options={"require": ["exp", "iat", "sub", "aud", "iss", "jti"]}, leeway=5)
+    except jwt.ExpiredSignatureError:
+        raise TokenError("the token has expired")
+    except jwt.ImmatureSignatureError:
+        raise TokenError("the token is not valid yet")
+    except jwt.InvalidAudienceError:
+        raise TokenError("the token's audience is not this gateway")
+    except jwt.InvalidIssuerError:
+        raise TokenError("the token's issuer is not this gateway")
+    except jwt.InvalidSignatureError:
+        raise TokenError("the token's signature does not verify")
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"the token is not valid: {exc}")
+    if claims.get("token_use") != typ:
+        raise TokenError(f"the token is not an {typ} token")
+    return claims
+
+
+# ---- service and admin tokens (HS256) --------------------------------------------------------------------------
+
+def verify_shared_secret_token(token: str, *, secret: str, audience: str) -> dict:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise TokenError("the token is not a well-formed JWT")
+    if header.get("alg") != "HS256":
+        raise TokenError(f"the token's algorithm {header.get('alg')!r} is not accepted (HS256 only)")
+    try:
+        return jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
+                          options={"require": ["exp", "aud"]}, leeway=5)
+    except jwt.ExpiredSignatureError:
+        raise TokenError("the token has expired")
+    except jwt.ImmatureSignatureError:
+        raise TokenError("the token is not valid yet")
+    except jwt.InvalidAudienceError:
+        raise TokenError(f"the token's audience is not {audience!r}")
+    except jwt.InvalidSignatureError:
+        raise TokenError("the token's signature does not verify")
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"the token is not valid: {exc}")

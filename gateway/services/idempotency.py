@@ -1,0 +1,84 @@
+"""Idempotency-Key: the same key and body replay the first response; another body is 422; a race is 409."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import Callable
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.errors import ApiError
+from gateway.models import IdempotencyRecord, utcnow
+from gateway.services.ledger import as_utc
+
+STALE_AFTER = timedelta(seconds=60)  # an in-progress record older than this belonged to a crashed request
+
+
+def body_hash(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def run(db, scope: str, key: str | None, body: dict, operation: Callable) -> tuple[int, dict, bool]:
+    """Run `operation(session) -> (status, body)` at most once per (scope, key); returns (status, body, replayed)."""
+    if key is None:
+        with db.transaction() as session:
+            status, response = operation(session)
+        return status, response, False
+    if not 1 <= len(key) <= 200:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters.")
+    digest = body_hash(body)
+    try:
+        with db.transaction() as session:
+            session.add(IdempotencyRecord(scope=scope, key=key, request_hash=digest, state="in_progress"))
+    except IntegrityError:
+        with db.sessions() as session:
+            record = session.get(IdempotencyRecord, (scope, key))
+        if record is None:
+            raise ApiError(409, "idempotency_conflict", "A request with this Idempotency-Key is being processed.")
+        if record.request_hash != digest:
+            raise ApiError(422, "idempotency_key_reused",
+                           f"Idempotency-Key '{key}' was already used with a different request body.")
+        if record.state == "done":
+            return record.response_status, record.response_body, True
+        if utcnow() - as_utc(record.created_at) < STALE_AFTER:
+            raise ApiError(409, "idempotency_conflict",
+                           f"A request with Idempotency-Key '{key}' is still being processed; retry later.")
+        with db.transaction() as session:
+            session.execute(update(IdempotencyRecord).where(IdempotencyRecord.scope == scope,
+                                                            IdempotencyRecord.key == key)
+                            .values(created_at=utcnow()))
+    try:
+        with db.transaction() as session:
+            status, response = operation(session)
+            _complete(session, scope, key, status, response)
+        return status, response, False
+    except ApiError as exc:
+        if exc.status >= 500:
+            _forget(db, scope, key)
+        else:
+            with db.transaction() as session:
+                _complete(session, scope, key, exc.status, {"error_code": exc.code, "message": exc.message})
+        raise
+    except BaseException:
+        _forget(db, scope, key)
+        raise
+
+
+def replay_error(status: int, body: dict) -> ApiError | None:
+    """A stored refusal is replayed as the same error."""
+    if status >= 400 and "error_code" in body:
+        return ApiError(status, body["error_code"], body["message"])
+    return None
+
+
+def _complete(session, scope, key, status, response) -> None:
+    session.execute(update(IdempotencyRecord).where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+                    .values(state="done", response_status=status, response_body=response))
+
+
+def _forget(db, scope, key) -> None:
+    with db.transaction() as session:
+        session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.scope == scope,
+                                                        IdempotencyRecord.key == key))

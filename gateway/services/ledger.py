@@ -1,0 +1,252 @@
+"""The billing ledger: credit lots, two-phase reservations and double-entry postings.
+
+Every balance change is one conditional UPDATE (so two concurrent requests can never both pass a check that
+only one of them may pass) plus a ledger entry whose postings sum to zero. For an account:
+minted = available + held + spent, and the postings per bucket equal the balance columns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session
+
+from gateway.errors import ApiError
+from gateway.models import Account, CreditLot, LedgerEntry, LedgerPosting, Reservation, utcnow
+from gateway.security import new_id
+
+MAX_MICROS = 10 ** 15  # one billion USD: a sanity bound on any single amount
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def usd(micros: int | None) -> str:
+    """Micros as dollars for messages: 2 decimals, more only when the amount needs them."""
+    if micros is None:
+        return "no limit"
+    whole, frac = divmod(abs(micros), 1_000_000)
+    decimals = f"{frac:06d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if micros < 0 else ''}{whole}.{decimals} USD"
+
+
+@dataclass(frozen=True)
+class Balances:
+    minted_micros: int
+    available_micros: int
+    held_micros: int
+    spent_micros: int
+
+    def as_json(self) -> dict:
+        return {"minted_micros": self.minted_micros, "available_micros": self.available_micros,
+                "held_micros": self.held_micros, "spent_micros": self.spent_micros}
+
+
+def balances(account: Account) -> Balances:
+    return Balances(account.minted_micros, account.available_micros, account.held_micros, account.spent_micros)
+
+
+def _post(session: Session, kind: str, account_id: str, moves: dict[str, int], *, reservation_id=None,
+          lot_id=None, request_id=None) -> None:
+    assert sum(moves.values()) == 0, f"unbalanced entry {moves}"
+    entry = LedgerEntry(id=new_id("le"), kind=kind, account_id=account_id, reservation_id=reservation_id,
+                        lot_id=lot_id, request_id=request_id)
+    session.add(entry)
+    session.flush([entry])
+    for bucket, amount in moves.items():
+        if amount:
+            session.add(LedgerPosting(entry_id=entry.id, account_id=account_id, bucket=bucket, amount_micros=amount))
+
+
+def create_account(session: Session, *, account_id: str | None = None, identity_anchor: str | None = None) -> Account:
+    account = Account(id=account_id or new_id("acct"), identity_anchor=identity_anchor, minted_micros=0,
+                      available_micros=0, held_micros=0, spent_micros=0)
+    session.add(account)
+    session.flush([account])
+    return account
+
+
+def get_account(session: Session, account_id: str) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise ApiError(404, "account_not_found", f"Account '{account_id}' does not exist.")
+    return account
+
+
+def mint(session: Session, account_id: str, amount: int, reason: str, request_id: str | None = None) -> CreditLot:
+    get_account(session, account_id)
+    lot = CreditLot(id=new_id("lot"), account_id=account_id, amount_micros=amount, reason=reason)
+    session.add(lot)
+    session.execute(update(Account).where(Account.id == account_id).values(
+        minted_micros=Account.minted_micros + amount, available_micros=Account.available_micros + amount))
+    _post(session, "mint", account_id, {"issuance": -amount, "available": amount}, lot_id=lot.id,
+          request_id=request_id)
+    return lot
+
+
+class Shortfall(Exception):
+    """A hold could not be placed; `reason` is 'insufficient_credit' or 'budget_exceeded'."""
+
+    def __init__(self, reason: str, account: Account):
+        super().__init__(reason)
+        self.reason = reason
+        self.account = account
+
+
+def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, *,
+            budget_limit: int | None = None, request_id: str | None = None) -> Reservation:
+    """Hold `amount` on the account, atomically checking credit and (optionally) the budget limit."""
+    conditions = [Account.id == account_id, Account.available_micros >= amount]
+    if budget_limit is not None:
+        conditions.append(Account.held_micros + Account.spent_micros + amount <= budget_limit)
+    result = session.execute(update(Account).where(and_(*conditions)).values(
+        available_micros=Account.available_micros - amount, held_micros=Account.held_micros + amount))
+    if result.rowcount != 1:
+        account = get_account(session, account_id)
+        session.refresh(account)
+        if budget_limit is not None and account.held_micros + account.spent_micros + amount > budget_limit:
+            raise Shortfall("budget_exceeded", account)
+        raise Shortfall("insufficient_credit", account)
+    reservation = Reservation(id=new_id("res"), account_id=account_id, amount_micros=amount, status="pending",
+                              expires_at=utcnow() + timedelta(seconds=ttl_seconds), request_id=request_id)
+    session.add(reservation)
+    session.flush([reservation])
+    _post(session, "reserve", account_id, {"available": -amount, "held": amount}, reservation_id=reservation.id,
+          request_id=request_id)
+    return reservation
+
+
+def _settle(session: Session, reservation_id: str, new_status: str, *, only_if_expired: bool = False,
+            actual: int | None = None) -> bool:
+    """Move a pending reservation to `new_status`; False when it was not pending (someone else moved it)."""
+    now = utcnow()
+    conditions = [Reservation.id == reservation_id, Reservation.status == "pending"]
+    conditions.append(Reservation.expires_at <= now if only_if_expired else Reservation.expires_at > now)
+    result = session.execute(update(Reservation).where(and_(*conditions)).values(
+        status=new_status, settled_at=now, actual_micros=actual))
+    return result.rowcount == 1
+
+
+def _not_pending(session: Session, reservation_id: str, verb: str) -> ApiError:
+    reservation = session.get(Reservation, reservation_id)
+    if reservation is None:
+        return ApiError(404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.")
+    if reservation.status == "pending":  # pending but past its TTL: expire it now, then refuse
+        expire_one(session, reservation)
+        status = "expired"
+    else:
+        status = reservation.status
+    return ApiError(409, "reservation_not_pending",
+                    f"Reservation '{reservation_id}' cannot be {verb}: it is {status}; only a pending "
+                    f"reservation can move.")
+
+
+def load_reservation(session: Session, reservation_id: str) -> Reservation:
+    reservation = session.get(Reservation, reservation_id)
+    if reservation is None:
+        raise ApiError(404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.")
+    return reservation
+
+
+def finalize(session: Session, reservation_id: str, actual: int, request_id: str | None = None) -> Reservation:
+    reservation = load_reservation(session, reservation_id)
+    if actual > reservation.amount_micros:
+        raise ApiError(422, "actual_exceeds_reserved",
+                       f"actual_micros {actual} is above the {reservation.amount_micros} reserved by "
+                       f"'{reservation_id}'; nothing was posted.", param="actual_micros")
+    if not _settle(session, reservation_id, "finalized", actual=actual):
+        raise _not_pending(session, reservation_id, "finalized")
+    amount = reservation.amount_micros
+    session.execute(update(Account).where(Account.id == reservation.account_id).values(
+        held_micros=Account.held_micros - amount, spent_micros=Account.spent_micros + actual,
+        available_micros=Account.available_micros + (amount - actual)))
+    _post(session, "finalize", reservation.account_id,
+          {"held": -amount, "spent": actual, "available": amount - actual}, reservation_id=reservation_id,
+          request_id=request_id)
+    session.refresh(reservation)
+    return reservation
+
+
+def release(session: Session, reservation_id: str, request_id: str | None = None) -> Reservation:
+    reservation = load_reservation(session, reservation_id)
+    if not _settle(session, reservation_id, "released"):
+        raise _not_pending(session, reservation_id, "released")
+    _return_hold(session, reservation, "release", request_id)
+    session.refresh(reservation)
+    return reservation
+
+
+def _return_hold(session: Session, reservation: Reservation, kind: str, request_id: str | None) -> None:
+    amount = reservation.amount_micros
+    session.execute(update(Account).where(Account.id == reservation.account_id).values(
+        held_micros=Account.held_micros - amount, available_micros=Account.available_micros + amount))
+    _post(session, kind, reservation.account_id, {"held": -amount, "available": amount},
+          reservation_id=reservation.id, request_id=request_id)
+
+
+def expire_one(session: Session, reservation: Reservation) -> bool:
+    if not _settle(session, reservation.id, "expired", only_if_expired=True):
+        return False
+    _return_hold(session, reservation, "expire", None)
+    session.refresh(reservation)
+    return True
+
+
+def expire_due(session: Session, *, account_id: str | None = None, limit: int = 500) -> int:
+    """Expire pending reservations past their TTL; returns how many moved."""
+    query = select(Reservation).where(Reservation.status == "pending", Reservation.expires_at <= utcnow())
+    if account_id is not None:
+        query = query.where(Reservation.account_id == account_id)
+    moved = 0
+    for reservation in session.scalars(query.limit(limit)).all():
+        moved += expire_one(session, reservation)
+    return moved
+
+
+def reservation_json(reservation: Reservation) -> dict:
+    return {"id": reservation.id, "account_id": reservation.account_id, "status": reservation.status,
+            "amount_micros": reservation.amount_micros, "actual_micros": reservation.actual_micros,
+            "expires_at": as_utc(reservation.expires_at).isoformat(),
+            "created_at": as_utc(reservation.created_at).isoformat() if reservation.created_at else None}
+
+
+def reconciliation(session: Session) -> dict:
+    """Check every account: minted = available + held + spent, and ledger postings agree with the balances."""
+    postings = {}
+    for account_id, bucket, total in session.execute(
+            select(LedgerPosting.account_id, LedgerPosting.bucket, func.sum(LedgerPosting.amount_micros))
+            .group_by(LedgerPosting.account_id, LedgerPosting.bucket)):
+        postings.setdefault(account_id, {})[bucket] = int(total or 0)
+    unbalanced_entries = session.execute(
+        select(LedgerPosting.entry_id, func.sum(LedgerPosting.amount_micros))
+        .group_by(LedgerPosting.entry_id).having(func.sum(LedgerPosting.amount_micros) != 0)).all()
+    lots = dict(session.execute(select(CreditLot.account_id, func.sum(CreditLot.amount_micros))
+                                .group_by(CreditLot.account_id)).all())
+    accounts, discrepancies = [], []
+    for account in session.scalars(select(Account).order_by(Account.id)):
+        b = balances(account)
+        p = postings.get(account.id, {})
+        accounts.append({"account_id": account.id, **b.as_json()})
+        checks = [
+            ("minted = available + held + spent", b.minted_micros,
+             b.available_micros + b.held_micros + b.spent_micros),
+            ("minted = sum of credit lots", b.minted_micros, int(lots.get(account.id) or 0)),
+            ("minted = ledger issuance", b.minted_micros, -p.get("issuance", 0)),
+            ("available = ledger available", b.available_micros, p.get("available", 0)),
+            ("held = ledger held", b.held_micros, p.get("held", 0)),
+            ("spent = ledger spent", b.spent_micros, p.get("spent", 0)),
+        ]
+        for rule, balance, expected in checks:
+            if balance != expected:
+                discrepancies.append({"account_id": account.id, "rule": rule, "balance_micros": balance,
+                                      "expected_micros": expected, "difference_micros": balance - expected})
+    for entry_id, total in unbalanced_entries:
+        discrepancies.append({"entry_id": entry_id, "rule": "ledger entry postings sum to zero",
+                              "balance_micros": int(total), "expected_micros": 0,
+                              "difference_micros": int(total)})
+    return {"balanced": not discrepancies, "accounts": accounts, "discrepancies": discrepancies,
+            "checked_accounts": len(accounts)}

@@ -1,0 +1,52 @@
+"""Finding an org for a caller, enforcing its role, and describing it."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from gateway.errors import ApiError
+from gateway.models import Account, Membership, Org
+from gateway.permissions import MINIMUM_ROLE, allows
+from gateway.principals import Principal, deny
+from gateway.runtime import Runtime
+
+
+def org_for_member(rt: Runtime, principal: Principal, slug: str, action: str) -> tuple[Org, str]:
+    """The org and the caller's role in it; 404 to outsiders (ids cannot be probed), 403 to too-low roles."""
+    with rt.db.sessions() as session:
+        org = session.scalar(select(Org).where(Org.slug == slug))
+        role = None
+        if org is not None and principal.actor.type == "user":
+            role = session.scalar(select(Membership.role).where(Membership.org_id == org.id,
+                                                                Membership.user_id == principal.actor.id))
+    if org is None or role is None:
+        raise deny(rt, 404, "org_not_found", f"Org '{slug}' was not found.", actor=principal.actor,
+                   action=action, target=f"org:{slug}")
+    if not allows(role, action):
+        raise deny(rt, 403, "forbidden",
+                   f"Forbidden: {action} in org '{slug}' needs the role {MINIMUM_ROLE[action]} or above; "
+                   f"you are {role}.", actor=principal.actor, action=action, target=f"org:{slug}", org=slug)
+    return org, role
+
+
+def load_org(session, slug: str) -> Org:
+    org = session.scalar(select(Org).where(Org.slug == slug))
+    if org is None:
+        raise ApiError(404, "org_not_found", f"Org '{slug}' was not found.")
+    return org
+
+
+def org_json(org: Org) -> dict:
+    return {"id": org.id, "slug": org.slug, "name": org.name, "account_id": org.account_id,
+            "budget_micros": org.budget_limit_micros, "allowed_models": org.allowed_models,
+            "rate_limit": ({"requests": org.rate_limit_requests, "window_seconds": org.rate_limit_window_seconds}
+                           if org.rate_limit_requests else None),
+            "managed_by": org.managed_by}
+
+
+def usage_json(org: Org, account: Account) -> dict:
+    limit = org.budget_limit_micros
+    budget_left = None if limit is None else max(0, limit - account.spent_micros - account.held_micros)
+    available = account.available_micros if budget_left is None else min(account.available_micros, budget_left)
+    return {"org": org.slug, "limit_micros": limit, "spent_micros": account.spent_micros,
+            "held_micros": account.held_micros, "available_micros": available,
+            "credit_available_micros": account.available_micros, "budget_remaining_micros": budget_left}

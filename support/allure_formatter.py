@@ -1,0 +1,248 @@
+"""Allure formatter for behave 1.3 that understands ``Rule:`` blocks.
+
+Registered in behave.ini as::
+
+    -f support.allure_formatter:AllureFormatter -o allure-results
+
+Why not the stock ``allure_behave.formatter:AllureFormatter`` (2.16.2)?
+
+* It only wraps ``feature.scenarios``. In behave 1.3 the scenarios of a ``Rule:``
+  live in ``rule.scenarios`` (``feature.run_items`` holds the rule), so they are never
+  started as Allure tests: they vanish from the results, their steps become orphans,
+  and an ``allure.attach`` from a hook or step fails with ``KeyError: None``.
+  Here every runnable scenario is wrapped, found with ``feature.walk_scenarios()``
+  (top-level ones, those under rules, and each row of every outline).
+* An ``allure.attach`` made while no test is running (``before_all``,
+  ``before_feature``, ``before_rule``...) raises ``KeyError: None`` in the stock
+  listener. Here it becomes a global attachment of the run instead.
+* Labels, so the report reads as product capabilities:
+  ``epic`` = the capability folder under ``features/`` (``features/billing/x.feature`` ->
+  "Billing"), ``feature`` = the Feature's name, ``story`` = the Rule's name (only for
+  scenarios under a Rule); ``parentSuite``/``suite``/``subSuite`` follow the same three
+  levels and ``titlePath`` (the tree Allure 3 shows by default) is
+  capability > feature > rule. A label set by a tag (``@allure.label.epic:Payments``)
+  wins over the derived one; tags on a ``Rule:`` count too (the stock listener only
+  reads the Feature's and the Scenario's tags).
+* Two scenarios with the same name under different rules of one feature get distinct
+  ``historyId``/``testCaseId`` (Allure 3 would otherwise fold one into the other as a
+  retry).
+* Outline names lose the trailing blank that behave's default annotation schema leaves
+  when an Examples block has no name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import allure_commons
+from allure_behave.formatter import AllureFormatter as _StockAllureFormatter
+from allure_behave.listener import AllureListener as _StockAllureListener
+from allure_behave.utils import TEST_PLAN_SKIP_REASON
+from allure_commons.mapping import labels_set, parse_tag
+from allure_commons.model2 import Label, Link
+from allure_commons.types import LabelType, Severity
+from allure_commons.utils import md5, uuid4
+from behave.model import Feature, Rule, ScenarioOutline
+
+__all__ = ["AllureFormatter", "RuleAwareListener", "capability_of", "full_name", "rule_of", "tag_labels"]
+
+FEATURES_DIR = "features"
+_WRAPPED_MARK = "_allure_rule_aware_wrapped"
+
+
+# ---------------------------------------------------------------------------
+# model helpers
+# ---------------------------------------------------------------------------
+def rule_of(scenario):
+    """The Rule a scenario (or outline row) belongs to, or None."""
+    node = getattr(scenario, "parent", None)
+    while node is not None and not isinstance(node, Feature):
+        if isinstance(node, Rule):
+            return node
+        node = getattr(node, "parent", None)
+    return None
+
+
+def _humanize(folder: str) -> str:
+    text = folder.replace("_", " ").replace("-", " ").strip()
+    return text[:1].upper() + text[1:] if text else folder
+
+
+def capability_of(filename) -> str | None:
+    """'features/billing/billing.invoices.feature' -> 'Billing'.
+
+    The capability is the first folder below the last ``features`` folder of the path
+    (relative to the working directory when possible). A file directly in features/
+    or outside any features/ folder has no capability.
+    """
+    if not filename or filename == "<string>":
+        return None
+    path = Path(filename)
+    try:
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        pass
+    folders = path.parts[:-1]
+    indexes = [i for i, part in enumerate(folders) if part == FEATURES_DIR]
+    if not indexes or indexes[-1] + 1 >= len(folders):
+        return None
+    return _humanize(folders[indexes[-1] + 1])
+
+
+def _clean_name(scenario) -> str:
+    name = scenario.name if scenario.name else scenario.keyword
+    return " ".join(name.split()) if name else name
+
+
+def full_name(scenario) -> str:
+    """Like allure_behave.utils.get_fullname, plus the Rule, so same-named scenarios
+    in different rules are different test cases."""
+    name = _clean_name(scenario).rsplit(" -- ")[0].rstrip()
+    rule = rule_of(scenario)
+    parts = [scenario.feature.name]
+    if rule is not None:
+        parts.append(rule.name)
+    parts.append(name)
+    return ": ".join(parts)
+
+
+def tag_labels(scenario) -> list:
+    """allure_behave.utils.scenario_labels, plus the tags of the scenario's Rule."""
+    rule = rule_of(scenario)
+    tags = list(scenario.feature.tags) + (list(rule.tags) if rule is not None else [])
+    tags += list(scenario.tags)
+    default = [Label(name=LabelType.SEVERITY, value=Severity.NORMAL)]
+    parsed = [parse_tag(tag) for tag in tags]
+    return labels_set([item for item in default + parsed if isinstance(item, Label)])
+
+
+def _is_planned(scenario, testplan) -> None:
+    """allure_behave.utils.is_planned_scenario, with our full_name as selector."""
+    if not testplan:
+        return
+    labels = tag_labels(scenario)
+    ids = [label.value for label in labels if label.name == LabelType.ID]
+    allure_id = ids[0] if ids else None
+    name = full_name(scenario)
+    for item in testplan:
+        if (allure_id and allure_id == item.get("id")) or name == item.get("selector"):
+            return
+    scenario.skip(reason=TEST_PLAN_SKIP_REASON)
+
+
+# ---------------------------------------------------------------------------
+# listener
+# ---------------------------------------------------------------------------
+class RuleAwareListener(_StockAllureListener):
+    """Stock listener + capability labels + no KeyError when nothing is running."""
+
+    def start_scenario(self, scenario):
+        super().start_scenario(scenario)
+        test = self.logger.get_test(self.current_scenario_uuid)
+        if test is None:  # pragma: no cover - defensive
+            return
+        rule = rule_of(scenario)
+        feature_name = scenario.feature.name or scenario.feature.keyword
+        capability = capability_of(scenario.filename or scenario.feature.filename)
+
+        test.name = _clean_name(scenario)
+        test.fullName = full_name(scenario)
+        test.testCaseId = md5(test.fullName)
+        if rule is not None:
+            parts = [scenario.feature.name, rule.name, scenario.name]
+            row = getattr(scenario, "_row", None)
+            if row:
+                parts.extend(f"{n}={v}" for n, v in zip(row.headings, row.cells))
+            test.historyId = md5(*parts)
+
+        title_path = [capability] if capability else list(test.titlePath or [])[:-1]
+        title_path.append(feature_name)
+        if rule is not None:
+            title_path.append(rule.name or rule.keyword)
+        test.titlePath = title_path
+
+        if rule is not None and not test.description and rule.description:
+            test.description = "\n".join(rule.description)
+
+        # Labels from tags, now including the Rule's tags (stock: feature + scenario).
+        framework = [label for label in test.labels
+                     if label.name in (LabelType.FRAMEWORK, LabelType.LANGUAGE)]
+        labels = tag_labels(scenario)
+        present = {label.name for label in labels}
+        wanted = [
+            (LabelType.EPIC, capability),
+            (LabelType.FEATURE, feature_name),
+            (LabelType.STORY, rule.name if rule is not None else None),
+            (LabelType.PARENT_SUITE, capability),
+            (LabelType.SUITE, feature_name),
+            (LabelType.SUB_SUITE, rule.name if rule is not None else None),
+        ]
+        for name, value in wanted:
+            if value and name not in present:
+                labels.append(Label(name=name, value=value))
+        test.labels = labels + framework
+
+        if rule is not None:
+            urls = {link.url for link in test.links}
+            for tag in rule.tags:
+                link = parse_tag(tag, issue_pattern=self.issue_pattern,
+                                 link_pattern=self.link_pattern)
+                if isinstance(link, Link) and link.url not in urls:
+                    test.links.append(link)
+                    urls.add(link.url)
+
+    # -- attachments made while no test/step/fixture is running (before_all,
+    #    before_feature, before_rule, ...) become global attachments of the run.
+    def _nothing_running(self) -> bool:
+        return self.logger._last_executable() is None  # pylint: disable=protected-access
+
+    @allure_commons.hookimpl
+    def attach_data(self, body, name, attachment_type, extension):
+        if self._nothing_running():
+            self.logger.global_attach_data(uuid4(), body, name=name,
+                                           attachment_type=attachment_type, extension=extension)
+        else:
+            super().attach_data(body, name, attachment_type, extension)
+
+    @allure_commons.hookimpl
+    def attach_file(self, source, name, attachment_type, extension):
+        if self._nothing_running():
+            self.logger.global_attach_file(uuid4(), source, name=name,
+                                           attachment_type=attachment_type, extension=extension)
+        else:
+            super().attach_file(source, name, attachment_type, extension)
+
+
+# ---------------------------------------------------------------------------
+# formatter
+# ---------------------------------------------------------------------------
+class AllureFormatter(_StockAllureFormatter):
+    """allure_behave's formatter with Rule support and capability labels."""
+
+    def __init__(self, stream_opener, config):
+        super().__init__(stream_opener, config)
+        # Swap the stock listener for ours (the stock __init__ registered it already).
+        stock = self.listener
+        name = allure_commons.plugin_manager.get_name(stock)
+        if name and allure_commons.plugin_manager.has_plugin(name):
+            allure_commons.plugin_manager.unregister(name=name)
+        self.listener = RuleAwareListener(config)
+        allure_commons.plugin_manager.register(self.listener)
+
+    def _wrap_scenario(self, scenarios):
+        for scenario in scenarios:
+            if isinstance(scenario, ScenarioOutline):
+                self._wrap_scenario(scenario.scenarios)
+                continue
+            if not getattr(scenario, _WRAPPED_MARK, False):
+                scenario.run = allure_commons.test(scenario.run, context={"scenario": scenario})
+                setattr(scenario, _WRAPPED_MARK, True)
+            _is_planned(scenario, self.testplan)
+
+    def feature(self, feature):
+        # walk_scenarios(): top-level scenarios, scenarios under Rules, outline rows.
+        self._wrap_scenario(feature.walk_scenarios())
+
+    def rule(self, rule):
+        # Called by behave 1.3 when a Rule starts; everything is wrapped already in
+        # feature(), this only catches a Rule whose outlines were rebuilt meanwhile.
+        self._wrap_scenario(rule.walk_scenarios())
