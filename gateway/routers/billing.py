@@ -4,10 +4,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from gateway import audit
 from gateway.errors import ApiError
-from gateway.models import Account, Reservation
+from gateway.models import Account, Org, Reservation
 from gateway.principals import Principal, admin, deny, service
 from gateway.runtime import Runtime, runtime
 from gateway.services import idempotency, ledger
@@ -48,6 +49,10 @@ def _check_anchor(rt: Runtime, principal: Principal, account_id: str, anchor: st
                    actor=principal.actor, action=action, target=f"account:{account_id}")
 
 
+def org_of_account(session, account_id: str) -> str | None:
+    return session.scalar(select(Org.slug).where(Org.account_id == account_id))
+
+
 def _account_of(rt: Runtime, reservation_id: str) -> str | None:
     with rt.db.sessions() as session:
         reservation = session.get(Reservation, reservation_id)
@@ -80,6 +85,7 @@ def create_reservation(body: NewReservation, request: Request, principal: Princi
                            f"Account '{body.account_id}' cannot hold {ledger.usd(body.amount_micros)}: only "
                            f"{ledger.usd(short.account.available_micros)} is available.")
         audit.record(session, principal.actor, "billing.reserve", target=f"reservation:{reservation.id}",
+                     org=org_of_account(session, body.account_id),
                      details={"account_id": body.account_id, "amount_micros": body.amount_micros})
         return 201, ledger.reservation_json(reservation)
 
@@ -118,6 +124,7 @@ def _move(rt: Runtime, principal: Principal, reservation_id: str, anchor: str | 
     def operation(session):
         reservation = move(session)
         audit.record(session, principal.actor, action, target=f"reservation:{reservation_id}",
+                     org=org_of_account(session, account_id),
                      details={"account_id": account_id, **body})
         return 200, ledger.reservation_json(reservation)
 
@@ -164,6 +171,7 @@ def mint(body: Mint, request: Request, principal: Principal = Depends(admin), rt
     def operation(session):
         lot = ledger.mint(session, body.account_id, body.amount_micros, body.reason, request.state.request_id)
         audit.record(session, principal.actor, "billing.mint", target=f"account:{body.account_id}",
+                     org=org_of_account(session, body.account_id),
                      details={"lot_id": lot.id, "amount_micros": body.amount_micros, "reason": body.reason})
         return 201, {"lot_id": lot.id, "account_id": body.account_id, "amount_micros": body.amount_micros}
 

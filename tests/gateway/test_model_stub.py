@@ -391,6 +391,15 @@ def test_calls_are_recorded_in_every_mode(client, ns):
     assert [c["body"]["messages"][0]["content"] for c in calls(client, ns)] == ["error", "drop", "ok"]
 
 
+def test_no_delayed_ack_stall(client, ns):
+    # Without TCP_NODELAY each response stalls ~40 ms on a delayed ACK (Nagle).
+    chat(client, ns, chat_body())
+    started = time.monotonic()
+    for _ in range(30):
+        assert chat(client, ns, chat_body()).status_code == 200
+    assert (time.monotonic() - started) / 30 < 0.02
+
+
 def test_calls_are_bounded(client, ns):
     for i in range(1005):
         client.get(f"/ns/{ns}/v1/models", params={"i": i})
@@ -459,7 +468,12 @@ def test_stops_promptly_with_a_hanging_request(tmp_path):
         with httpx.Client(base_url=own.url, timeout=10) as c:
             set_behaviour(c, "h", mode="hang")
             with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-                future = pool.submit(lambda: chat(httpx.Client(base_url=own.url, timeout=30), "h", chat_body()))
+
+                def hung_request():
+                    with httpx.Client(base_url=own.url, timeout=30) as other:
+                        return chat(other, "h", chat_body())
+
+                future = pool.submit(hung_request)
 
                 @retry(retry=retry_if_exception_type(AssertionError), stop=stop_after_delay(10), wait=wait_fixed(0.02), reraise=True)
                 def arrived():
@@ -468,7 +482,8 @@ def test_stops_promptly_with_a_hanging_request(tmp_path):
                 arrived()
                 started = time.monotonic()
                 own.proc.send_signal(signal.SIGTERM)
-                assert own.proc.wait(timeout=10) == 0
+                # uvicorn re-raises the signal it caught after a clean shutdown
+                assert own.proc.wait(timeout=10) in (0, -signal.SIGTERM)
                 assert time.monotonic() - started < 5
                 with pytest.raises(httpx.TransportError):
                     future.result(timeout=10)

@@ -1,0 +1,71 @@
+"""behave hooks: bring the stack up once, give each scenario its own namespace and cleanup, attach evidence on
+failure, bring the stack down."""
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import sys
+
+from support import config as suite_config
+from support import failure_dossier
+from support.api import ApiClient
+from support.config import SuiteSetupError
+from support.database import Database
+from support.keys import KeyMaterial
+from support.model_backends import ModelBackends
+from support.namespace import Namespace
+from support.platform import Platform
+from support.stacks import make_stack
+from support.world import World
+
+
+def _stop_run(context, message: str) -> None:
+    """A set-up problem ends the run at once with one line that says what to do."""
+    stack = getattr(context, "stack", None)
+    if stack is not None:
+        stack.down()
+    sys.stderr.write(f"acceptance suite: {message}\n")
+    sys.stderr.flush()
+    os._exit(2)
+
+
+def before_all(context):
+    try:
+        context.config_suite = suite_config.load(context.config.userdata)
+        print(context.config_suite.describe(), flush=True)
+        context.stack = make_stack(context.config_suite)
+        atexit.register(context.stack.down)
+        context.endpoints = context.stack.up()
+        if not context.endpoints.keys_dir:
+            raise SuiteSetupError("this stack gave no keys folder: pass -D keys_dir=... (the folder scripts/keygen "
+                                  "wrote for the deployment)")
+        context.keys = KeyMaterial(context.endpoints.keys_dir)
+        context.db = Database(context.endpoints.database_url)
+        context.backends = ModelBackends(context.endpoints.stub_url)
+    except SuiteSetupError as problem:
+        _stop_run(context, str(problem))
+
+
+def before_scenario(context, scenario):
+    cfg = context.config_suite
+    context.ns = Namespace(cfg.run_id + cfg.worker, f"{scenario.filename}:{scenario.line}:{scenario.name}")
+    context.api = ApiClient(context.endpoints.base_url, request_id_prefix=context.ns.request_id_prefix,
+                            trace_id=secrets.token_hex(16), timeout=cfg.request_timeout,
+                            diagnose=context.stack.last_words)
+    context.world = World()
+    context.platform = Platform(context.api, context.keys, context.ns, context.world)
+    context.add_cleanup(context.api.close)
+
+
+def after_step(context, step):
+    if step.status == "failed":
+        failure_dossier.attach(context)
+
+
+def after_all(context):
+    stack = getattr(context, "stack", None)
+    if stack is not None:
+        if getattr(context, "db", None) is not None:
+            context.db.dispose()
+        stack.down()

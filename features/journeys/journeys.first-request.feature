@@ -1,0 +1,27 @@
+@allure.label.epic:Journeys @critical
+Feature: A new customer's first request
+  The path every customer takes on day one: the platform opens their org, the owner joins and brings a colleague,
+  issues an API key and sends a first chat request. Each step leaves an audit event that carries the request id
+  the client sent, so any request can be traced end to end.
+
+  Scenario: From a new org to a first chat completion, traced through the audit log
+    Given the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
+    When a platform admin opens the org "Acme" for its owner "Olive"
+    And the platform grants "Acme" 5.00 USD of credit
+    And Olive accepts her invitation and logs in
+    And Olive invites "Mia" to "Acme" as a member
+    And Mia accepts her invitation and logs in
+    And Olive issues the API key "ci" for "Acme"
+    And the key "ci" asks "chat-basic" for a chat completion
+    Then the completion is answered by the model's primary backend
+    And "Acme" has been charged exactly the completion's usage at the model's price
+    And Mia is listed as a member of "Acme"
+    And the audit log of "Acme" shows, each with the request id the suite sent:
+      | action            | actor        | outcome |
+      | org.create        | the platform | allowed |
+      | billing.mint      | the platform | allowed |
+      | invitation.accept | Olive        | allowed |
+      | members.invite    | Olive        | allowed |
+      | invitation.accept | Mia          | allowed |
+      | keys.create       | Olive        | allowed |
+      | chat.completion   | the key "ci" | allowed |

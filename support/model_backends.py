@@ -1,0 +1,46 @@
+"""The model backend stub's control API: make a backend healthy, failing, slow or hung, and read what it saw.
+
+Each scenario uses its own stub namespaces, so one stub process serves every scenario in parallel."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+
+UNREACHABLE_URL = "http://127.0.0.1:9/v1/chat/completions"  # the discard port: nothing listens, connections fail
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # the business name in the scenario, e.g. "primary"
+    namespace: str
+
+    def chat_url(self, stub_url: str) -> str:
+        return f"{stub_url}/ns/{self.namespace}/v1/chat/completions"
+
+
+class ModelBackends:
+    def __init__(self, stub_url: str | None):
+        self.stub_url = stub_url.rstrip("/") if stub_url else None
+
+    def _require(self) -> str:
+        if self.stub_url is None:
+            raise AssertionError("This step controls the model backend stub, but the stack has none: pass "
+                                 "-D stub_url=... for an external stack.")
+        return self.stub_url
+
+    def behave(self, backend: Backend, mode: str, **settings) -> None:
+        response = requests.put(f"{self._require()}/_stub/{backend.namespace}/behaviour",
+                                json={"mode": mode, **settings}, timeout=5)
+        if response.status_code != 200:
+            raise AssertionError(f"The model stub refused behaviour {mode!r} for {backend.name}: "
+                                 f"{response.status_code} {response.text[:300]}")
+
+    def calls(self, backend: Backend) -> list[dict]:
+        response = requests.get(f"{self._require()}/_stub/{backend.namespace}/calls", timeout=5)
+        response.raise_for_status()
+        return response.json()["calls"]
+
+    def reset(self, backend: Backend) -> None:
+        if self.stub_url is not None:
+            requests.delete(f"{self.stub_url}/_stub/{backend.namespace}", timeout=5)

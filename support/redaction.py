@@ -1,0 +1,99 @@
+"""Masking secrets in everything the suite writes: evidence, logs, failure messages.
+
+A masked value keeps a short fingerprint, so two different secrets can still be told apart in a report:
+`«masked:jwt#3f2a1c»`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
+                  "x-identity-anchor-secret"}
+SECRET_FIELDS = re.compile(r"(password|secret|token|api_?key|^key$|authorization|credential)", re.I)
+PATTERNS = [
+    ("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
+    ("api-key", re.compile(r"tg_[A-Za-z0-9_-]{16,}")),
+    ("invitation", re.compile(r"inv_[A-Za-z0-9_-]{20,}")),
+]
+_known_secrets: dict[str, str] = {}
+
+
+def fingerprint(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:6]
+
+
+def marker(kind: str, value: str) -> str:
+    return f"«masked:{kind}#{fingerprint(value)}»"
+
+
+def register_secret(value: str | None, kind: str = "secret") -> None:
+    """Mask this exact value wherever it appears (e.g. HS256 secrets read from the keys folder, passwords)."""
+    if value and len(value) >= 6:
+        _known_secrets[value] = kind
+
+
+def mask_text(text: str) -> str:
+    if not text:
+        return text
+    for value, kind in sorted(_known_secrets.items(), key=lambda kv: -len(kv[0])):
+        if value in text:
+            text = text.replace(value, marker(kind, value))
+    for kind, pattern in PATTERNS:
+        text = pattern.sub(lambda m, k=kind: marker(k, m.group(0)), text)
+    return text
+
+
+def mask_value(key: str, value):
+    if isinstance(value, str) and SECRET_FIELDS.search(key) and value:
+        return marker("value", value)
+    return mask_data(value)
+
+
+def mask_data(data):
+    """Mask a parsed JSON document: secret-named fields entirely, and secret-looking strings anywhere."""
+    if isinstance(data, dict):
+        return {k: mask_value(str(k), v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [mask_data(v) for v in data]
+    if isinstance(data, str):
+        return mask_text(data)
+    return data
+
+
+def mask_headers(headers) -> dict:
+    masked = {}
+    for name, value in dict(headers or {}).items():
+        if name.lower() in SECRET_HEADERS:
+            scheme, _, credential = str(value).partition(" ")
+            masked[name] = f"{scheme} {marker('credential', credential)}" if credential else marker("credential", value)
+        else:
+            masked[name] = mask_text(str(value))
+    return masked
+
+
+def mask_body(body) -> str:
+    """A request or response body as masked, readable text."""
+    if body is None or body == b"" or body == "":
+        return ""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode()
+        except UnicodeDecodeError:
+            return f"<{len(body)} bytes of binary data>"
+    if isinstance(body, (dict, list)):
+        return json.dumps(mask_data(body), indent=2, ensure_ascii=False)
+    try:
+        return json.dumps(mask_data(json.loads(body)), indent=2, ensure_ascii=False)
+    except ValueError:
+        return mask_text(body)
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":«masked»@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

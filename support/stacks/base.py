@@ -1,0 +1,66 @@
+"""What every stack backend offers the suite: bring it up, say where it is, show its logs, take it down."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import requests
+
+from support.config import SuiteConfig, SuiteSetupError
+from support.waits import WaitTimeout, wait_until
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    base_url: str
+    database_url: str | None
+    keys_dir: str | None
+    stub_url: str | None  # the model backend stub's control address, when the stack has one
+    config_repo: str | None  # a git repository the gateway reconciles from, when the suite may commit to it
+
+
+class Stack(ABC):
+    name = "stack"
+
+    def __init__(self, config: SuiteConfig):
+        self.config = config
+        self.endpoints: Endpoints | None = None
+
+    @abstractmethod
+    def up(self) -> Endpoints: ...
+
+    @abstractmethod
+    def down(self) -> None: ...
+
+    def logs(self, lines: int = 40) -> dict[str, list[str]]:
+        """The last lines of each process's log, by process name."""
+        return {}
+
+    def state(self) -> dict[str, str]:
+        """Each process and whether it is up."""
+        return {}
+
+    def last_words(self, lines: int = 15) -> str:
+        """The gateway's last log lines and the processes' state, for failure messages."""
+        parts = [f" Stack state: {', '.join(f'{k} {v}' for k, v in self.state().items()) or 'unknown'}."]
+        gateway_lines = self.logs(lines).get("gateway") or []
+        if gateway_lines:
+            parts.append(" The gateway's last log lines:\n  " + "\n  ".join(gateway_lines[-lines:]))
+        return "".join(parts)
+
+    def wait_ready(self, base_url: str, timeout: float, still_starting=lambda: None) -> None:
+        """Poll /readyz until it answers 200; on timeout, quote what it last said and the gateway's log."""
+
+        def probe():
+            still_starting()
+            try:
+                response = requests.get(f"{base_url}/readyz", timeout=2)
+                return f"{response.status_code} {response.text[:200]}"
+            except requests.RequestException as exc:
+                return f"no answer ({type(exc).__name__})"
+
+        try:
+            wait_until(f"{base_url}/readyz to answer 200", probe, lambda seen: seen.startswith("200"),
+                       timeout=timeout, describe=str)
+        except WaitTimeout as exc:
+            raise SuiteSetupError(f"{exc}.{self.last_words()}") from None

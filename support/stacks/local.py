@@ -1,0 +1,109 @@
+"""The embedded stack: the model backend stub and the gateway as child processes on free loopback ports,
+with SQLite in a temporary folder, or a fresh PostgreSQL database when `database_url` names a server."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from support.config import SuiteSetupError
+from support.keys import require_keys_dir
+from support.stacks import config_repo
+from support.stacks.base import Endpoints, Stack
+from support.stacks.processes import ChildProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LocalStack(Stack):
+    name = "local"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.run_dir: Path | None = None
+        self.processes: dict[str, ChildProcess] = {}
+        self.created_database: str | None = None
+        self.server_url: str | None = None
+
+    def up(self) -> Endpoints:
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"acceptance-{self.config.run_id}-"))
+        keys_dir = self._keys()
+        database_url = self._database()
+        stub_port, gateway_port = free_port(), free_port()
+        stub_url = f"http://127.0.0.1:{stub_port}"
+        repo = config_repo.create(self.run_dir / "config-repo", stub_url)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+        self.processes["model-stub"] = ChildProcess(
+            "model-stub", [sys.executable, "-m", "gateway.model_stub", "--host", "127.0.0.1", "--port", str(stub_port)],
+            env=env, log_path=self.run_dir / "model-stub.log", cwd=ROOT)
+        self.processes["gateway"] = ChildProcess(
+            "gateway", [sys.executable, "-m", "gateway"],
+            env={**env, "DATABASE_URL": database_url, "KEYS_DIR": str(keys_dir), "CONFIG_REPO": str(repo),
+                 "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), "UPSTREAM_TIMEOUT_SECONDS": "2",
+                 "RECONCILE_INTERVAL_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "0.25"},
+            log_path=self.run_dir / "gateway.log", cwd=ROOT)
+        for process in self.processes.values():
+            process.start()
+        base_url = f"http://127.0.0.1:{gateway_port}"
+        self.wait_ready(base_url, self.config.ready_timeout, still_starting=self._fail_if_exited)
+        self.endpoints = Endpoints(base_url, database_url, str(keys_dir), stub_url, str(repo))
+        return self.endpoints
+
+    def _fail_if_exited(self) -> None:
+        for process in self.processes.values():
+            if not process.running():
+                raise SuiteSetupError(f"the {process.name} process {process.describe()} while starting; its last "
+                                      f"lines: {' | '.join(process.tail(8))}")
+
+    def _keys(self) -> Path:
+        if self.config.keys_dir:
+            return require_keys_dir(self.config.keys_dir)
+        keys_dir = self.run_dir / "keys"
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "keygen"), "--out", str(keys_dir)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SuiteSetupError(f"scripts/keygen failed: {done.stderr.strip()}")
+        return keys_dir
+
+    def _database(self) -> str:
+        if not self.config.database_url or self.config.database_url.startswith("sqlite"):
+            return self.config.database_url or f"sqlite:///{self.run_dir / 'gateway.db'}"
+        server = make_url(self.config.database_url)
+        name = f"acceptance_{self.config.run_id}_{secrets.token_hex(3)}".lower()
+        self.server_url = server.render_as_string(hide_password=False)
+        engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:
+            raise SuiteSetupError(f"cannot create a database on {server.render_as_string()} "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0]}); check -D database_url")
+        finally:
+            engine.dispose()
+        self.created_database = name
+        return server.set(database=name).render_as_string(hide_password=False)
+
+    def down(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        if self.created_database:
+            engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.created_database}" WITH (FORCE)'))
+            engine.dispose()
+            self.created_database = None
+        if self.run_dir and not self.config.keep_stack:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def logs(self, lines: int = 40) -> dict[str, list[str]]:
+        return {name: process.tail(lines) for name, process in self.processes.items()}
+
+    def state(self) -> dict[str, str]:
+        return {name: process.describe() for name, process in self.processes.items()}
