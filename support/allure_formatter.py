@@ -26,11 +26,19 @@ Why not the stock ``allure_behave.formatter:AllureFormatter`` (2.16.2)?
 * Two scenarios with the same name under different rules of one feature get distinct
   ``historyId``/``testCaseId`` (Allure 3 would otherwise fold one into the other as a
   retry).
+* Two Allure formatters in one run (behave merges ``format`` from behave.ini with
+  ``-f`` on the command line) no longer crash each other with ``KeyError``: each of ours
+  starts scenarios on its own listener only, whose reporter keeps its items apart.
+  allure_commons still hands every result to every results folder, so use ONE Allure
+  formatter per run (register this one in behave.ini, don't add it again with -f).
 * Outline names lose the trailing blank that behave's default annotation schema leaves
   when an Examples block has no name.
 """
 from __future__ import annotations
 
+import functools
+import threading
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import allure_commons
@@ -46,7 +54,7 @@ from behave.model import Feature, Rule, ScenarioOutline
 __all__ = ["AllureFormatter", "RuleAwareListener", "capability_of", "full_name", "rule_of", "tag_labels"]
 
 FEATURES_DIR = "features"
-_WRAPPED_MARK = "_allure_rule_aware_wrapped"
+_WRAPPED_BY = "_allure_reported_by"
 
 
 # ---------------------------------------------------------------------------
@@ -135,6 +143,33 @@ def _is_planned(scenario, testplan) -> None:
 class RuleAwareListener(_StockAllureListener):
     """Stock listener + capability labels + no KeyError when nothing is running."""
 
+    def __init__(self, behave_config):
+        super().__init__(behave_config)
+        # allure_commons keeps the running items in a dict shared by every AllureReporter
+        # of the process (a class attribute of ThreadContextItems). With two Allure
+        # formatters in one run (one from behave.ini plus one from -f, say) each closes
+        # the other's tests: KeyError. Move this reporter onto a store of its own; the
+        # stock __init__ has put exactly one item there so far (the session's group).
+        # pylint: disable=protected-access
+        items = self.logger._items
+        thread = threading.current_thread()
+        shared = items._thread_context[thread]
+        own = defaultdict(OrderedDict)
+        for group in self.group_context._groups:
+            own[thread][group.uuid] = shared.pop(group.uuid)
+        items._thread_context = own
+        items._init_thread = thread
+
+    # Scenarios are started and stopped by our own wrapper (_run_reported_by); ignore
+    # the broadcast hooks a stock allure_behave formatter in the same run may send.
+    @allure_commons.hookimpl
+    def start_test(self, parent_uuid, uuid, name, parameters, context):
+        pass
+
+    @allure_commons.hookimpl
+    def stop_test(self, parent_uuid, uuid, name, context, exc_type, exc_val, exc_tb):
+        pass
+
     def start_scenario(self, scenario):
         super().start_scenario(scenario)
         test = self.logger.get_test(self.current_scenario_uuid)
@@ -220,11 +255,14 @@ class AllureFormatter(_StockAllureFormatter):
 
     def __init__(self, stream_opener, config):
         super().__init__(stream_opener, config)
-        # Swap the stock listener for ours (the stock __init__ registered it already).
+        # Swap the stock listener for ours (the stock __init__ registered it already,
+        # and put its session group into the shared item store: take that out too).
         stock = self.listener
         name = allure_commons.plugin_manager.get_name(stock)
         if name and allure_commons.plugin_manager.has_plugin(name):
             allure_commons.plugin_manager.unregister(name=name)
+        for group in stock.group_context._groups:  # pylint: disable=protected-access
+            stock.logger._items.thread_context.pop(group.uuid, None)  # pylint: disable=protected-access
         self.listener = RuleAwareListener(config)
         allure_commons.plugin_manager.register(self.listener)
 
@@ -233,9 +271,10 @@ class AllureFormatter(_StockAllureFormatter):
             if isinstance(scenario, ScenarioOutline):
                 self._wrap_scenario(scenario.scenarios)
                 continue
-            if not getattr(scenario, _WRAPPED_MARK, False):
-                scenario.run = allure_commons.test(scenario.run, context={"scenario": scenario})
-                setattr(scenario, _WRAPPED_MARK, True)
+            wrapped_by = scenario.__dict__.setdefault(_WRAPPED_BY, set())
+            if id(self) not in wrapped_by:
+                scenario.run = _run_reported_by(self.listener, scenario, scenario.run)
+                wrapped_by.add(id(self))
             _is_planned(scenario, self.testplan)
 
     def feature(self, feature):
@@ -246,3 +285,20 @@ class AllureFormatter(_StockAllureFormatter):
         # Called by behave 1.3 when a Rule starts; everything is wrapped already in
         # feature(), this only catches a Rule whose outlines were rebuilt meanwhile.
         self._wrap_scenario(rule.walk_scenarios())
+
+
+def _run_reported_by(listener, scenario, run):
+    """scenario.run, reporting to this formatter's listener only.
+
+    The stock formatter wraps with allure_commons.test, which broadcasts start_test /
+    stop_test to every registered listener: with two Allure formatters in one run each
+    would record every scenario twice.
+    """
+    @functools.wraps(run)
+    def run_and_report(*args, **kwargs):
+        listener.start_scenario(scenario)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            listener.stop_scenario(scenario)
+    return run_and_report

@@ -6,8 +6,10 @@ minted = available + held + spent, and the postings per bucket equal the balance
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
@@ -135,11 +137,10 @@ def _not_pending(session: Session, reservation_id: str, verb: str) -> ApiError:
     reservation = session.get(Reservation, reservation_id)
     if reservation is None:
         return ApiError(404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.")
-    if reservation.status == "pending":  # pending but past its TTL: expire it now, then refuse
-        expire_one(session, reservation)
-        status = "expired"
-    else:
-        status = reservation.status
+    session.refresh(reservation)
+    # Still pending means past its TTL: it is expired, and the sweeper (or the next read) returns its amount.
+    # Expiring it here would be rolled back with the refusal, so it is only reported.
+    status = "expired (past its TTL)" if reservation.status == "pending" else reservation.status
     return ApiError(409, "reservation_not_pending",
                     f"Reservation '{reservation_id}' cannot be {verb}: it is {status}; only a pending "
                     f"reservation can move.")
@@ -214,18 +215,38 @@ def reservation_json(reservation: Reservation) -> dict:
             "created_at": as_utc(reservation.created_at).isoformat() if reservation.created_at else None}
 
 
+@contextmanager
+def snapshot(db) -> Iterator[Session]:
+    """A read-only session that sees one consistent state of the whole database.
+
+    Reconciliation reads accounts, lots, postings and reservations in several statements; under READ COMMITTED
+    (PostgreSQL's default) each statement would see other transactions' newer commits, and a reservation posted
+    between two reads would show as a false discrepancy. PostgreSQL gets REPEATABLE READ READ ONLY; SQLite's
+    transaction (BEGIN IMMEDIATE in the gateway) already reads one snapshot.
+    """
+    with db.sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":  # before the first statement: it starts the transaction
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+        yield session
+
+
 def reconciliation(session: Session) -> dict:
-    """Check every account: minted = available + held + spent, and ledger postings agree with the balances."""
+    """Check every account: minted = available + held + spent, and ledger postings agree with the balances.
+
+    Call it inside `snapshot(db)` so that every read sees the same moment.
+    """
     postings = {}
     for account_id, bucket, total in session.execute(
             select(LedgerPosting.account_id, LedgerPosting.bucket, func.sum(LedgerPosting.amount_micros))
             .group_by(LedgerPosting.account_id, LedgerPosting.bucket)):
         postings.setdefault(account_id, {})[bucket] = int(total or 0)
     unbalanced_entries = session.execute(
-        select(LedgerPosting.entry_id, func.sum(LedgerPosting.amount_micros))
+        select(LedgerPosting.entry_id, func.min(LedgerPosting.account_id), func.sum(LedgerPosting.amount_micros))
         .group_by(LedgerPosting.entry_id).having(func.sum(LedgerPosting.amount_micros) != 0)).all()
     lots = dict(session.execute(select(CreditLot.account_id, func.sum(CreditLot.amount_micros))
                                 .group_by(CreditLot.account_id)).all())
+    pending = dict(session.execute(select(Reservation.account_id, func.sum(Reservation.amount_micros))
+                                   .where(Reservation.status == "pending").group_by(Reservation.account_id)).all())
     accounts, discrepancies = [], []
     for account in session.scalars(select(Account).order_by(Account.id)):
         b = balances(account)
@@ -239,14 +260,15 @@ def reconciliation(session: Session) -> dict:
             ("available = ledger available", b.available_micros, p.get("available", 0)),
             ("held = ledger held", b.held_micros, p.get("held", 0)),
             ("spent = ledger spent", b.spent_micros, p.get("spent", 0)),
+            ("held = pending reservations", b.held_micros, int(pending.get(account.id) or 0)),
         ]
         for rule, balance, expected in checks:
             if balance != expected:
                 discrepancies.append({"account_id": account.id, "rule": rule, "balance_micros": balance,
                                       "expected_micros": expected, "difference_micros": balance - expected})
-    for entry_id, total in unbalanced_entries:
-        discrepancies.append({"entry_id": entry_id, "rule": "ledger entry postings sum to zero",
-                              "balance_micros": int(total), "expected_micros": 0,
-                              "difference_micros": int(total)})
+    for entry_id, account_id, total in unbalanced_entries:
+        discrepancies.append({"account_id": account_id, "entry_id": entry_id,
+                              "rule": "ledger entry postings sum to zero", "balance_micros": int(total),
+                              "expected_micros": 0, "difference_micros": int(total)})
     return {"balanced": not discrepancies, "accounts": accounts, "discrepancies": discrepancies,
             "checked_accounts": len(accounts)}

@@ -57,6 +57,10 @@ Feature: {FEATURE_NAME}
 
     Scenario: An org over budget is refused
       Given an org "zeta"
+      And these charges:
+        | model | amount |
+        | small | 1.50   |
+        | large | 0.75   |
       Then the org is billed
 
     Scenario Outline: Spending <amount> is <outcome>
@@ -77,6 +81,11 @@ from behave import given, then
 @given('an org "{{name}}"')
 def step_org(context, name):
     context.org = name
+
+
+@given("these charges:")
+def step_charges(context):
+    context.charges = [row["amount"] for row in context.table]
 
 
 @then("the org is billed")
@@ -167,6 +176,13 @@ def test_outline_rows_carry_their_parameters(behave_run):
     row = behave_run["by_name"]["Spending 9.00 is refused -- @1.2"][0]
     params = {p["name"]: p["value"] for p in row["parameters"]}
     assert params == {"org": "beta", "amount": "9.00", "outcome": "refused"}
+
+
+def test_step_tables_under_a_rule_are_attached(behave_run):
+    result = behave_run["by_name"]["An org over budget is refused"][0]
+    [step] = [s for s in result["steps"] if s["name"] == "And these charges:"]
+    [table] = [a for a in step.get("attachments", []) if a["name"] == ".table"]
+    assert "small,1.50" in (behave_run["results"] / table["source"]).read_text()
 
 
 def test_evidence_is_attached_to_the_failing_step(behave_run):

@@ -1,0 +1,43 @@
+import pytest
+
+from support.config import SuiteSetupError, load
+
+
+def test_defaults_are_the_embedded_stack():
+    config = load({}, environ={})
+    assert config.stack == "local"
+    assert config.ready_timeout == 30.0
+    assert config.run_id
+
+
+def test_userdata_wins_over_environment_which_wins_over_defaults():
+    environ = {"SUITE_REQUEST_TIMEOUT": "7", "SUITE_POLL_TIMEOUT": "3"}
+    config = load({"request_timeout": "9"}, environ=environ)
+    assert config.request_timeout == 9.0
+    assert config.poll_timeout == 3.0
+
+
+@pytest.mark.parametrize("userdata, says", [
+    ({"stack": "kubernetes"}, "is not a stack"),
+    ({"stak": "local"}, "unknown option -D stak"),
+    ({"ready_timeout": "soon"}, "is not a number"),
+    ({"ready_timeout": "-1"}, "must be above zero"),
+    ({"keep_stack": "maybe"}, "is not a boolean"),
+    ({"stack": "external"}, "add -D base_url"),
+    ({"keys_dir": "/nonexistent/keys"}, "scripts/keygen"),
+])
+def test_bad_options_stop_with_one_line_that_says_what_to_do(userdata, says):
+    with pytest.raises(SuiteSetupError) as problem:
+        load(userdata, environ={})
+    assert says in str(problem.value)
+    assert "\n" not in str(problem.value)
+
+
+def test_formatter_options_pass_through():
+    assert load({"AllureFormatter.issue_pattern": "x"}, environ={}).stack == "local"
+
+
+def test_the_printed_configuration_masks_database_passwords():
+    config = load({"database_url": "postgresql://app:hunter22@db:5432/x"}, environ={})
+    assert "hunter22" not in config.describe()
+    assert "app:«masked»@db" in config.describe()
