@@ -66,6 +66,11 @@ def _respond(status: int, body: dict, replayed: bool) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
+def _is_refusal(exc: ApiError) -> bool:
+    """A 4xx decided inside the operation or by Idempotency-Key handling (replays included): it gets audited."""
+    return 400 <= exc.status < 500
+
+
 def _refuse_and_audit(rt: Runtime, principal: Principal, action: str, target: str, exc: ApiError) -> ApiError:
     return deny(rt, exc.status, exc.code, exc.message, actor=principal.actor, action=action, target=target)
 
@@ -92,11 +97,11 @@ def create_reservation(body: NewReservation, request: Request, principal: Princi
     try:
         status, response, replayed = idempotency.run(rt.db, f"reserve:{principal.actor.id}", idempotency_key,
                                                      body.model_dump(), operation)
+        return _respond(status, response, replayed)
     except ApiError as exc:
-        if exc.status == 402:
+        if _is_refusal(exc):
             raise _refuse_and_audit(rt, principal, "billing.reserve", f"account:{body.account_id}", exc)
         raise
-    return _respond(status, response, replayed)
 
 
 @router.get("/billing/reservations/{reservation_id}")
@@ -131,11 +136,11 @@ def _move(rt: Runtime, principal: Principal, reservation_id: str, anchor: str | 
     try:
         status, response, replayed = idempotency.run(rt.db, f"{action}:{reservation_id}", idempotency_key,
                                                      body, operation)
+        return _respond(status, response, replayed)
     except ApiError as exc:
-        if exc.status in (409, 422):
+        if _is_refusal(exc):
             raise _refuse_and_audit(rt, principal, action, f"reservation:{reservation_id}", exc)
         raise
-    return _respond(status, response, replayed)
 
 
 @router.post("/billing/reservations/{reservation_id}/finalize")
@@ -175,14 +180,19 @@ def mint(body: Mint, request: Request, principal: Principal = Depends(admin), rt
                      details={"lot_id": lot.id, "amount_micros": body.amount_micros, "reason": body.reason})
         return 201, {"lot_id": lot.id, "account_id": body.account_id, "amount_micros": body.amount_micros}
 
-    status, response, replayed = idempotency.run(rt.db, f"mint:{principal.actor.id}", idempotency_key,
-                                                 body.model_dump(), operation)
-    return _respond(status, response, replayed)
+    try:
+        status, response, replayed = idempotency.run(rt.db, f"mint:{principal.actor.id}", idempotency_key,
+                                                     body.model_dump(), operation)
+        return _respond(status, response, replayed)
+    except ApiError as exc:
+        if _is_refusal(exc):
+            raise _refuse_and_audit(rt, principal, "billing.mint", f"account:{body.account_id}", exc)
+        raise
 
 
 @router.get("/admin/billing/reconciliation")
 def reconciliation(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
     with rt.db.transaction() as session:
         ledger.expire_due(session)
-    with rt.db.sessions() as session:
+    with ledger.snapshot(rt.db) as session:
         return ledger.reconciliation(session)

@@ -45,10 +45,14 @@ def run(db, scope: str, key: str | None, body: dict, operation: Callable) -> tup
         if utcnow() - as_utc(record.created_at) < STALE_AFTER:
             raise ApiError(409, "idempotency_conflict",
                            f"A request with Idempotency-Key '{key}' is still being processed; retry later.")
-        with db.transaction() as session:
-            session.execute(update(IdempotencyRecord).where(IdempotencyRecord.scope == scope,
-                                                            IdempotencyRecord.key == key)
-                            .values(created_at=utcnow()))
+        with db.transaction() as session:  # take over a crashed request's record; only one retry may win it
+            taken = session.execute(update(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope, IdempotencyRecord.key == key,
+                IdempotencyRecord.state == "in_progress", IdempotencyRecord.created_at == record.created_at)
+                .values(created_at=utcnow())).rowcount
+        if taken != 1:
+            raise ApiError(409, "idempotency_conflict",
+                           f"A request with Idempotency-Key '{key}' is being processed; retry later.")
     try:
         with db.transaction() as session:
             status, response = operation(session)
