@@ -8,7 +8,7 @@ import secrets
 import sys
 
 from support import config as suite_config
-from support import failure_dossier
+from support import evidence, failure_dossier
 from support.api import ApiClient
 from support.config import SuiteSetupError
 from support.database import Database
@@ -31,6 +31,7 @@ def _stop_run(context, message: str) -> None:
 
 
 def before_all(context):
+    evidence.install()  # failure messages and log records are masked from here on
     try:
         context.config_suite = suite_config.load(context.config.userdata)
         print(context.config_suite.describe(), flush=True)
@@ -42,6 +43,9 @@ def before_all(context):
                                   "wrote for the deployment)")
         context.keys = KeyMaterial(context.endpoints.keys_dir)
         context.db = Database(context.endpoints.database_url)
+        evidence.describe_run(stack=context.stack.name, base_url=context.endpoints.base_url,
+                              database=(context.endpoints.database_url or "none").split(":", 1)[0].split("+")[0],
+                              run_id=context.config_suite.run_id, worker=context.config_suite.worker)
         context.backends = ModelBackends(context.endpoints.stub_url)
     except SuiteSetupError as problem:
         _stop_run(context, str(problem))
@@ -56,11 +60,14 @@ def before_scenario(context, scenario):
     context.world = World()
     context.platform = Platform(context.api, context.keys, context.ns, context.world)
     context.add_cleanup(context.api.close)
+    if "needs_config_repo" in scenario.effective_tags and not context.endpoints.config_repo:
+        scenario.skip("needs the gateway's config repository on this machine: use the local stack, or pass "
+                      "-D config_repo=PATH (a working copy of the repository the gateway reads)")
 
 
 def after_step(context, step):
-    if step.status == "failed":
-        failure_dossier.attach(context)
+    if step.status.has_failed():
+        failure_dossier.attach(context, step)
 
 
 def after_all(context):

@@ -1,6 +1,12 @@
-"""Engine and sessions. SQLite gets WAL and a busy timeout so concurrent writers queue instead of failing."""
+"""Engine and sessions. SQLite gets WAL and a busy timeout so concurrent writers queue instead of failing.
+
+DATABASE_BUSY_TIMEOUT_MS (default 30000) bounds how long a request waits for a locked SQLite database before it
+fails (as a 503 `database_unavailable`, see gateway/errors.py).
+"""
 from __future__ import annotations
 
+import os
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -9,9 +15,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
+READS_ONLY = "gateway_reads_only"
+
+
+def busy_timeout_ms() -> int:
+    raw = os.environ.get("DATABASE_BUSY_TIMEOUT_MS", "")
+    return int(raw) if raw.strip().isdigit() else 30_000
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        busy_ms = busy_timeout_ms()
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_ms / 1000})
+        writers = threading.local()  # how many write transactions this thread has open
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -20,14 +36,28 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
+            # Reads (Database.sessions) begin deferred: under WAL they see one snapshot and never wait for the
+            # writer. So does a transaction opened while this thread already holds the write lock (say a key-ring
+            # reload inside a login), which would otherwise wait for itself until the busy timeout.
+            if conn.get_execution_options().get(READS_ONLY) or getattr(writers, "open", 0):
+                conn.exec_driver_sql("BEGIN")
+                return
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.info["holds_write_lock"] = True
+            writers.open = 1
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _sqlite_end(conn):
+            if conn.info.pop("holds_write_lock", False):
+                writers.open = 0
 
         return engine
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
@@ -37,12 +67,14 @@ class Database:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # sessions(): for reading (on SQLite they take no write lock); transaction(): for any change.
+        self.sessions = sessionmaker(self.engine.execution_options(**{READS_ONLY: True}), expire_on_commit=False)
+        self._writers = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with self.sessions() as session:
+        with self._writers() as session:
             with session.begin():
                 yield session
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import logging
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -30,6 +33,10 @@ class ApiError(Exception):
         self.param = param
         self.error_type = error_type
         self.headers = headers or {}
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the gateway's limit while it was read (a streamed body declares no length)."""
 
 
 def error_response(path: str, status: int, code: str, message: str, *, param: str | None = None,
@@ -67,7 +74,37 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None, 
     return text, field, 422
 
 
+log = logging.getLogger("gateway.errors")
+
+# Driver errors that mean "the database cannot be reached or used right now", not "this request is wrong":
+# SQLite busy past its timeout, a PostgreSQL server or database refusing or dropping connections, a full pool.
+DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+def database_unavailable(path: str, exc: Exception) -> JSONResponse:
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    log.warning("database unavailable on %s: %s", path, str(exc).splitlines()[0][:300])
+    return error_response(path, 503, "database_unavailable",
+                          f"The gateway's database is unavailable right now ({cause}); the request was not "
+                          f"completed. Retry shortly; the request id identifies the log lines.",
+                          headers={"Retry-After": "1"})
+
+
 def install(app) -> None:
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def _database(request: Request, exc: sa_exc.DBAPIError):
+        if isinstance(exc, DATABASE_UNAVAILABLE) or exc.connection_invalidated:
+            return database_unavailable(request.url.path, exc)
+        if isinstance(exc, sa_exc.DataError):  # a value the database cannot hold, say a NUL in PostgreSQL text
+            reason = (str(exc.orig).splitlines() or ["invalid value"])[0][:200]
+            return error_response(request.url.path, 400, "invalid_value",
+                                  f"A value in the request cannot be stored or looked up: {reason}.")
+        raise exc
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _pool_timeout(request: Request, exc: sa_exc.TimeoutError):
+        return database_unavailable(request.url.path, exc)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return error_response(request.url.path, exc.status, exc.code, exc.message, param=exc.param,
@@ -85,4 +122,9 @@ def install(app) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route for {request.method} {request.url.path}."
+        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI turns a failed body read into a 400
+            return error_response(request.url.path, 413, "body_too_large", str(exc.__cause__))
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            code, detail = "invalid_json", ("The request body could not be parsed: it is not UTF-8 JSON, or it is "
+                                            "nested too deeply or holds a number too large to read.")
         return error_response(request.url.path, exc.status_code, code, detail, headers=getattr(exc, "headers", None))

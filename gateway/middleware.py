@@ -7,27 +7,26 @@ import time
 from starlette.datastructures import Headers, MutableHeaders
 
 from gateway import context, metrics
-from gateway.errors import error_response
+from gateway.errors import DATABASE_UNAVAILABLE, BodyTooLarge, database_unavailable, error_response
 from gateway.logs import log as log_fields
 
 log = logging.getLogger("gateway.access")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class GatewayMiddleware:
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, max_platform_body_bytes: int = 64 * 1024):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # The platform API's bodies are a few fields; a large JSON document there (say 50,000 unknown keys) costs
+        # the event loop seconds of validation. Only model traffic (/v1/) takes bodies up to max_body_bytes.
+        self.max_platform_body_bytes = min(max_body_bytes, max_platform_body_bytes)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         correlation = context.correlation_from_headers(headers.get("x-request-id"), headers.get("traceparent"))
-        token = context.set_current(correlation)
+        context.set_current(correlation)
         scope.setdefault("state", {})["request_id"] = correlation.request_id
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}
@@ -46,9 +45,10 @@ class GatewayMiddleware:
             await response(scope, receive, send_with_ids)
 
         try:
+            limit = self.max_body_bytes if path.startswith("/v1/") else self.max_platform_body_bytes
             declared = headers.get("content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-                return await reply(self._too_large(path, declared))
+            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+                return await reply(self._too_large(path, declared, limit))
             received = 0
 
             async def counting_receive():
@@ -56,15 +56,22 @@ class GatewayMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
-                    if received > self.max_body_bytes:
-                        raise BodyTooLarge()
+                    if received > limit:
+                        raise BodyTooLarge(self._too_large_message(str(received), limit))
                 return message
 
             try:
                 await self.app(scope, counting_receive, send_with_ids)
+                if not status_holder["started"]:  # the app returned without answering: answer, with the ids
+                    log.error("no response was produced for %s %s", scope["method"], path)
+                    await reply(error_response(path, 500, "internal_error", "The gateway produced no answer; "
+                                               "the request id identifies the log lines."))
             except BodyTooLarge:
                 if not status_holder["started"]:
-                    await reply(self._too_large(path, str(received)))
+                    await reply(self._too_large(path, str(received), limit))
+            except DATABASE_UNAVAILABLE as exc:  # raised outside the routes' handlers (say while refusing)
+                if not status_holder["started"]:
+                    await reply(database_unavailable(path, exc))
             except Exception:
                 # Handled here, inside the correlation context, so the 500 and its log line carry the request id.
                 log.exception("unhandled error on %s %s", scope["method"], path)
@@ -79,9 +86,13 @@ class GatewayMiddleware:
             log_fields(log, logging.INFO, f"{scope['method']} {path} {status_holder['status']}",
                        method=scope["method"], path=path, route=template, status=status_holder["status"],
                        elapsed_ms=round(elapsed * 1000, 2))
-            context.reset_current(token)
+            # The correlation stays set on purpose: an ASGI server runs each request in a task of its own, so it
+            # ends with that task, and the server's own lines about this request (uvicorn logs an unfinished
+            # answer after the app returned) still carry its ids.
 
-    def _too_large(self, path: str, size: str):
-        return error_response(path, 413, "body_too_large",
-                              f"The request body ({size} bytes) is larger than the {self.max_body_bytes} bytes "
-                              f"this gateway accepts.")
+    @staticmethod
+    def _too_large_message(size: str, limit: int) -> str:
+        return f"The request body ({size} bytes) is larger than the {limit} bytes this route accepts."
+
+    def _too_large(self, path: str, size: str, limit: int):
+        return error_response(path, 413, "body_too_large", self._too_large_message(size, limit))

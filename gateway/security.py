@@ -37,6 +37,16 @@ def hash_password(password: str) -> str:
     return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+_DUMMY_HASH: list[str] = []
+
+
+def burn_password_check(password: str) -> None:
+    """Spend the time a real password check takes, so an unknown email answers no faster than a wrong password."""
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(hash_password(secrets.token_urlsafe(16)))
+    verify_password(password, _DUMMY_HASH[0])
+
+
 def verify_password(password: str, stored: str) -> bool:
     try:
         _, salt_b64, digest_b64 = stored.split("$")
@@ -102,14 +112,27 @@ class LoadedKey:
     public_pem: str
 
 
-class KeyRing:
-    """The signing keys, cached from the database; reloaded after a rotation or on an unknown kid."""
+SIGNING_KEY_STATES = ("next", "active", "retiring", "retired")
+VERIFYING_STATES = ("active", "retiring")
+PUBLISHED_STATES = ("next", "active", "retiring")
 
-    def __init__(self, database):
+
+class KeyRing:
+    """The signing keys, cached from the database for `max_age` seconds.
+
+    A rotation made through this process calls reload() at once, so it takes effect here immediately; other
+    processes see it within `max_age`. A token naming a kid we do not know triggers a reload too (another
+    process may have published it), but at most once per `miss_reload_interval`, so a flood of forged kids
+    cannot turn into a flood of database reads.
+    """
+
+    def __init__(self, database, *, max_age: float = 5.0, miss_reload_interval: float = 1.0):
         self._db = database
         self._lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._loaded_at = 0.0
+        self._max_age = max_age
+        self._miss_reload_interval = miss_reload_interval
 
     def reload(self) -> None:
         with self._db.sessions() as session:
@@ -120,7 +143,7 @@ class KeyRing:
             self._loaded_at = time.monotonic()
 
     def _snapshot(self) -> dict[str, LoadedKey]:
-        if time.monotonic() - self._loaded_at > 5:
+        if time.monotonic() - self._loaded_at > self._max_age:
             self.reload()
         return self._keys
 
@@ -132,13 +155,13 @@ class KeyRing:
 
     def verifying(self, kid: str) -> LoadedKey | None:
         key = self._snapshot().get(kid)
-        if key is None:
+        if key is None and time.monotonic() - self._loaded_at > self._miss_reload_interval:
             self.reload()
             key = self._keys.get(kid)
-        return key if key is not None and key.state in ("active", "retiring") else None
+        return key if key is not None and key.state in VERIFYING_STATES else None
 
     def published(self) -> list[LoadedKey]:
-        return [k for k in self._snapshot().values() if k.state in ("next", "active", "retiring")]
+        return [k for k in self._snapshot().values() if k.state in PUBLISHED_STATES]
 
 
 # ---- user tokens (ES256) -------------------------------------------------------------------------------------------
@@ -163,12 +186,18 @@ def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) ->
         raise TokenError(f"the token's algorithm {header.get('alg')!r} is not accepted (ES256 only)")
     if header.get("typ") != typ:
         raise TokenError(f"the token's type {header.get('typ')!r} is not accepted here (expected {typ!r})")
-    key = keyring.verifying(str(header.get("kid")))
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenError("the token names no signing key (kid)")
+    key = keyring.verifying(kid)
     if key is None:
-        raise TokenError(f"the token was signed with an unknown or retired key (kid {header.get('kid')!r})")
+        raise TokenError(f"the token was signed with an unknown or retired key (kid {kid[:100]!r})")
     try:
         claims = jwt.decode(token, key.public_pem, algorithms=["ES256"], audience=USER_AUDIENCE, issuer=issuer,
-                            options={"require": ["exp", "iat", "sub", "aud", "iss", "jti"]}, leeway=5)
+                            options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss", "jti"],
+                                     "strict_aud": True}, leeway=5)
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"the token lacks the required claim {exc.claim!r}")
     except jwt.ExpiredSignatureError:
         raise TokenError("the token has expired")
     except jwt.ImmatureSignatureError:

@@ -1,16 +1,56 @@
-"""The audit log."""
-from behave import then
+"""The audit log: one event per change and per refusal, correlation ids, secrets kept out, queries and paging."""
+import json
+import re
+from datetime import datetime
 
-from support.assertions import expect_true
+from behave import given, then, when
+
+from support import step_types  # noqa: F401  (registers {name:Name}, {pronoun:Pronoun}, ...)
+from support.assertions import expect_equal, expect_status, expect_true
+from support.audit import HEX32, Actor, AuditTrail, last_audited_request, leaks, secrets_handled
+
+TARGETS = {"a key": "key", "an invitation": "invitation", "the org": "org", "a user": "user", "a model": "model",
+           "an account": "account", "a reservation": "reservation", "its route": None}
+OUTCOMES = ("allowed", "denied", "failed")
 
 
-def actor_of(context, words: str) -> tuple[str, str | None]:
-    """'the platform' -> an admin token; 'the key "ci"' -> that API key; a name -> that person."""
+def trail(context) -> AuditTrail:
+    found = getattr(context, "audit_trail", None)
+    if found is None or found.platform is not context.platform:
+        context.audit_trail = found = AuditTrail(context.platform, context.db)
+    return found
+
+
+def actor_of(context, words: str) -> Actor:
+    """'the platform' -> a platform admin; 'the key "ci"' -> that API key; 'an anonymous caller'; a name -> that
+    person."""
     if words == "the platform":
-        return "admin", None
+        return Actor("admin")
+    if words == "an anonymous caller":
+        return Actor("anonymous")
     if words.startswith('the key "'):
-        return "api_key", context.world.key(words.split('"')[1]).id
-    return "user", context.world.person(words).user_id
+        return Actor("api_key", context.world.key(words.split('"')[1]).id)
+    return Actor("user", context.world.person(words).user_id)
+
+
+# ---- one event per request -------------------------------------------------------------------------------------
+
+@then('the request leaves exactly one audit event: {action} by {actor} on {target}, {outcome}')
+def one_event(context, action, actor, target, outcome):
+    expect_true(outcome in OUTCOMES, f"The outcome {outcome!r} is none of {OUTCOMES}")
+    expect_true(target in TARGETS, f"The target {target!r} is none of {sorted(TARGETS)}")
+    exchange = last_audited_request(context.api)
+    event = trail(context).expect_one_event(exchange, action=action, actor=actor_of(context, actor),
+                                            outcome=outcome)
+    shown = str(event.get("target") or "")
+    kind = TARGETS[target]
+    if kind is None:
+        expect_true(shown == f"{exchange.method} {exchange.path}", f"Expected the event's target to be the route "
+                    f"called ({exchange.method} {exchange.path}), but it was {shown!r}", exchange)
+    else:
+        expect_true(shown.startswith(f"{kind}:") and len(shown) > len(kind) + 1, f"Expected the event's target to "
+                    f"name {target} ({kind}:<id>), but it was {shown!r}", exchange)
+    context.audit_event = event
 
 
 @then('the audit log of "{org}" shows, each with the request id the suite sent:')
@@ -18,12 +58,243 @@ def audit_shows(context, org):
     events = context.platform.audit(org)
     sent = {e.request_id: e for e in context.api.exchanges}
     for row in context.table:
-        actor_type, actor_id = actor_of(context, row["actor"])
+        actor = actor_of(context, row["actor"])
         matches = [e for e in events if e["action"] == row["action"] and e["outcome"] == row["outcome"]
-                   and e["actor"]["type"] == actor_type and (actor_id is None or e["actor"]["id"] == actor_id)]
+                   and actor.matches(e)]
         expect_true(bool(matches), f"Expected an audit event {row['action']} by {row['actor']} with outcome "
                     f"{row['outcome']} in {org!r}, but the log held: "
                     f"{[(e['action'], e['actor'], e['outcome']) for e in events]}")
         foreign = [m["request_id"] for m in matches if m["request_id"] not in sent]
         expect_true(not foreign, f"Expected the {row['action']} event to carry a request id the suite sent, but it "
                     f"carried {foreign}; the suite sent {sorted(sent)}")
+
+
+@when('{name:Name} accepts {pronoun:Pronoun} invitation')
+def accepts_invitation(context, name, pronoun):
+    context.response = context.platform.accept_invitation(name)
+
+
+@when('a caller without credentials asks to issue an API key for "{org}"')
+def anonymous_key_request(context, org):
+    context.response = context.api.post(f"/orgs/{context.world.org(org).slug}/keys", json_body={"name": "anonymous"})
+    expect_status(context.response, 401, "a request without credentials to issue an API key")
+
+
+# ---- correlation -------------------------------------------------------------------------------------------------
+
+@then("the answer, its audit event and the model's backend carry the request id and the trace the caller sent")
+def correlated_everywhere(context):
+    exchange = context.response
+    expect_status(exchange, 200, "the chat completion")
+    rid, trace = exchange.request_id, context.api.trace_id
+    expect_equal(exchange.served_request_id, rid, "the X-Request-ID of the answer", exchange)
+    bearer = exchange.request_headers.get("Authorization", "").partition(" ")[2]
+    [key] = [k for k in context.world.keys.values() if k.secret == bearer]
+    event = trail(context).expect_one_event(exchange, action="chat.completion", actor=Actor("api_key", key.id),
+                                            outcome="allowed")
+    expect_equal(event["trace_id"], trace, "the trace id of the audit event", exchange)
+    backend = context.model_backends[exchange.response_headers.get("X-Gateway-Backend") or "primary"]
+    calls = [c for c in context.backends.calls(backend)
+             if {k.lower(): v for k, v in c["headers"].items()}.get("x-request-id") == rid]
+    expect_true(len(calls) == 1, f"Expected the {backend.name} backend to have been called once with X-Request-ID "
+                f"{rid}, but it saw {len(calls)} such call(s)", exchange)
+    headers = {k.lower(): v for k, v in calls[0]["headers"].items()}
+    parent = headers.get("traceparent") or ""
+    parts = parent.split("-")
+    expect_true(len(parts) == 4 and parts[1] == trace, f"Expected the backend to get a traceparent in trace "
+                f"{trace}, but it got {parent!r}", exchange)
+    sent_parent = exchange.request_headers["traceparent"].split("-")[2]
+    expect_true(parts[2] != sent_parent, f"Expected the gateway to call the backend from a span of its own, not the "
+                f"caller's span {sent_parent}", exchange)
+
+
+@then("every gateway log line about that request is a JSON object with its request id and trace id")
+def log_lines_correlated(context):
+    exchange = last_audited_request(context.api)
+    logs = context.stack.logs(2000)
+    if not logs.get("gateway"):
+        context.scenario.skip(f"the {context.stack.name} stack offers no gateway log to read")
+        return
+    lines = logs["gateway"]
+    parsed, not_json = [], []
+    for line in lines:
+        start = line.find("{")
+        try:
+            parsed.append(json.loads(line[start:]) if start >= 0 else None)
+        except ValueError:
+            parsed.append(None)
+        if parsed[-1] is None or not isinstance(parsed[-1], dict):
+            not_json.append(line)
+    expect_true(not not_json, f"Expected every gateway log line to be one JSON object, but {len(not_json)} of the "
+                f"last {len(lines)} were not, e.g. {not_json[:3]}", exchange)
+    mine = [p for p in parsed if p.get("request_id") == exchange.request_id]
+    expect_true(any(p.get("path") == exchange.path for p in mine), f"Expected the gateway's access line for "
+                f"{exchange.method} {exchange.path} to carry request id {exchange.request_id}, but the lines with "
+                f"that id were {mine}", exchange)
+    about = [p for p in parsed if p.get("path") == exchange.path and p.get("method") == exchange.method]
+    strays = [p for p in about if p.get("request_id") != exchange.request_id]
+    expect_true(not strays, f"Expected every log line about {exchange.method} {exchange.path} to carry request id "
+                f"{exchange.request_id}, but these carried another: {strays}", exchange)
+    wrong_trace = [p for p in mine if p.get("trace_id") != context.api.trace_id]
+    expect_true(not wrong_trace, f"Expected the log lines of request {exchange.request_id} to carry trace id "
+                f"{context.api.trace_id}, but these did not: {wrong_trace}", exchange)
+
+
+@when('{name:Name} issues the API key "{key}" for "{org}" with no request id')
+def issues_key_anonymously(context, name, key, org):
+    context.response = context.api.post(f"/orgs/{context.world.org(org).slug}/keys",
+                                        token=context.platform.access_token(name), json_body={"name": key},
+                                        headers={"X-Request-ID": None})
+    expect_status(context.response, 201, f"{name} issuing the API key {key!r} without a request id")
+
+
+@when('{name:Name} issues the API key "{key}" for "{org}" with a malformed traceparent')
+def issues_key_with_bad_trace(context, name, key, org):
+    context.bad_traceparent = "00-" + "g" * 32 + "-00f067aa0ba902b7-01"
+    context.response = context.api.post(f"/orgs/{context.world.org(org).slug}/keys",
+                                        token=context.platform.access_token(name), json_body={"name": key},
+                                        headers={"traceparent": context.bad_traceparent})
+    expect_status(context.response, 201, f"{name} issuing the API key {key!r} with a malformed traceparent")
+
+
+@then("the gateway answers with a request id it made up, and the audit event carries that id")
+def made_up_request_id(context):
+    exchange = context.response
+    expect_true("X-Request-ID" not in exchange.request_headers, "The request was meant to go without a request id, "
+                "but the suite sent one", exchange)
+    made_up = exchange.served_request_id
+    expect_true(bool(made_up) and re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", made_up or "") is not None,
+                f"Expected the answer to carry a request id made up by the gateway, but X-Request-ID was "
+                f"{made_up!r}", exchange)
+    events, read = trail(context).platform_events(request_id=made_up)
+    expect_true(len(events) == 1 and events[0]["action"] == "keys.create", f"Expected exactly the keys.create "
+                f"event under the made-up request id {made_up}, but found {events}", read)
+
+
+@then("the gateway starts a new trace for the request, and the audit event carries that trace")
+def new_trace(context):
+    exchange = context.response
+    events, read = trail(context).platform_events(request_id=exchange.request_id)
+    expect_true(len(events) == 1, f"Expected one audit event for request {exchange.request_id}, found {events}",
+                read)
+    trace = events[0].get("trace_id") or ""
+    expect_true(HEX32.match(trace) is not None and set(trace) != {"0"}, f"Expected the audit event to carry a new "
+                f"valid trace id (32 lowercase hex digits), but it carried {trace!r}", read)
+    expect_true(trace not in (context.api.trace_id, "g" * 32), f"Expected a new trace, not the one the caller sent "
+                f"({trace})", read)
+
+
+# ---- secrets -----------------------------------------------------------------------------------------------------
+
+REQUIRED_KINDS = ("password", "access token", "refresh token", "API key", "invitation token", "HS256 secret")
+
+
+@then('none of the secrets this scenario handled appears in the audit log of "{org}", read through the API or '
+      'from the database')
+def no_secrets(context, org):
+    held = secrets_handled(context.api, context.keys, context.world)
+    kinds = set(held.values())
+    missing = [k for k in REQUIRED_KINDS if k not in kinds]
+    expect_true(not missing, f"Expected this scenario to have handled every kind of secret ({', '.join(REQUIRED_KINDS)}"
+                f") so the check means something, but it handled none of: {missing}")
+    audit = trail(context)
+    owner_view = audit.org_page(org, limit=1000)
+    expect_status(owner_view, 200, f"the owner reading the audit log of {org!r}")
+    admin_views = [audit.platform_events(request_id=e.request_id)[1] for e in context.api.exchanges
+                   if e.method in ("POST", "PUT", "PATCH", "DELETE")]
+    stored = audit.stored_events(request_id_prefix=context.api.request_id_prefix)
+    expect_true(len(stored) >= 6, f"Expected the scenario's changes in the database's audit log, but found only "
+                f"{len(stored)} event(s) under request ids {context.api.request_id_prefix}.*", owner_view)
+    for name, text in ([("the org's audit log", owner_view.text)]
+                       + [(f"the platform's audit log for {v.path}", v.text) for v in admin_views]
+                       + [("the database's audit rows", json.dumps(stored, default=str))]):
+        leaked = leaks(text, held)
+        expect_true(not leaked, f"Expected no secret in {name}, but it holds: {', '.join(leaked)} (the values are "
+                    f"in the scenario's exchanges, masked)", owner_view)
+
+
+# ---- queries and paging ------------------------------------------------------------------------------------------
+
+@given('{name:Name} has made {count:d} changes to "{org}", one after another')
+@given('{name:Name} has made {count:d} change to "{org}", one after another')
+def made_changes(context, name, count, org):
+    context.changes = []
+    for number in range(1, count + 1):
+        exchange = context.platform.issue_key(name, org, f"change-{number}")
+        expect_status(exchange, 201, f"{name} making change {number} (issuing a key)")
+        context.changes.append(exchange)
+
+
+def _event_of(context, org, exchange) -> dict:
+    events = trail(context).org_events(org, request_id=exchange.request_id)
+    expect_true(len(events) == 1, f"Expected one event for request {exchange.request_id}, found {events}", exchange)
+    return events[0]
+
+
+@when('{name:Name} looks for the denied "{action}" events of "{org}"')
+def looks_for_denied(context, name, action, org):
+    context.found_events = trail(context).org_events(org, name, action=action, outcome="denied")
+
+
+@then("{name:Name} finds exactly {other:Name}'s attempt")
+def finds_attempt(context, name, other):
+    attempt = context.response
+    found = context.found_events
+    expect_true([e["request_id"] for e in found] == [attempt.request_id], f"Expected {name} to find exactly "
+                f"{other}'s attempt (request {attempt.request_id}), but the search found "
+                f"{[(e['action'], e['outcome'], e['request_id']) for e in found]}", attempt)
+    expect_equal(found[0]["actor"]["id"], context.world.person(other).user_id, "the actor of the event found")
+
+
+@when('{name:Name} reads the audit log of "{org}" from the second change until the third')
+def reads_range(context, name, org):
+    second, third = (_event_of(context, org, e) for e in context.changes[1:3])
+    start, end = datetime.fromisoformat(second["at"]), datetime.fromisoformat(third["at"])
+    expect_true(start < end, f"Expected the second change ({second['at']}) to be stamped before the third "
+                f"({third['at']})")
+    context.expected_events = [second]
+    context.found_events = trail(context).org_events(org, name, since=second["at"], until=third["at"])
+
+
+@then("{name:Name} finds exactly the second change")
+def finds_second(context, name):
+    found = [(e["id"], e["action"]) for e in context.found_events]
+    expected = [(e["id"], e["action"]) for e in context.expected_events]
+    expect_equal(found, expected, "the events between the second change and the third (since inclusive, until "
+                 "exclusive)")
+
+
+@when('{name:Name} reads the audit log of "{org}" {size:d} events at a time')
+def reads_pages(context, name, org, size):
+    context.page_size = size
+    context.pages = trail(context).org_pages(org, size, name)
+    context.whole_log = trail(context).org_events(org, name)
+
+
+@then("the pages hold every event of the log exactly once, newest first, and the last page says there is no more")
+def pages_hold_everything(context):
+    pages, size = context.pages, context.page_size
+    ids = [e["id"] for page in pages for e in page.json()["events"]]
+    expected = [e["id"] for e in context.whole_log]
+    expect_true(len(pages) >= 2, f"Expected the log of {len(expected)} events to take several pages of {size}, "
+                f"but it came in {len(pages)}", pages[-1])
+    expect_equal(ids, expected, f"the event ids over {len(pages)} pages of {size} (the whole log, read at once, "
+                 f"newest first)", pages[-1])
+    for page in pages[:-1]:
+        expect_equal(len(page.json()["events"]), size, "the number of events on a page that is not the last", page)
+    expect_equal(pages[-1].json().get("next_cursor"), None, "the next_cursor of the last page", pages[-1])
+
+
+@when("a platform admin looks up the request of {name:Name}'s change in the platform's audit log")
+def admin_looks_up(context, name):
+    exchange = context.changes[-1]
+    context.found_events, context.lookup = trail(context).platform_events(request_id=exchange.request_id)
+
+
+@then('the platform admin finds exactly that change, in the org "{org}"')
+def admin_finds(context, org):
+    change = context.changes[-1]
+    found = context.found_events
+    expect_true(len(found) == 1 and found[0]["action"] == "keys.create", f"Expected exactly the keys.create event "
+                f"of request {change.request_id}, but the platform's log gave {found}", context.lookup)
+    expect_equal(found[0]["org"], context.world.org(org).slug, "the org of the event", context.lookup)

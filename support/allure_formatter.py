@@ -33,10 +33,20 @@ Why not the stock ``allure_behave.formatter:AllureFormatter`` (2.16.2)?
   formatter per run (register this one in behave.ini, don't add it again with -f).
 * Outline names lose the trailing blank that behave's default annotation schema leaves
   when an Examples block has no name.
+* Every file written into the results folder is masked with support.redaction (results,
+  containers, text attachments): a last net under the masking the suite already does, so
+  no secret reaches the report even from an attachment or failure text that missed it.
+* When the run ends, ``environment.properties`` and ``executor.json`` describe it: the
+  facts the suite published (support.evidence.RUN_PROPERTIES: stack, database, base_url,
+  run id) plus python/behave/allure versions and the git commit.
 """
 from __future__ import annotations
 
 import functools
+import json
+import os
+import platform
+import subprocess
 import threading
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -48,8 +58,12 @@ from allure_behave.utils import TEST_PLAN_SKIP_REASON
 from allure_commons.mapping import labels_set, parse_tag
 from allure_commons.model2 import Label, Link
 from allure_commons.types import LabelType, Severity
+from allure_commons.logger import AllureFileLogger
 from allure_commons.utils import md5, uuid4
 from behave.model import Feature, Rule, ScenarioOutline
+
+from support import evidence
+from support.redaction import mask_strings, mask_text
 
 __all__ = ["AllureFormatter", "RuleAwareListener", "capability_of", "full_name", "rule_of", "tag_labels"]
 
@@ -248,13 +262,109 @@ class RuleAwareListener(_StockAllureListener):
 
 
 # ---------------------------------------------------------------------------
+# results files: masked, and the run described
+# ---------------------------------------------------------------------------
+TEXT_EXTENSIONS = (".json", ".txt", ".csv", ".tsv", ".xml", ".html", ".log", ".yaml", ".yml", ".uri")
+
+
+class MaskingFileLogger(AllureFileLogger):
+    """allure_commons' file logger, with every result, container and text attachment masked."""
+
+    def _report_item(self, item):
+        for field in ("statusDetails", "steps", "attachments", "parameters", "description", "name", "fullName"):
+            if hasattr(item, field):
+                _mask_model(item, field)
+        super()._report_item(item)
+
+    @allure_commons.hookimpl
+    def report_attached_data(self, body, file_name):
+        super().report_attached_data(_mask_body(body), file_name)
+
+    @allure_commons.hookimpl
+    def report_attached_file(self, source, file_name):
+        if not str(file_name).endswith(TEXT_EXTENSIONS):
+            return super().report_attached_file(source, file_name)
+        with open(source, "rb") as handle:
+            super().report_attached_data(_mask_body(handle.read()), file_name)
+
+
+def _mask_model(item, field: str) -> None:
+    """Mask the strings of an allure model attribute in place (attrs objects, lists of them, plain strings)."""
+    value = getattr(item, field)
+    if isinstance(value, str):
+        setattr(item, field, mask_text(value))
+    elif isinstance(value, list):
+        for child in value:
+            _mask_attrs(child)
+    elif value is not None:
+        _mask_attrs(value)
+
+
+def _mask_attrs(obj) -> None:
+    for name in getattr(type(obj), "__attrs_attrs__", ()):
+        _mask_model(obj, name.name)
+
+
+def _mask_body(body):
+    if isinstance(body, bytes):
+        try:
+            return mask_text(body.decode("utf-8")).encode("utf-8")
+        except UnicodeDecodeError:
+            return body  # binary (a screenshot, say): nothing textual to mask
+    return mask_text(body) if isinstance(body, str) else body
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    env = os.environ
+    if env.get("GITHUB_SHA") or env.get("CI_COMMIT_SHA"):
+        return env.get("GITHUB_SHA") or env.get("CI_COMMIT_SHA")
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parents[1])
+        return done.stdout.strip() or None if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_metadata(results_dir) -> None:
+    """environment.properties and executor.json for this run (replacing a previous run's)."""
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    run = dict(evidence.RUN_PROPERTIES)
+    props = {**run, "python": platform.python_version(), "behave": _version("behave"),
+             "allure-behave": _version("allure-behave"), "os": f"{platform.system()} {platform.release()}",
+             "git.commit": _git_commit()}
+    lines = [f"{key}={mask_text(str(value))}" for key, value in props.items() if value]
+    (folder / "environment.properties").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    executor = {"name": "behave", "type": "ci" if os.environ.get("CI") else "local",
+                "buildName": f"run {run['run_id']}" if run.get("run_id") else None,
+                "reportName": "AI gateway acceptance"}
+    (folder / "executor.json").write_text(json.dumps({k: v for k, v in executor.items() if v}), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------
 # formatter
 # ---------------------------------------------------------------------------
 class AllureFormatter(_StockAllureFormatter):
-    """allure_behave's formatter with Rule support and capability labels."""
+    """allure_behave's formatter with Rule support, capability labels and masked, described results."""
 
     def __init__(self, stream_opener, config):
         super().__init__(stream_opener, config)
+        # Swap the stock file logger for the masking one.
+        stock_logger = self.file_logger
+        name = allure_commons.plugin_manager.get_name(stock_logger)
+        if name and allure_commons.plugin_manager.has_plugin(name):
+            allure_commons.plugin_manager.unregister(name=name)
+        self.file_logger = MaskingFileLogger(self.stream_opener.name)
+        allure_commons.plugin_manager.register(self.file_logger)
         # Swap the stock listener for ours (the stock __init__ registered it already,
         # and put its session group into the shared item store: take that out too).
         stock = self.listener
@@ -285,6 +395,12 @@ class AllureFormatter(_StockAllureFormatter):
         # Called by behave 1.3 when a Rule starts; everything is wrapped already in
         # feature(), this only catches a Rule whose outlines were rebuilt meanwhile.
         self._wrap_scenario(rule.walk_scenarios())
+
+    def close(self):
+        try:
+            write_run_metadata(self.stream_opener.name)
+        finally:
+            super().close()
 
 
 def _run_reported_by(listener, scenario, run):

@@ -86,6 +86,9 @@ class ApiClient:
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
         sent.update(headers or {})
+        sent = {name: value for name, value in sent.items() if value is not None}  # a None header is not sent
+        if sent.get("X-Request-ID") != request_id:  # the caller chose the request id (or sent none)
+            request_id = sent.get("X-Request-ID") or f"{request_id}(unsent)"
         exchange = Exchange(method, self.base_url + path, path, sent, json_body if data is None else data, request_id)
         started = time.perf_counter()
         try:
@@ -102,6 +105,8 @@ class ApiClient:
         exchange.elapsed_ms = (time.perf_counter() - started) * 1000
         exchange.status = response.status_code
         exchange.response_headers = response.headers  # case-insensitive
+        if "X-Request-ID" not in sent and response.headers.get("X-Request-ID"):
+            exchange.request_id = response.headers["X-Request-ID"]  # the one the gateway made up
         exchange.text = response.text
         self._record(exchange)
         return exchange

@@ -22,3 +22,24 @@ def verify_with_jwks(token: str, jwks: dict, *, audience: str = "gateway") -> di
                           options={"verify_iss": False})
     except jwt.PyJWTError as exc:
         raise AssertionError(f"The token does not verify against published key {header['kid']!r}: {exc}") from None
+
+
+class PublishedKeys:
+    """The gateway's JWKS as a relying party keeps it: fetched when first needed and again when a token names a
+    key id not seen yet (a rotation), so every token the suite is issued can be checked at no extra cost."""
+
+    def __init__(self, fetch):
+        self._fetch = fetch  # () -> the JWKS document
+        self._jwks: dict | None = None
+
+    def verify(self, token: str, what: str = "the token") -> dict:
+        """The claims of an ES256 access token the gateway issued, or an AssertionError naming the drift."""
+        header = jwt.get_unverified_header(token)
+        if self._jwks is None or header.get("kid") not in {k.get("kid") for k in self._jwks.get("keys", [])}:
+            self._jwks = self._fetch()
+        if header.get("alg") != "ES256" or header.get("typ") != "at+jwt":
+            raise AssertionError(f"Expected {what} to be an ES256 at+jwt token, but its header was {header}")
+        try:
+            return verify_with_jwks(token, self._jwks)
+        except AssertionError as problem:
+            raise AssertionError(f"{what} does not verify against the published signing keys: {problem}") from None

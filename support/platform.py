@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from support.api import ApiClient, Exchange
 from support.assertions import expect_status
+from support.jwks import PublishedKeys
 from support.keys import KeyMaterial
 from support.namespace import Namespace
 from support.world import KeyRecord, OrgRecord, Person, World
@@ -15,6 +16,9 @@ class Platform:
         self.keys = keys
         self.ns = ns
         self.world = world
+        self.published_keys = PublishedKeys(
+            lambda: expect_status(self.api.get("/.well-known/jwks.json"), 200, "fetching the published signing keys")
+            .json())
 
     # ---- people ------------------------------------------------------------------------------------------------
 
@@ -38,6 +42,8 @@ class Platform:
         exchange = self.api.post("/auth/login", json_body={"email": person.email, "password": person.password})
         expect_status(exchange, 200, f"{name} logging in")
         tokens = exchange.json()
+        self.published_keys.verify(tokens["access_token"], f"the access token issued to {name} at login "
+                                   f"[request id {exchange.request_id}]")  # signing drift is caught at once
         person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
         return exchange
 
@@ -100,6 +106,12 @@ class Platform:
         reader = as_person or self.owner_of(org_name)
         return expect_status(self.api.get(f"/orgs/{org.slug}/usage", token=self.access_token(reader)), 200,
                              f"reading the usage of {org_name!r}")
+
+    def set_budget(self, person: str, org_name: str, limit_micros: int | None) -> Exchange:
+        """PUT /orgs/{slug}/budget as that person (the answer is returned unchecked)."""
+        org = self.world.org(org_name)
+        return self.api.put(f"/orgs/{org.slug}/budget", token=self.access_token(person),
+                            json_body={"limit_micros": limit_micros})
 
     def audit(self, org_name: str, **filters) -> list[dict]:
         org = self.world.org(org_name)

@@ -14,6 +14,8 @@ SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"
                   "x-identity-anchor-secret"}
 SECRET_FIELDS = re.compile(r"(password|secret|token|api_?key|^key$|authorization|credential)", re.I)
 PATTERNS = [
+    ("private-key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
+                               re.S)),
     ("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
     ("api-key", re.compile(r"tg_[A-Za-z0-9_-]{16,}")),
     ("invitation", re.compile(r"inv_[A-Za-z0-9_-]{20,}")),
@@ -61,6 +63,58 @@ def mask_data(data):
     if isinstance(data, str):
         return mask_text(data)
     return data
+
+
+def mask_strings(data):
+    """Mask secret-looking text in every string of a document, keeping its shape and field names (for report
+    files whose fields are not secrets by name: results, containers, parameters)."""
+    if isinstance(data, dict):
+        return {k: mask_strings(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [mask_strings(v) for v in data]
+    if isinstance(data, str):
+        return mask_text(data)
+    return data
+
+
+def mask_exception(exc: BaseException) -> BaseException:
+    """The exception with secrets masked in its message (and in the exceptions chained to it).
+
+    Masks in place when the message comes from `args` (AssertionError and most others), so type and traceback
+    stay; otherwise returns a RuntimeError (AssertionError for assertions) carrying the masked text instead."""
+    seen = set()
+    chained = exc.__cause__ or exc.__context__
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        _mask_args(chained)
+        chained = chained.__cause__ or chained.__context__
+    if _mask_args(exc):
+        return exc
+    kind = AssertionError if isinstance(exc, AssertionError) else RuntimeError
+    replacement = kind(f"{type(exc).__name__}: {mask_text(_text_of(exc))}")
+    replacement.__cause__ = None
+    replacement.__suppress_context__ = True
+    return replacement.with_traceback(exc.__traceback__)
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not hide the failure
+        return repr(exc.args)
+
+
+def _mask_args(exc: BaseException) -> bool:
+    """Mask the string arguments of an exception; True when its message is clean afterwards."""
+    text = _text_of(exc)
+    if mask_text(text) == text:
+        return True
+    try:
+        exc.args = tuple(mask_text(a) if isinstance(a, str) else mask_strings(a) for a in exc.args)
+    except (AttributeError, TypeError):
+        return False
+    after = _text_of(exc)
+    return mask_text(after) == after
 
 
 def mask_headers(headers) -> dict:

@@ -13,8 +13,8 @@ from gateway.errors import ApiError
 from gateway.models import Membership, Org, RefreshToken, User, utcnow
 from gateway.principals import Principal, deny, user
 from gateway.runtime import Runtime, runtime
-from gateway.security import (ACCESS_TYP, REFRESH_TYP, TokenError, issue_user_token, new_id, verify_password,
-                              verify_user_token)
+from gateway.security import (ACCESS_TYP, REFRESH_TYP, TokenError, burn_password_check, issue_user_token, new_id,
+                              verify_password, verify_user_token)
 from gateway.services.ledger import as_utc
 
 router = APIRouter(prefix="/auth")
@@ -48,9 +48,9 @@ def login(body: Login, rt: Runtime = Depends(runtime)):
     email = body.email.strip().lower()
     with rt.db.transaction() as session:
         found = session.scalar(select(User).where(User.email == email))
-        if found is None or not verify_password(body.password, found.password_hash):
-            found = None
-        else:
+        if found is None:
+            burn_password_check(body.password)  # an unknown email takes as long as a wrong password
+        elif verify_password(body.password, found.password_hash):
             tokens = _tokens(rt, session, found.id, new_id("fam"))
             audit.record(session, Actor("user", found.id), "auth.login", target=f"user:{found.id}")
             return tokens

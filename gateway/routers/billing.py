@@ -59,10 +59,17 @@ def _account_of(rt: Runtime, reservation_id: str) -> str | None:
         return reservation.account_id if reservation else None
 
 
-def _respond(status: int, body: dict, replayed: bool) -> JSONResponse:
+def _respond(rt: Runtime, principal: Principal, action: str, target: str, status: int, body: dict,
+             replayed: bool) -> JSONResponse:
+    """The operation's answer; a replay of an earlier answer (Idempotency-Key) is a request too and is audited."""
     error = idempotency.replay_error(status, body)
     if error is not None:
-        raise error
+        raise error  # audited as a refusal by the caller
+    if replayed:
+        with rt.db.transaction() as session:
+            audit.record(session, principal.actor, action, target=target,
+                         reason="Idempotency-Key replay: the first response was returned again",
+                         details={"replayed": True})
     return JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
@@ -97,7 +104,7 @@ def create_reservation(body: NewReservation, request: Request, principal: Princi
     try:
         status, response, replayed = idempotency.run(rt.db, f"reserve:{principal.actor.id}", idempotency_key,
                                                      body.model_dump(), operation)
-        return _respond(status, response, replayed)
+        return _respond(rt, principal, "billing.reserve", f"account:{body.account_id}", status, response, replayed)
     except ApiError as exc:
         if _is_refusal(exc):
             raise _refuse_and_audit(rt, principal, "billing.reserve", f"account:{body.account_id}", exc)
@@ -109,7 +116,8 @@ def get_reservation(reservation_id: str, principal: Principal = Depends(service)
                     x_identity_anchor: str | None = Header(default=None)):
     account_id = _account_of(rt, reservation_id)
     if account_id is None:
-        raise ApiError(404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.")
+        raise deny(rt, 404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.",
+                   actor=principal.actor, action="billing.read", target=f"reservation:{reservation_id}")
     _check_anchor(rt, principal, account_id, x_identity_anchor, "billing.read")
     with rt.db.transaction() as session:
         reservation = ledger.load_reservation(session, reservation_id)
@@ -136,7 +144,7 @@ def _move(rt: Runtime, principal: Principal, reservation_id: str, anchor: str | 
     try:
         status, response, replayed = idempotency.run(rt.db, f"{action}:{reservation_id}", idempotency_key,
                                                      body, operation)
-        return _respond(status, response, replayed)
+        return _respond(rt, principal, action, f"reservation:{reservation_id}", status, response, replayed)
     except ApiError as exc:
         if _is_refusal(exc):
             raise _refuse_and_audit(rt, principal, action, f"reservation:{reservation_id}", exc)
@@ -183,7 +191,7 @@ def mint(body: Mint, request: Request, principal: Principal = Depends(admin), rt
     try:
         status, response, replayed = idempotency.run(rt.db, f"mint:{principal.actor.id}", idempotency_key,
                                                      body.model_dump(), operation)
-        return _respond(status, response, replayed)
+        return _respond(rt, principal, "billing.mint", f"account:{body.account_id}", status, response, replayed)
     except ApiError as exc:
         if _is_refusal(exc):
             raise _refuse_and_audit(rt, principal, "billing.mint", f"account:{body.account_id}", exc)

@@ -39,8 +39,15 @@ def _parse(raw: bytes) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}.")
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "The request body is nested too deeply to read.")
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_json", "The request body holds a lone UTF-16 surrogate escape (such as "
+                       "\\ud800), which is not text.")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise ApiError(400, "invalid_request", "'model' is required and must be a string.", param="model")
     messages = body.get("messages")
@@ -119,7 +126,7 @@ def _settle(rt: Runtime, principal: Principal, org: Org, model: Model, reservati
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, principal: Principal = Depends(api_key), rt: Runtime = Depends(runtime)):
-    body = _parse(await request.body())
+    body = await run_in_threadpool(_parse, await request.body())  # a large body parses off the event loop
     request_id = request.state.request_id
     with rt.db.sessions() as session:
         org = session.get(Org, principal.org_id)

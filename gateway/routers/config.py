@@ -14,10 +14,13 @@ router = APIRouter(prefix="/admin/config")
 
 @router.post("/sync")
 async def sync_now(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
-    return await run_in_threadpool(rt.reconciler.sync)
+    """Run one reconcile pass now (after any pass in progress) and answer with the status it left.
+
+    A revision applied by this pass is audited as `config.apply` with the admin as actor and this request's id."""
+    return await run_in_threadpool(rt.reconciler.sync, principal.actor)
 
 
 @router.get("/status")
 def config_status(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
     with rt.db.sessions() as session:
-        return status_json(session.get(ConfigState, 1))
+        return {**status_json(session.get(ConfigState, 1)), "last_pass_ms": rt.reconciler.last_pass_ms}

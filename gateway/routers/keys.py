@@ -7,13 +7,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 
 from gateway import audit
-from gateway.errors import ApiError
 from gateway.models import ApiKey, utcnow
 from gateway.principals import Principal, user
 from gateway.runtime import Runtime, runtime
 from gateway.security import new_api_key, new_id, sha256_hex
 from gateway.services.ledger import as_utc
-from gateway.services.orgs import org_for_member
+from gateway.services.orgs import not_in_org, org_for_member
 
 router = APIRouter()
 
@@ -55,11 +54,14 @@ def revoke_key(slug: str, key_id: str, principal: Principal = Depends(user), rt:
     org, _ = org_for_member(rt, principal, slug, "keys.revoke")
     with rt.db.transaction() as session:
         key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org.id))
-        if key is None:
-            raise ApiError(404, "key_not_found", f"Key '{key_id}' was not found in org '{slug}'.")
-        if key.revoked_at is None:
-            session.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
-            audit.record(session, principal.actor, "keys.revoke", target=f"key:{key_id}", org=slug,
-                         details={"prefix": key.prefix})
-        session.refresh(key)
-        return key_json(key)
+        if key is not None:
+            if key.revoked_at is None:
+                session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                                .values(revoked_at=utcnow()))
+                audit.record(session, principal.actor, "keys.revoke", target=f"key:{key_id}", org=slug,
+                             details={"prefix": key.prefix})
+            session.refresh(key)
+            return key_json(key)
+    # Same answer whether the id belongs to another org or to no key at all.
+    raise not_in_org(rt, principal, code="key_not_found", message=f"Key '{key_id}' was not found in org '{slug}'.",
+                     action="keys.revoke", target=f"key:{key_id}", org=slug)

@@ -8,7 +8,6 @@ from sqlalchemy import func, select, update
 
 from gateway import audit
 from gateway.audit import Actor
-from gateway.errors import ApiError
 from gateway.models import Invitation, Membership, Org, User, utcnow
 from gateway.permissions import ROLES, outranks_or_equals
 from gateway.principals import Principal, deny, user
@@ -16,7 +15,7 @@ from gateway.routers.orgs import new_invitation, valid_email
 from gateway.runtime import Runtime, runtime
 from gateway.security import hash_password, new_id, sha256_hex, verify_password
 from gateway.services.ledger import as_utc
-from gateway.services.orgs import org_for_member
+from gateway.services.orgs import lock_org, not_in_org, org_for_member
 
 router = APIRouter()
 
@@ -121,41 +120,53 @@ def _owners(session, org_id: str) -> int:
 def change_role(slug: str, user_id: str, body: RoleChange, principal: Principal = Depends(user),
                 rt: Runtime = Depends(runtime)):
     org, _ = org_for_member(rt, principal, slug, "members.change_role")
+    problem = None
     with rt.db.transaction() as session:
+        lock_org(session, org.id)  # two owners stepping down at once must not leave the org without one
         membership = session.get(Membership, (org.id, user_id))
         if membership is None:
-            raise ApiError(404, "member_not_found", f"User '{user_id}' is not a member of org '{slug}'.")
-        before = membership.role
-        if before == "owner" and body.role != "owner" and _owners(session, org.id) <= 1:
-            problem = f"Refused: user '{user_id}' is the last owner of org '{slug}'; make someone else owner first."
+            problem = (404, "member_not_found", f"User '{user_id}' is not a member of org '{slug}'.")
+        elif membership.role == "owner" and body.role != "owner" and _owners(session, org.id) <= 1:
+            problem = (409, "last_owner", f"Refused: user '{user_id}' is the last owner of org '{slug}'; make "
+                       f"someone else owner first.")
         else:
-            problem = None
+            before = membership.role
             session.execute(update(Membership).where(Membership.org_id == org.id, Membership.user_id == user_id)
                             .values(role=body.role))
             audit.record(session, principal.actor, "members.change_role", target=f"user:{user_id}", org=slug,
                          details={"from": before, "to": body.role})
             return {"user_id": user_id, "role": body.role}
-    raise deny(rt, 409, "last_owner", problem, actor=principal.actor, action="members.change_role",
+    status, code, message = problem
+    if status == 404:
+        raise not_in_org(rt, principal, code=code, message=message, action="members.change_role",
+                         target=f"user:{user_id}", org=slug)
+    raise deny(rt, status, code, message, actor=principal.actor, action="members.change_role",
                target=f"user:{user_id}", org=slug)
 
 
 @router.delete("/orgs/{slug}/members/{user_id}", status_code=204)
 def remove_member(slug: str, user_id: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
     org, role = org_for_member(rt, principal, slug, "members.remove")
+    problem = None
     with rt.db.transaction() as session:
+        lock_org(session, org.id)
         membership = session.get(Membership, (org.id, user_id))
         if membership is None:
-            raise ApiError(404, "member_not_found", f"User '{user_id}' is not a member of org '{slug}'.")
-        target_role = membership.role
-        if target_role == "owner" and role != "owner":
+            problem = (404, "member_not_found", f"User '{user_id}' is not a member of org '{slug}'.")
+        elif membership.role == "owner" and role != "owner":
             problem = (403, "forbidden", f"Forbidden: a {role} cannot remove an owner of org '{slug}'.")
-        elif target_role == "owner" and _owners(session, org.id) <= 1:
-            problem = (409, "last_owner", f"Refused: user '{user_id}' is the last owner of org '{slug}'.")
+        elif membership.role == "owner" and _owners(session, org.id) <= 1:
+            problem = (409, "last_owner", f"Refused: user '{user_id}' is the last owner of org '{slug}'; make "
+                       f"someone else owner first.")
         else:
+            target_role = membership.role
             session.delete(membership)
             audit.record(session, principal.actor, "members.remove", target=f"user:{user_id}", org=slug,
                          details={"role": target_role})
             return Response(status_code=204)
     status, code, message = problem
+    if status == 404:
+        raise not_in_org(rt, principal, code=code, message=message, action="members.remove",
+                         target=f"user:{user_id}", org=slug)
     raise deny(rt, status, code, message, actor=principal.actor, action="members.remove",
                target=f"user:{user_id}", org=slug)

@@ -58,7 +58,7 @@ def _post(session: Session, kind: str, account_id: str, moves: dict[str, int], *
     entry = LedgerEntry(id=new_id("le"), kind=kind, account_id=account_id, reservation_id=reservation_id,
                         lot_id=lot_id, request_id=request_id)
     session.add(entry)
-    session.flush([entry])
+    session.flush()
     for bucket, amount in moves.items():
         if amount:
             session.add(LedgerPosting(entry_id=entry.id, account_id=account_id, bucket=bucket, amount_micros=amount))
@@ -68,7 +68,7 @@ def create_account(session: Session, *, account_id: str | None = None, identity_
     account = Account(id=account_id or new_id("acct"), identity_anchor=identity_anchor, minted_micros=0,
                       available_micros=0, held_micros=0, spent_micros=0)
     session.add(account)
-    session.flush([account])
+    session.flush()
     return account
 
 
@@ -96,7 +96,7 @@ class Shortfall(Exception):
     def __init__(self, reason: str, account: Account):
         super().__init__(reason)
         self.reason = reason
-        self.account = account
+        self.account = balances(account)  # a snapshot: the session's rollback would expire (detach) the row
 
 
 def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, *,
@@ -116,7 +116,7 @@ def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, 
     reservation = Reservation(id=new_id("res"), account_id=account_id, amount_micros=amount, status="pending",
                               expires_at=utcnow() + timedelta(seconds=ttl_seconds), request_id=request_id)
     session.add(reservation)
-    session.flush([reservation])
+    session.flush()
     _post(session, "reserve", account_id, {"available": -amount, "held": amount}, reservation_id=reservation.id,
           request_id=request_id)
     return reservation

@@ -19,13 +19,28 @@ def org_for_member(rt: Runtime, principal: Principal, slug: str, action: str) ->
             role = session.scalar(select(Membership.role).where(Membership.org_id == org.id,
                                                                 Membership.user_id == principal.actor.id))
     if org is None or role is None:
+        # The caller gets the same answer whether the org exists or not; the org's own audit log (if it exists)
+        # still shows who probed it, which only its owners and admins can read.
         raise deny(rt, 404, "org_not_found", f"Org '{slug}' was not found.", actor=principal.actor,
-                   action=action, target=f"org:{slug}")
+                   action=action, target=f"org:{slug}", org=org.slug if org is not None else None,
+                   details={"reason": "not a member" if org is not None else "no such org"})
     if not allows(role, action):
         raise deny(rt, 403, "forbidden",
                    f"Forbidden: {action} in org '{slug}' needs the role {MINIMUM_ROLE[action]} or above; "
                    f"you are {role}.", actor=principal.actor, action=action, target=f"org:{slug}", org=slug)
     return org, role
+
+
+def not_in_org(rt: Runtime, principal: Principal, *, code: str, message: str, action: str, target: str,
+               org: str) -> ApiError:
+    """A 404 for a thing named through an org it does not belong to. Audited as denied; the answer is the same
+    whether the thing exists in another org or nowhere, so ids cannot be probed across orgs."""
+    return deny(rt, 404, code, message, actor=principal.actor, action=action, target=target, org=org)
+
+
+def lock_org(session, org_id: str) -> None:
+    """Serialize changes to one org's memberships (PostgreSQL row lock; SQLite transactions already serialize)."""
+    session.execute(select(Org.id).where(Org.id == org_id).with_for_update())
 
 
 def load_org(session, slug: str) -> Org:

@@ -47,7 +47,8 @@ class LocalStack(Stack):
             "gateway", [sys.executable, "-m", "gateway"],
             env={**env, "DATABASE_URL": database_url, "KEYS_DIR": str(keys_dir), "CONFIG_REPO": str(repo),
                  "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), "UPSTREAM_TIMEOUT_SECONDS": "2",
-                 "RECONCILE_INTERVAL_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "0.25"},
+                 "RECONCILE_INTERVAL_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "0.25",
+                 "DATABASE_BUSY_TIMEOUT_MS": "2000"},
             log_path=self.run_dir / "gateway.log", cwd=ROOT)
         for process in self.processes.values():
             process.start()
@@ -91,6 +92,8 @@ class LocalStack(Stack):
         return server.set(database=name).render_as_string(hide_password=False)
 
     def down(self) -> None:
+        if getattr(self, "_outage", None) is not None:
+            self.start_database()
         for process in reversed(list(self.processes.values())):
             process.stop()
         if self.created_database:
@@ -101,6 +104,39 @@ class LocalStack(Stack):
             self.created_database = None
         if self.run_dir and not self.config.keep_stack:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # ---- faults the resilience features inject: this stack owns its gateway process and its database --------------
+
+    def gateway_pid(self) -> int | None:
+        process = self.processes["gateway"].process
+        return process.pid if process is not None and self.processes["gateway"].running() else None
+
+    def kill_gateway(self) -> int | None:
+        """SIGKILL the gateway at once (no graceful shutdown); returns the pid that was killed."""
+        pid = self.gateway_pid()
+        self.processes["gateway"].kill()
+        return pid
+
+    def restart_gateway(self) -> None:
+        """Start the gateway again on the same port with the same database and settings; wait until it is ready."""
+        gateway = self.processes["gateway"]
+        if gateway.running():
+            gateway.stop()
+        gateway.start()
+        self.wait_ready(self.endpoints.base_url, self.config.ready_timeout, still_starting=self._fail_if_exited)
+
+    def stop_database(self) -> str:
+        """Make the gateway's database unavailable until start_database(); returns how, in a few words."""
+        from support.faults import database_outage
+        if getattr(self, "_outage", None) is None:
+            self._outage = database_outage(self.endpoints.database_url, self.server_url, self.created_database)
+            self._outage.begin()
+        return self._outage.how
+
+    def start_database(self) -> None:
+        outage, self._outage = getattr(self, "_outage", None), None
+        if outage is not None:
+            outage.end()
 
     def logs(self, lines: int = 40) -> dict[str, list[str]]:
         return {name: process.tail(lines) for name, process in self.processes.items()}

@@ -1,0 +1,17 @@
+@allure.label.epic:Audit
+Feature: Secrets never reach the audit log
+  The audit log is read by people who must never see a credential: owners, admins, auditors. Passwords, access
+  and refresh tokens, API key secrets and invitation tokens pass through the gateway on every sign-up, login,
+  refresh and key issue; none of them may appear in an audit event, whether read through the API or straight
+  from the database.
+
+  Scenario: Joining, logging in, refreshing and issuing a key leave no secret in the audit log
+    Given the org "Acme" with its owner "Olive" and 5.00 USD of credit
+    And the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
+    And Olive has invited Nia to "Acme" as a member
+    When Nia accepts her invitation
+    And Nia logs in
+    And Nia refreshes her tokens
+    And Olive issues the API key "ci" for "Acme"
+    And the key "ci" asks "chat-basic" for a chat completion
+    Then none of the secrets this scenario handled appears in the audit log of "Acme", read through the API or from the database

@@ -1,0 +1,20 @@
+@allure.label.epic:Auth
+Feature: Logging in
+  People log in with their email and password. They get a short-lived access token, which anyone can verify
+  against the keys the gateway publishes, and a refresh token. A failed login never tells whether the email
+  belongs to someone, and every failed login is audited.
+
+  Background:
+    Given the org "Acme" with its owner "Olive"
+
+  Scenario: Logging in gives an access token that verifies against the published keys
+    When Olive logs in
+    Then Olive's access token verifies against the published signing keys
+    And Olive's access token is an ES256 access token for the gateway that expires within 15 minutes
+    And with her access token the gateway knows Olive as the owner of "Acme"
+
+  Scenario: A wrong password and an unknown email get the same refusal
+    When Olive tries to log in with a wrong password
+    And someone tries to log in with an email nobody uses
+    Then both logins are refused as unauthenticated with the same answer
+    And both refusals are audited as denied

@@ -1,0 +1,29 @@
+@allure.label.epic:Auth
+Feature: Refreshing tokens
+  A refresh token buys one new pair of tokens, once. A refresh token that comes back a second time has leaked:
+  the gateway refuses it and revokes every refresh token descended from the same login, so whoever holds the
+  newest one cannot carry on either.
+
+  Background:
+    Given the org "Acme" with its owner "Olive"
+    And Olive has logged in
+
+  Scenario: A refresh gives a new pair of tokens that works
+    When Olive refreshes her tokens
+    Then Olive holds a new access token and a new refresh token
+    And with her access token the gateway knows Olive as the owner of "Acme"
+
+  Scenario: A refresh token that was already used is refused
+    When Olive refreshes her tokens
+    And Olive's previous refresh token is presented again
+    Then the refresh is refused as unauthenticated because the token was already used
+
+  Scenario: Replaying a refresh token revokes the whole login
+    When Olive refreshes her tokens
+    And Olive's previous refresh token is presented again
+    And Olive refreshes her tokens with the newest refresh token
+    Then the refresh is refused as unauthenticated because the token was already used
+
+  Scenario: An access token cannot be used to refresh
+    When Olive's access token is presented as a refresh token
+    Then the refresh is refused as unauthenticated

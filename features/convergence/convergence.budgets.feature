@@ -1,0 +1,23 @@
+@allure.label.epic:Convergence @needs_config_repo
+Feature: Budgets declared in git are the budgets in force
+  Operators declare each org's budget in the configuration repository. Once the gateway has synced a commit,
+  chat requests are held to the budget of that commit, whether the sync was asked for or came with the
+  reconcile interval, and the configuration reports Synced at that commit.
+
+  Background:
+    Given the org "Acme" with its owner "Olive" and 10.00 USD of credit
+    And the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
+    And Olive holds the API key "ci" for "Acme"
+
+  Scenario Outline: A request is held to the budget of the latest commit (<trigger>)
+    Given "Acme" is declared in git with a budget of <old budget>
+    When the operator commits a budget of <new budget> for "Acme"
+    And <trigger>
+    Then the configuration is Synced at that commit within 5 seconds
+    When the key "ci" asks "chat-basic" for a chat completion
+    Then the request is <verdict> under the budget in git
+
+    Examples:
+      | old budget | new budget | trigger                       | verdict  |
+      | 0.05 USD   | 5.00 USD   | the gateway syncs             | answered |
+      | 5.00 USD   | 0.05 USD   | the reconcile interval passes | refused  |

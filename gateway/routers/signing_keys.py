@@ -1,0 +1,108 @@
+"""Rotating the ES256 keys that sign user tokens (platform admin only).
+
+A key moves next -> active -> retiring -> retired, and only forward, except that a retiring key may be made
+active again (rolling back a rotation). `next` is published in the JWKS before it signs anything, so relying
+parties can fetch it in time; `active` signs; `retiring` still verifies the tokens it signed; `retired` is gone
+from the JWKS and its tokens are refused. Every change reloads this process's key ring at once.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from gateway import audit
+from gateway.models import SigningKey, utcnow
+from gateway.principals import Principal, admin, deny
+from gateway.runtime import Runtime, runtime
+from gateway.security import generate_signing_key, public_jwk
+from gateway.services.ledger import as_utc
+
+router = APIRouter(prefix="/admin/signing-keys")
+
+
+def key_json(key: SigningKey) -> dict:
+    """A signing key as operators see it: never its private half."""
+    return {"kid": key.kid, "state": key.state,
+            "created_at": as_utc(key.created_at).isoformat() if key.created_at else None,
+            "retired_at": as_utc(key.retired_at).isoformat() if key.retired_at else None,
+            "public_jwk": public_jwk(key.public_pem, key.kid)}
+
+
+def _all_locked(session) -> dict[str, SigningKey]:
+    """Every signing key, locked for this transaction so two rotations cannot interleave."""
+    return {k.kid: k for k in session.scalars(select(SigningKey).with_for_update()).all()}
+
+
+@router.get("")
+def list_keys(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+    with rt.db.sessions() as session:
+        keys = session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.kid)).all()
+        return {"keys": [key_json(k) for k in keys]}
+
+
+@router.post("", status_code=201)
+def publish(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+    kid, private_pem, public_pem = generate_signing_key()
+    with rt.db.transaction() as session:
+        key = SigningKey(kid=kid, private_pem=private_pem, public_pem=public_pem, state="next", created_at=utcnow())
+        session.add(key)
+        audit.record(session, principal.actor, "signing_keys.publish", target=f"signing_key:{kid}")
+        result = key_json(key)
+    rt.keyring.reload()
+    return JSONResponse(result, status_code=201)
+
+
+def _refuse(rt: Runtime, principal: Principal, status: int, code: str, message: str, action: str, kid: str):
+    return deny(rt, status, code, message, actor=principal.actor, action=action, target=f"signing_key:{kid}")
+
+
+@router.post("/{kid}/activate")
+def activate(kid: str, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+    action = "signing_keys.activate"
+    problem = None
+    with rt.db.transaction() as session:
+        keys = _all_locked(session)
+        key = keys.get(kid)
+        if key is None:
+            problem = (404, "signing_key_not_found", f"Signing key '{kid}' does not exist.")
+        elif key.state == "retired":
+            problem = (409, "signing_key_retired", f"Refused: signing key '{kid}' is retired and cannot sign again; "
+                       f"publish a new key instead.")
+        else:
+            previous = [k for k in keys.values() if k.state == "active" and k.kid != kid]
+            for old in previous:
+                old.state = "retiring"
+            changed = key.state != "active"
+            key.state = "active"
+            if changed:
+                audit.record(session, principal.actor, action, target=f"signing_key:{kid}",
+                             details={"previous": [k.kid for k in previous]})
+            result = {**key_json(key), "previous": [{"kid": k.kid, "state": k.state} for k in previous]}
+    if problem is not None:
+        raise _refuse(rt, principal, *problem, action, kid)
+    rt.keyring.reload()
+    return result
+
+
+@router.post("/{kid}/retire")
+def retire(kid: str, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+    action = "signing_keys.retire"
+    problem = None
+    with rt.db.transaction() as session:
+        key = _all_locked(session).get(kid)
+        if key is None:
+            problem = (404, "signing_key_not_found", f"Signing key '{kid}' does not exist.")
+        elif key.state == "active":
+            problem = (409, "signing_key_active", f"Refused: signing key '{kid}' signs new tokens; activate "
+                       f"another key before retiring this one.")
+        else:
+            if key.state != "retired":
+                key.state = "retired"
+                key.retired_at = utcnow()
+                audit.record(session, principal.actor, action, target=f"signing_key:{kid}")
+            result = key_json(key)
+    if problem is not None:
+        raise _refuse(rt, principal, *problem, action, kid)
+    rt.keyring.reload()
+    return result

@@ -1,0 +1,213 @@
+"""Declarative configuration: the operator commits to git, the gateway converges, drift is reported or healed.
+
+Read like Argo CD's e2e DSL (commit, sync, expect a status until a deadline), in business words. What "Synced at
+that commit" means with scenarios running in parallel is explained in support/declarations.py."""
+import re
+
+from behave import given, then, when
+
+from support.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.declarations import Declarations
+from support.money import micros, usd
+from support.waits import wait_until
+
+SETTLE_SECONDS = 15  # how long a Given waits for its own declaration to be applied
+
+
+def declarations(context) -> Declarations:
+    if getattr(context, "declarations", None) is None:
+        context.declarations = Declarations(context.endpoints.config_repo, context.api, context.keys, context.ns,
+                                            context.world, context.backends.stub_url)
+        context.add_cleanup(context.declarations.cleanup)
+    return context.declarations
+
+
+def quoted(text: str) -> list[str]:
+    return re.findall(r'"([^"]+)"', text)
+
+
+def applied_and_synced(context, timeout: float, *, synced: bool):
+    decl = declarations(context)
+    commit = decl.last_commit
+    holds = (lambda s: decl.synced(s, commit)) if synced else (lambda s: decl.applied(s, commit))
+    awaited = (f"the configuration to be Synced at commit {commit[:12]} (applied, with no drift or error on this "
+               f"scenario's objects: {sorted(decl.mine())})" if synced
+               else f"the gateway to apply commit {commit[:12]}")
+    return decl.await_status(awaited, holds, timeout=timeout)
+
+
+def use_declared_model(context, model: str, backends) -> None:
+    """Let the model steps (chat requests, backend and charge checks) know the model declared in git."""
+    context.world.models[model] = context.ns.name(model)
+    context.model_backends = getattr(context, "model_backends", {})
+    for backend in backends:
+        context.model_backends[backend.name] = backend
+        context.add_cleanup(context.backends.reset, backend)
+    context.model_prices = getattr(context, "model_prices", {})
+    context.model_prices[model] = (1000, 2000)
+
+
+# ---- Given: a declaration already in force ------------------------------------------------------------------------
+
+# (longer sentence first: behave takes the first definition that matches)
+@given('"{org}" is declared in git with a budget of {amount} and self-heal on')
+def org_declared_self_healing(context, org, amount):
+    declarations(context).declare_org(org, micros(amount), self_heal=True)
+    declarations(context).sync_and_settle()
+    applied_and_synced(context, SETTLE_SECONDS, synced=True)
+
+
+@given('"{org}" is declared in git with a budget of {amount}')
+def org_declared(context, org, amount):
+    declarations(context).declare_org(org, micros(amount))
+    declarations(context).sync_and_settle()
+    applied_and_synced(context, SETTLE_SECONDS, synced=True)
+
+
+@given('the model "{model}" is declared in git, routed to its {backends}')
+def model_declared(context, model, backends):
+    decl = declarations(context)
+    routed = decl.model_backends(model, quoted(backends))
+    decl.declare_model(model, routed)
+    use_declared_model(context, model, routed)
+    decl.sync_and_settle()
+    applied_and_synced(context, SETTLE_SECONDS, synced=True)
+
+
+@given('{person} holds the API key "{key}" for "{org}"')
+def holds_key(context, person, key, org):
+    expect_status(context.platform.issue_key(person, org, key), 201, f"{person} issuing the API key {key!r}")
+
+
+# ---- When: commits, changes outside git, triggers -----------------------------------------------------------------
+
+@when('the operator commits a budget of {amount} for "{org}" together with {problem} for "{other}"')
+def commit_budget_and_broken_file(context, amount, org, problem, other):
+    context.broken_problem, context.broken_org = problem, other
+    declarations(context).commit_budget_with_broken_file(org, micros(amount), problem, other)
+
+
+@when('the operator commits a budget of {amount} for "{org}"')
+def commit_budget(context, amount, org):
+    declarations(context).commit_budget(org, micros(amount))
+
+
+@when('the operator removes "{org}" from git')
+def remove_org(context, org):
+    declarations(context).remove_org(org)
+
+
+@when('the operator declares the model "{model}" in git, routed to its {backends}')
+@when('the operator reroutes "{model}" in git to its {backends}')
+def declare_model(context, model, backends):
+    decl = declarations(context)
+    routed = decl.model_backends(model, quoted(backends))
+    decl.declare_model(model, routed)
+    use_declared_model(context, model, routed)
+
+
+@when('{person} raises the budget of "{org}" to {amount} through the API')
+def raise_budget_through_api(context, person, org, amount):
+    context.response = context.platform.set_budget(person, org, micros(amount))
+    expect_status(context.response, 200, f"{person} setting the budget of {org!r} to {amount}")
+
+
+@when("the gateway syncs")
+def gateway_syncs(context):
+    context.config_status = declarations(context).sync_and_settle()
+
+
+@when("the reconcile interval passes")
+def reconcile_interval_passes(context):
+    declarations(context).await_interval_pass()
+
+
+# ---- Then: status, drift, effective state -------------------------------------------------------------------------
+
+@then("the configuration is Synced at that commit within {seconds:d} seconds")
+def synced_at_commit(context, seconds):
+    applied_and_synced(context, seconds, synced=True)
+
+
+@then("the gateway has applied that commit within {seconds:d} seconds")
+def applied_commit(context, seconds):
+    applied_and_synced(context, seconds, synced=False)
+
+
+@then('the drift report lists "{org}" budget declared {declared}, effective {effective}')
+def drift_lists_budget(context, org, declared, effective):
+    decl = declarations(context)
+    entry, status = decl.drift_entry("org", decl.slug(org), "budget_micros", timeout=5)
+    expect_equal((entry["declared"], entry["effective"]), (micros(declared), micros(effective)),
+                 f"the declared and effective budget of {org!r} in the drift report", status.exchange)
+    expect_equal(status.body["status"], "OutOfSync", "the configuration status while drift is reported",
+                 status.exchange)
+
+
+@then('the drift report lists "{org}" as removed from git but still present')
+def drift_lists_removed(context, org):
+    decl = declarations(context)
+    entry, status = decl.drift_entry("org", decl.slug(org), "exists", timeout=5)
+    expect_equal((entry["declared"], entry["effective"]), (False, True),
+                 f"the drift entry for {org!r} (declared in git, present in the gateway)", status.exchange)
+
+
+@then('the budget in force for "{org}" is {amount}')
+def budget_in_force(context, org, amount):
+    exchange = context.platform.usage(org)
+    expect_equal(exchange.json()["limit_micros"], micros(amount), f"the budget limit of {org!r}", exchange)
+
+
+@then('within {seconds:d} seconds the budget in force for "{org}" is back to {amount}')
+def budget_back(context, seconds, org, amount):
+    expected = micros(amount)
+    last = wait_until(f"the budget limit of {org!r} to be restored to {amount}", lambda: context.platform.usage(org),
+                      lambda ex: ex.json()["limit_micros"] == expected, timeout=seconds,
+                      describe=lambda ex: f"limit {usd(ex.json()['limit_micros'])} (request id {ex.request_id})")
+    expect_equal(last.json()["limit_micros"], expected, f"the budget limit of {org!r}", last)
+
+
+@then('the audit log of "{org}" shows the gateway restored its budget from {effective} to {declared}')
+def audit_shows_correction(context, org, effective, declared):
+    events = context.platform.audit(org, action="config.drift_corrected")
+    wanted = {"field": "budget_micros", "declared": micros(declared), "effective": micros(effective)}
+    matches = [e for e in events if {k: (e.get("details") or {}).get(k) for k in wanted} == wanted]
+    expect_true(bool(matches), f"Expected a config.drift_corrected event for {org!r} with {wanted}, but the log "
+                f"held: {[(e['actor'], e.get('details')) for e in events]}")
+    expect_equal(matches[0]["actor"]["type"], "system", "the actor of the drift correction")
+
+
+@then('no drift correction is recorded for "{org}"')
+def no_correction(context, org):
+    events = context.platform.audit(org, action="config.drift_corrected")
+    expect_true(not events, f"Expected no config.drift_corrected event for {org!r} with self-heal off, but found "
+                f"{[e.get('details') for e in events]}")
+
+
+@then('the gateway keeps the last good revision, and its error points at the broken line of "{org}"\'s file')
+def keeps_last_good(context, org):
+    decl = declarations(context)
+    broken = decl.last_commit
+    status = decl.await_status(f"a reconcile pass to read the broken commit {broken[:12]}",
+                               lambda s: decl.seen(s, broken), timeout=5)
+    body = status.body
+    expect_true(not decl.applied(status, broken), f"Expected the broken commit {broken[:12]} not to be applied, "
+                f"but the applied revision is {body['revision']}.\n{status.exchange.summary()}")
+    expect_true(decl.applied(status, decl.last_good_commit), f"Expected the applied revision to still contain the "
+                f"last good commit {decl.last_good_commit[:12]}, but it is {body['revision']}.\n"
+                f"{status.exchange.summary()}")
+    where = f"{decl.org_path(org)}, line {decl.broken_line(context.broken_problem)}"
+    expect_true(where in (body.get("error") or ""), f"Expected the error to name {where!r}, but it was "
+                f"{body.get('error')!r}.\n{status.exchange.summary()}")
+
+
+@then("the request is {verdict} under the budget in git")
+def request_under_budget(context, verdict):
+    response = context.response
+    if verdict == "answered":
+        expect_status(response, 200, "the chat completion under the budget committed in git")
+    elif verdict == "refused":
+        expect_status(response, 402, "the chat completion over the budget committed in git")
+        expect_equal(problem_field(response, "code"), "budget_exceeded", "the refusal's code", response)
+    else:
+        raise AssertionError(f"Unknown verdict {verdict!r}: use answered or refused")

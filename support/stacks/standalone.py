@@ -1,0 +1,59 @@
+"""A stack started on its own, outside a behave run, so several behave processes can share it as `external`.
+
+Used by scripts/stack (one stack in the foreground until Ctrl-C / SIGTERM) and scripts/run-parallel (one stack
+for all its workers). The stack is chosen and configured exactly as in a behave run: `-D stack=...`,
+`-D database_url=...` and the other suite options, falling back to SUITE_* environment variables.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from support import config as suite_config
+from support.redaction import mask_url
+from support.stacks import Endpoints, Stack, make_stack
+
+# The suite options that say where an already running stack is (what `-D stack=external` needs).
+ENDPOINT_OPTIONS = ("base_url", "database_url", "keys_dir", "stub_url", "config_repo")
+
+
+def start(userdata: dict[str, str]) -> tuple[Stack, Endpoints]:
+    """Bring up the stack that these -D options describe. On failure the stack is taken down again and the
+    one-line SuiteSetupError is raised."""
+    config = suite_config.load(userdata)
+    stack = make_stack(config)
+    try:
+        endpoints = stack.up()
+    except BaseException:
+        stack.down()
+        raise
+    return stack, endpoints
+
+
+def external_defines(endpoints: Endpoints) -> dict[str, str]:
+    """The -D options with which a behave process uses this running stack as `external`."""
+    defines = {"stack": "external"}
+    for name in ENDPOINT_OPTIONS:
+        value = getattr(endpoints, name)
+        if value:
+            defines[name] = str(value)
+    return defines
+
+
+def describe(stack: Stack, endpoints: Endpoints) -> dict:
+    """What scripts/stack prints and writes: the endpoints plus the behave arguments that use them."""
+    defines = external_defines(endpoints)
+    return {
+        "stack": stack.name,
+        **dataclasses.asdict(endpoints),
+        "behave_args": [arg for name, value in defines.items() for arg in ("-D", f"{name}={value}")],
+    }
+
+
+def masked(endpoints: Endpoints) -> str:
+    """One line for a log: where the stack is, with any database password masked."""
+    parts = [f"gateway {endpoints.base_url}"]
+    if endpoints.database_url:
+        parts.append(f"database {mask_url(endpoints.database_url)}")
+    if endpoints.stub_url:
+        parts.append(f"model stub {endpoints.stub_url}")
+    return ", ".join(parts)

@@ -1,0 +1,409 @@
+"""Tests of scripts/run-parallel (and scripts/flake-check).
+
+The splitting functions are tested directly. The runner itself is run, as a user runs it, on a throwaway behave
+project in a temp folder (its own features/, steps/, environment.py and behave.ini, this repository's support/
+linked in, a copy of scripts/run-parallel) against a tiny HTTP server standing in for a deployment
+(-D stack=external): no gateway starts, and this repository's allure-results/ and reports/ are never touched.
+Every scenario of the throwaway suite appends "worker location" to a log, so the tests can see who ran what,
+in which order.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "run-parallel"
+
+
+def load_runner():
+    loader = importlib.machinery.SourceFileLoader("run_parallel", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("run_parallel", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_parallel"] = module  # dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+rp = load_runner()
+
+
+def scenarios(count: int, files: int = 4) -> list:
+    return [rp.Scenario(location=f"features/a/f{i % files}.feature:{10 + i}", file=f"features/a/f{i % files}.feature",
+                        line=10 + i, feature=f"F{i % files}", name=f"scenario {i}", estimate=1.0 + (i * 7) % 5)
+            for i in range(count)]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# splitting
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("total", [1, 2, 3, 5, 8])
+def test_shards_together_hold_each_scenario_exactly_once(total):
+    items = scenarios(23)
+    seen = Counter(s.location for i in range(1, total + 1) for s in rp.shard(items, i, total, {}))
+    assert seen == Counter(s.location for s in items)
+
+
+def test_shards_are_the_same_whatever_the_order_scenarios_were_found_in():
+    items = scenarios(30)
+    shuffled = list(items)
+    random.Random(7).shuffle(shuffled)
+    for i in (1, 2, 3):
+        assert [s.location for s in rp.shard(items, i, 3, {})] == [s.location for s in rp.shard(shuffled, i, 3, {})]
+
+
+def test_shards_ignore_local_history_but_follow_a_given_timings_file():
+    items = scenarios(12)
+    for s in items:
+        s.estimate = 100.0 if s.line == 10 else 1.0  # this machine's history must not move scenarios between shards
+    plain = [sorted(s.location for s in rp.shard(items, i, 3, {})) for i in (1, 2, 3)]
+    assert sorted(len(part) for part in plain) == [4, 4, 4]
+    heavy = {**{s.timing_key: 1.0 for s in items}, items[0].timing_key: 50.0}
+    weighted = [sorted(s.location for s in rp.shard(items, i, 3, heavy)) for i in (1, 2, 3)]
+    holder = next(part for part in weighted if items[0].location in part)
+    assert len(holder) < 4, f"the long scenario's shard should hold fewer scenarios, got {weighted}"
+    assert sorted(loc for part in weighted for loc in part) == sorted(s.location for s in items)
+
+
+def test_workers_get_longest_first_balanced_loads():
+    items = scenarios(20)
+    parts = rp.plan_workers(items, 3, None)
+    loads = [sum(s.estimate for s in part) for part in parts]
+    assert max(loads) - min(loads) <= max(s.estimate for s in items)
+    assert sorted(s.location for part in parts for s in part) == sorted(s.location for s in items)
+
+
+def test_random_order_is_repeatable_by_seed_and_differs_between_seeds():
+    items = scenarios(20)
+    plan = lambda seed: [[s.location for s in part] for part in rp.plan_workers(items, 2, random.Random(seed))]  # noqa: E731
+    assert plan(11) == plan(11)
+    assert plan(11) != plan(12)
+    assert sorted(loc for part in plan(12) for loc in part) == sorted(s.location for s in items)
+
+
+def test_more_workers_than_scenarios_starts_only_the_needed_ones():
+    assert len(rp.plan_workers(scenarios(2), 8, None)) == 2
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "x", "1/0", "1-3"])
+def test_a_bad_shard_is_refused(text):
+    with pytest.raises(rp.RunError):
+        rp.parse_shard(text)
+
+
+def test_allure_names_cover_rules_and_outline_rows():
+    s = rp.Scenario(location="f:1", file="f", line=1, feature="Budgets", rule="Limits", name="Spending 1.00 -- @1.2")
+    assert s.allure_names() == {"Budgets: Spending 1.00", "Budgets: Limits: Spending 1.00"}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the runner on a throwaway project
+# ------------------------------------------------------------------------------------------------------------
+FEATURES = {
+    "features/alpha/alpha.one.feature": """
+        @allure.label.epic:Alpha
+        Feature: Alpha one
+          Alpha's rule.
+
+          Scenario: First alpha
+            Given the step passes
+
+          @fast
+          Scenario: Second alpha
+            Given the step passes
+
+          Scenario Outline: Alpha row <n>
+            Given the step passes with <n>
+
+            Examples:
+              | n |
+              | 1 |
+              | 2 |
+              | 3 |
+        """,
+    "features/beta/beta.two.feature": """
+        Feature: Beta two
+          Beta's rule.
+
+          Scenario: First beta
+            Given the step passes
+
+          Rule: Grouped
+            Scenario: Beta under a rule
+              Given the step passes
+
+          @serial
+          Scenario: Beta alone one
+            Given the step passes
+
+          @serial
+          Scenario: Beta alone two
+            Given the step passes
+
+          @fast
+          Scenario: Last beta
+            Given the step passes
+        """,
+    "features/gamma/gamma.three.feature": """
+        Feature: Gamma three
+          Gamma's rule.
+
+          Scenario: Gamma one
+            Given the step passes
+
+          Scenario: Gamma two
+            Given the step passes
+        """,
+}
+ALL = 12  # scenarios above, outline rows counted one by one
+SERIAL = 2
+
+ENVIRONMENT = """
+import os, time
+
+def before_all(context):
+    if os.environ.get("FAKE_CRASH_WORKER") == context.config.userdata.get("worker"):
+        os._exit(3)
+
+def before_scenario(context, scenario):
+    data = context.config.userdata
+    line = f"{data.get('worker', '-')} {scenario.filename}:{scenario.line} {time.time():.6f} {data.get('stack')}\\n"
+    fd = os.open(os.environ["FAKE_RUN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, line.encode())
+    os.close(fd)
+"""
+
+STEPS = """
+import os
+from behave import given
+
+@given("the step passes")
+def passes(context):
+    if context.scenario.name == os.environ.get("FAKE_FAIL"):
+        assert False, "expected the fake step to pass, but FAKE_FAIL names this scenario"
+
+@given("the step passes with {n}")
+def passes_with(context, n):
+    pass
+"""
+
+BEHAVE_INI = """
+[behave]
+paths = features
+default_tags = not @wip
+format = allure
+    pretty
+outfiles = allure-results
+    -
+show_skipped = false
+junit = true
+junit_directory = reports/junit
+scenario_outline_annotation_schema = {name} -- @{row.id}
+
+[behave.formatters]
+allure = support.allure_formatter:AllureFormatter
+"""
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def deployment():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture()
+def project(tmp_path):
+    for path, text in FEATURES.items():
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text).lstrip())
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "fake_steps.py").write_text(STEPS)
+    (tmp_path / "environment.py").write_text(ENVIRONMENT)
+    (tmp_path / "behave.ini").write_text(BEHAVE_INI)
+    (tmp_path / "support").symlink_to(ROOT / "support")
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts" / "run-parallel")
+    return tmp_path
+
+
+class Run:
+    def __init__(self, project: Path, done: subprocess.CompletedProcess):
+        self.project = project
+        self.code = done.returncode
+        self.output = done.stdout + done.stderr
+        log = project / "run.log"
+        self.log = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+    @property
+    def locations(self) -> Counter:
+        return Counter(entry[1] for entry in self.log)
+
+    def by_worker(self) -> dict[str, list[str]]:
+        workers: dict[str, list[str]] = {}
+        for worker, location, *_ in self.log:
+            workers.setdefault(worker, []).append(location)
+        return workers
+
+    def allure_results(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in (self.project / "allure-results").glob("*-result.json")]
+
+
+def run(project: Path, deployment: str, *args: str, env: dict | None = None, external: bool = True) -> Run:
+    log = project / "run.log"
+    if log.exists():
+        log.unlink()
+    defines = ["-D", "stack=external", "-D", f"base_url={deployment}"] if external else []
+    done = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), *defines, *args], cwd=project,
+                          capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "FAKE_RUN_LOG": str(log), **(env or {})})
+    return Run(project, done)
+
+
+def test_every_scenario_runs_once_across_workers_and_serial_ones_alone_afterwards(project, deployment):
+    result = run(project, deployment, "-j", "3")
+    assert result.code == 0, result.output
+    assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
+    workers = result.by_worker()
+    assert set(workers) == {"w1", "w2", "w3", "serial"}, workers
+    assert len(workers["serial"]) == SERIAL
+    last_parallel = max(float(e[2]) for e in result.log if e[0] != "serial")
+    first_serial = min(float(e[2]) for e in result.log if e[0] == "serial")
+    assert first_serial > last_parallel, "the @serial scenarios must start after every worker is done"
+    assert {e[3] for e in result.log if e[0] != "serial"} == {"external"}
+    assert f"{ALL} scenarios passed, 0 failed, 0 not run" in result.output
+    # One Allure folder for all workers, one result per scenario; JUnit kept apart per worker.
+    assert len(result.allure_results()) == ALL
+    assert {p.name for p in (project / "reports" / "junit").iterdir()} == {"w1", "w2", "w3", "serial"}
+    check = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), "--check-results",
+                            "allure-results"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"each of the {ALL} scenarios appears exactly once" in check.stdout
+
+
+def test_check_results_notices_a_scenario_reported_twice_or_missing(project, deployment):
+    assert run(project, deployment, "-j", "2").code == 0
+    results = project / "allure-results"
+    first = sorted(results.glob("*-result.json"))[0]
+    shutil.copy(first, results / "duplicate-result.json")
+    sorted(results.glob("*-result.json"))[-1].unlink()
+    check = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), "--check-results",
+                            "allure-results"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 1, check.stdout
+    assert "NOT each scenario exactly once" in check.stdout
+
+
+def test_three_shards_together_run_each_scenario_exactly_once(project, deployment):
+    seen = Counter()
+    merged = project / "merged-results"
+    merged.mkdir()
+    for index in (1, 2, 3):
+        result = run(project, deployment, "--shard", f"{index}/3", "-j", "2")
+        assert result.code == 0, result.output
+        seen.update(result.locations)
+        for path in (project / "allure-results").iterdir():
+            shutil.copy(path, merged / path.name)
+    assert sum(seen.values()) == ALL and set(seen.values()) == {1}, seen
+    check = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), "--check-results",
+                            str(merged)], cwd=project, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_failing_scenario_fails_the_run_and_is_named_in_the_summary(project, deployment):
+    result = run(project, deployment, "-j", "2", env={"FAKE_FAIL": "Gamma two"})
+    assert result.code == 1, result.output
+    assert f"{ALL - 1} scenarios passed, 1 failed, 0 not run" in result.output
+    assert "features/gamma/gamma.three.feature:7  Gamma two  [failed" in result.output
+    assert "FAKE_FAIL names this scenario" in result.output
+
+
+def test_an_undefined_step_fails_the_run(project, deployment):
+    feature = project / "features" / "gamma" / "gamma.three.feature"
+    feature.write_text(feature.read_text().replace("Scenario: Gamma two\n    Given the step passes",
+                                                   "Scenario: Gamma two\n    Given a step nobody wrote"))
+    result = run(project, deployment, "-j", "2")
+    assert result.code == 1, result.output
+    assert "Gamma two  [error" in result.output or "Gamma two  [undefined" in result.output, result.output
+
+
+def test_a_worker_that_dies_fails_the_run_and_its_scenarios_count_as_not_run(project, deployment):
+    result = run(project, deployment, "-j", "2", env={"FAKE_CRASH_WORKER": "w2"})
+    assert result.code == 1, result.output
+    assert "w1" in result.by_worker() and "w2" not in result.by_worker()
+    assert "[not run, w2]" in result.output and "no result from worker w2 (exit 3)" in result.output
+
+
+def test_tags_and_paths_select_as_behave_does(project, deployment):
+    tagged = run(project, deployment, "-j", "2", "--tags", "@fast")
+    assert tagged.code == 0, tagged.output
+    assert set(tagged.locations) == {"features/alpha/alpha.one.feature:9", "features/beta/beta.two.feature:20"}
+    folder = run(project, deployment, "-j", "2", "features/alpha")
+    assert folder.code == 0 and sum(folder.locations.values()) == 5, folder.output
+
+
+def test_random_order_shuffles_within_workers_and_repeats_with_its_seed(project, deployment):
+    first = run(project, deployment, "-j", "2", "--seed", "4242")
+    assert first.code == 0, first.output
+    assert "seed 4242" in first.output
+    again = run(project, deployment, "-j", "2", "--order", "random", "--seed", "4242")
+    assert first.by_worker() == again.by_worker()
+    plan = json.loads((project / "reports" / "parallel" / "plan.json").read_text())
+    planned = plan["workers"]["w1"]
+    files = [loc.split(":")[0] for loc in planned]
+    expected = sorted(planned, key=lambda loc: files.index(loc.split(":")[0]))  # a feature runs as one block
+    assert first.by_worker()["w1"] == expected, "a worker runs its scenarios in the planned order"
+    orders = {tuple(run(project, deployment, "-j", "1", "--seed", str(seed)).by_worker()["w1"]) for seed in (1, 2, 3)}
+    assert len(orders) > 1, "different seeds should give different orders"
+    assert any(order != tuple(sorted(order, key=lambda loc: (loc.split(":")[0], int(loc.split(":")[1]))))
+               for order in orders), "random order should not keep file order"
+
+
+def test_list_prints_the_plan_and_runs_nothing(project, deployment):
+    result = run(project, deployment, "-j", "2", "--list")
+    assert result.code == 0, result.output
+    assert result.log == []
+    assert "features/beta/beta.two.feature:16" in result.output and "serial:" in result.output
+    assert not (project / "allure-results").exists()
+
+
+def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):
+    result = run(project, "http://127.0.0.1:9", "-j", "2")
+    assert result.code == 2, result.output
+    assert "run-parallel: the stack did not start: cannot reach the gateway at http://127.0.0.1:9" in result.output
+
+
+def test_behave_options_with_values_are_passed_through_not_taken_for_paths():
+    args = rp.parse_args(["-j", "2", "-n", "Gamma two", "features/x", "--stop", "-e", "foo.*", "-D", "a=b",
+                          "--seed", "3", "--tags", "@fast"])
+    assert args.paths == ["features/x"]
+    assert args.behave_extra == ["--name=Gamma two", "--stop", "--exclude=foo.*"]
+    assert (args.jobs, args.define, args.order, args.seed, args.tags) == (2, ["a=b"], "random", 3, ["@fast"])
