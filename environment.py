@@ -31,7 +31,7 @@ def _stop_run(context, message: str) -> None:
 
 
 def before_all(context):
-    evidence.install()  # failure messages and log records are masked from here on
+    evidence.install(context)  # failure messages and log records are masked from here on
     try:
         context.config_suite = suite_config.load(context.config.userdata)
         print(context.config_suite.describe(), flush=True)

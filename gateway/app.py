@@ -5,7 +5,6 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager, suppress
 
-import httpx
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -20,6 +19,7 @@ from gateway.routers import reservation_reads, signing_keys
 from gateway.runtime import Runtime
 from gateway.security import KeyRing
 from gateway.services import ledger
+from gateway.services.routing import Upstream
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await run_in_threadpool(install_signing_key, db, settings)
         rt.keyring.reload()
-        rt.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        rt.upstream = Upstream()  # the model backends' client (aiohttp), made inside the running loop
         tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval, first_and_later_syncs, "reconciler")),
                  asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep"))]
         try:
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
-            await rt.http.aclose()
+            await rt.upstream.close()
             db.engine.dispose()
 
     app = FastAPI(title="AI gateway (reference)", version="1.0.0", lifespan=lifespan,

@@ -7,7 +7,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-TRACEPARENT_PATTERN = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# W3C trace context: version-traceid-parentid-flags; a later version may append fields after another dash.
+TRACEPARENT_PATTERN = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ _current: ContextVar[Correlation | None] = ContextVar("correlation", default=Non
 def correlation_from_headers(request_id: str | None, traceparent: str | None) -> Correlation:
     rid = request_id if request_id and REQUEST_ID_PATTERN.match(request_id) else f"gw-{secrets.token_hex(12)}"
     match = TRACEPARENT_PATTERN.match((traceparent or "").strip().lower())
-    if match and match.group(1) != "ff" and set(match.group(2)) != {"0"} and set(match.group(3)) != {"0"}:
+    if (match and match.group(1) != "ff" and not (match.group(1) == "00" and match.group(5))
+            and set(match.group(2)) != {"0"} and set(match.group(3)) != {"0"}):
         return Correlation(rid, match.group(2), match.group(3))
     return Correlation(rid, secrets.token_hex(16))
 

@@ -83,7 +83,8 @@ DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.T
 
 def database_unavailable(path: str, exc: Exception) -> JSONResponse:
     cause = type(getattr(exc, "orig", None) or exc).__name__
-    log.warning("database unavailable on %s: %s", path, str(exc).splitlines()[0][:300])
+    log.warning("database unavailable on %s: %s [while running: %s]", path, str(exc).splitlines()[0][:300],
+                str(getattr(exc, "statement", None) or "")[:120])
     return error_response(path, 503, "database_unavailable",
                           f"The gateway's database is unavailable right now ({cause}); the request was not "
                           f"completed. Retry shortly; the request id identifies the log lines.",

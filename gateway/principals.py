@@ -75,7 +75,7 @@ def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
     if row is None:
         raise _unauthorized(rt, request, "auth.api_key", "the API key is not known")
     key, slug = row
-    if False and key.revoked_at is not None:
+    if key.revoked_at is not None:
         raise deny(rt, 401, "unauthorized", f"Authentication failed: API key {key.prefix}... was revoked.",
                    actor=Actor("api_key", key.id), action="auth.api_key", org=slug,
                    target=f"{request.method} {request.url.path}")

@@ -7,7 +7,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import httpx
 from fastapi import Request
 
 from gateway.db import Database
@@ -40,7 +39,7 @@ class Runtime:
     settings: Settings
     db: Database
     keyring: KeyRing
-    http: httpx.AsyncClient | None = None
+    upstream: object | None = None  # gateway.services.routing.Upstream, made in the app's lifespan
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     first_sync_done: bool = False
     reconciler: object | None = None

@@ -32,7 +32,7 @@ def pending_reservation(context, amount):
     b.seed_reservation(b.account(), micros(amount))
 
 
-@given("a pending reservation of {amount} on it that expires in {seconds:g} second")
+@given("a pending reservation of {amount} on it that expires in {seconds:g} seconds")
 def pending_reservation_with_ttl(context, amount, seconds):
     b = billing(context)
     b.seed_reservation(b.account(), micros(amount), ttl_seconds=seconds)
@@ -300,7 +300,8 @@ def never_overheld(context):
     bad = [s for s in burst.samples if s["held_micros"] > s["minted_micros"] or s["available_micros"] < 0
            or s["available_micros"] + s["held_micros"] + s["spent_micros"] != s["minted_micros"]]
     expect_true(not bad, f"Expected held never to exceed the funds (and available never below zero) in any of the "
-                f"{len(burst.samples)} readings taken during the burst, but {len(bad)} broke it, first: {bad[0] if bad else ''}")
+                f"{len(burst.samples)} readings taken during the burst, but {len(bad)} broke it, first: "
+                f"{bad[0] if bad else ''}")
 
 
 @then("every answer carries that one reservation or asks to retry while the key is in use")

@@ -63,17 +63,28 @@ def untouched(context, target):
     expect_equal(exchange.json().get("status"), "pending", f"the state of {target}'s reservation", exchange)
 
 
-@then("{org:Name}'s owner can read {own:Name}'s members, API keys, usage, audit log and reservation")
-def owner_reads_own(context, org, own):
+@when("{org:Name}'s owner and API key ask for {own:Name}'s own members, API keys, usage, audit log and reservation")
+def reads_own(context, org, own):
     tenancy = _tenancy(context)
-    for thing in ("members", "API keys", "usage", "audit log", "reservation"):
-        expect_status(tenancy.read(org, "owner", thing), 200, f"{org}'s owner reading {org}'s own {thing}")
+    context.own_reads = {f"owner: {thing}": tenancy.read(own, "owner", thing)
+                         for thing in ("members", "API keys", "usage", "audit log", "reservation")}
+    context.own_reads["API key: reservation"] = tenancy.read(own, "API key", "reservation")
+    context.own_org = own
 
 
-@then("{org:Name}'s API key can read {own:Name}'s reservation")
-def key_reads_own(context, org, own):
-    tenancy = _tenancy(context)
-    exchange = tenancy.read(org, "API key", "reservation")
-    expect_status(exchange, 200, f"{org}'s API key reading {org}'s own reservation")
-    expect_equal(exchange.json().get("id"), for_scenario(context).reservation_for(org), "the reservation read",
-                 exchange)
+@then("every one of those answers is {own:Name}'s own")
+def answers_are_own(context, own):
+    identity = for_scenario(context)
+    record = context.world.org(own)
+    owner_email = context.world.person(context.platform.owner_of(own)).email
+    expected = {"owner: members": lambda b: owner_email in {m.get("email") for m in b.get("members", [])},
+                "owner: API keys": lambda b: {k.get("id") for k in b.get("keys", [])} == {
+                    k.id for k in context.world.keys.values() if k.org == own},
+                "owner: usage": lambda b: b.get("org") in (None, record.slug) and "spent_micros" in b,
+                "owner: audit log": lambda b: bool(b.get("events")) and all(e.get("org") == record.slug
+                                                                            for e in b["events"]),
+                "owner: reservation": lambda b: b.get("id") == identity.reservation_for(own),
+                "API key: reservation": lambda b: b.get("id") == identity.reservation_for(own)}
+    for what, exchange in context.own_reads.items():
+        expect_status(exchange, 200, f"{own}'s {what}")
+        expect_true(expected[what](exchange.json()), f"Expected {own}'s {what} to show {own}'s own data", exchange)

@@ -11,6 +11,7 @@ OUTCOMES = ("allowed", "denied")
 
 @given('{name:Name} is a {role:Role} of "{org}"')
 @given('{name:Name} is an {role:Role} of "{org}"')
+@given('{name:Name} has the role {role:Role} in "{org}"')
 def is_role(context, name, role, org):
     context.platform.add_member(org, name, role)
 
@@ -63,7 +64,7 @@ def audit_accounts(context, org, name):
         identity.expect_nothing_denied(exchange, org_name=org)
 
 
-@then('{name:Name} is still a {role:Role} of "{org}" and {owner:Name} still its owner')
+@then('{name:Name} still has the role {role:Role} in "{org}" and {owner:Name} still owns it')
 def roles_unchanged(context, name, role, org, owner):
     members = for_scenario(context).members(org)
     expected = {context.world.person(name).email: role, context.world.person(owner).email: "owner"}

@@ -435,7 +435,8 @@ class Billing:
         for i in range(count):
             method, path, body, headers = build(i)
             request_id = self.api.next_request_id()
-            sent = {"X-Request-ID": request_id, "Authorization": f"Bearer {self.service()}", **headers}
+            sent = {"X-Request-ID": request_id, "traceparent": f"00-{self.api.trace_id}-{uuid.uuid4().hex[:16]}-01",
+                    "Authorization": f"Bearer {self.service()}", **headers}
             prepared.append(Exchange(method, self.api.base_url + path, path, sent, body, request_id))
         barrier = threading.Barrier(count)
         watching = threading.Event()

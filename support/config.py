@@ -24,6 +24,7 @@ class SuiteConfig:
     keys_dir: str | None = None
     stub_url: str | None = None
     config_repo: str | None = None
+    logs_dir: str | None = None  # where a running stack's processes log (<name>.log), for `external` runs
     ready_timeout: float = 30.0
     request_timeout: float = 15.0
     poll_timeout: float = 10.0

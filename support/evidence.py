@@ -45,8 +45,8 @@ def guard_step_functions(registry=None) -> int:
 
     behave builds the failure text (console, JUnit, Allure statusDetails) from the exception, so this is the one
     place that covers all three. Returns how many step functions were wrapped (already wrapped ones are kept)."""
-    if registry is None:
-        from behave.step_registry import registry
+    if registry is None:  # the registry the runner matches steps with (behave rebinds the module's global)
+        from behave.runner import the_step_registry as registry
     wrapped = 0
     for matchers in registry.steps.values():
         for matcher in matchers:
@@ -93,9 +93,10 @@ def mask_log_records() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def install() -> None:
+def install(context=None) -> None:
     """Mask failure messages and log records from here on (call from before_all, after steps are loaded)."""
-    guard_step_functions()
+    runner = getattr(context, "_runner", None) if context is not None else None
+    guard_step_functions(getattr(runner, "step_registry", None))
     mask_log_records()
 
 

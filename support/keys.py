@@ -36,6 +36,9 @@ class KeyMaterial:
         self.kid = (folder / "signing-key.kid").read_text().strip()
         register_secret(self.internal_secret, "hs256-secret")
         register_secret(self.admin_secret, "hs256-secret")
+        body = [line for line in self.private_pem.splitlines() if line and not line.startswith("-----")]
+        for secret in ["".join(body), *body]:  # the key whole, and each line of it, wherever quoted
+            register_secret(secret, "private-key")
 
     def service_token(self, *, subject: str = "acceptance-suite", ttl: int = 300, **overrides) -> str:
         return hs256(self.internal_secret, SERVICE_AUDIENCE, subject, ttl, **overrides)

@@ -12,7 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
                   "x-identity-anchor-secret"}
-SECRET_FIELDS = re.compile(r"(password|secret|token|api_?key|^key$|authorization|credential)", re.I)
+# Field names whose values are secrets: access_token, refresh_token, token, client_secret, password, api_key, key...
+# (not token_type or max_tokens, which are not).
+SECRET_FIELDS = re.compile(r"(password|secret|(^|_)token$|api_?key|^key$|authorization|credential)", re.I)
 PATTERNS = [
     ("private-key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
                                re.S)),
@@ -138,11 +140,16 @@ def mask_body(body) -> str:
         except UnicodeDecodeError:
             return f"<{len(body)} bytes of binary data>"
     if isinstance(body, (dict, list)):
-        return json.dumps(mask_data(body), indent=2, ensure_ascii=False)
+        return _printable(json.dumps(mask_data(body), indent=2, ensure_ascii=False))
     try:
-        return json.dumps(mask_data(json.loads(body)), indent=2, ensure_ascii=False)
-    except ValueError:
-        return mask_text(body)
+        return _printable(json.dumps(mask_data(json.loads(body)), indent=2, ensure_ascii=False))
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return _printable(mask_text(body))
+
+
+def _printable(text: str) -> str:
+    """Text that can be written as UTF-8: a lone surrogate (a body may carry "\\ud800") is shown escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def mask_url(url: str) -> str:

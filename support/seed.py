@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, update
 
 from support.database import Database
 
@@ -24,3 +24,30 @@ def remove_model(db: Database, name: str) -> None:
     models = db.table("models")
     with db.engine.begin() as conn:
         conn.execute(delete(models).where(models.c.name == name))
+
+
+def set_model_backends(db: Database, name: str, backends: list[dict]) -> None:
+    """Reroute a seeded model: its backends in route order, replaced."""
+    models = db.table("models")
+    with db.engine.begin() as conn:
+        done = conn.execute(update(models).where(models.c.name == name).values(backends=backends))
+    if done.rowcount != 1:
+        raise AssertionError(f"Cannot reroute the model {name!r}: it is not in the gateway's database")
+
+
+KEEP = object()
+
+
+def seed_org_policy(db: Database, slug: str, *, allowed_models=KEEP, rate_limit=KEEP) -> None:
+    """An org's model allowlist (a list of model names, or None for every model) and its per-key rate limit
+    ((requests, window_seconds), or None for no limit), written straight into its row."""
+    orgs = db.table("orgs")
+    values = {}
+    if allowed_models is not KEEP:
+        values["allowed_models"] = allowed_models
+    if rate_limit is not KEEP:
+        values["rate_limit_requests"], values["rate_limit_window_seconds"] = rate_limit or (None, None)
+    with db.engine.begin() as conn:
+        done = conn.execute(update(orgs).where(orgs.c.slug == slug).values(**values))
+    if done.rowcount != 1:
+        raise AssertionError(f"Cannot set the policy of org {slug!r}: it is not in the gateway's database")

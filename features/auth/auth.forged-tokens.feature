@@ -13,21 +13,21 @@ Feature: Forged and misused access tokens are refused
     And the refusal is audited as denied with the request id the caller sent
 
     Examples:
-      | forgery                                       | why                    |
-      | alg none                                      | algorithm              |
-      | HS256 signed with the public key              | algorithm              |
-      | expired                                       | expired                |
-      | not yet valid                                 | not valid yet          |
-      | wrong audience                                | audience               |
-      | wrong issuer                                  | issuer                 |
-      | tampered payload                              | signature              |
-      | unknown kid                                   | unknown or retired key |
-      | refresh token used as access token            | type                   |
-      | a stranger's signature under the trusted kid  | signature              |
-      | signature stripped                            | signature              |
-      | attacker key embedded in the header           | unknown or retired key |
-      | no expiry                                     | exp                    |
-      | wrong token type                              | type                   |
-      | service token                                 | algorithm              |
-      | not a JWT at all                              | well-formed            |
-      | no token at all                               | no bearer              |
+      | forgery                                      | why                    |
+      | alg none                                     | algorithm              |
+      | HS256 signed with the public key             | algorithm              |
+      | expired                                      | expired                |
+      | not yet valid                                | not valid yet          |
+      | wrong audience                               | audience               |
+      | wrong issuer                                 | issuer                 |
+      | tampered payload                             | signature              |
+      | unknown kid                                  | unknown or retired key |
+      | refresh token used as access token           | type                   |
+      | a stranger's signature under the trusted kid | signature              |
+      | signature stripped                           | signature              |
+      | attacker key embedded in the header          | unknown or retired key |
+      | no expiry                                    | exp                    |
+      | wrong token type                             | type                   |
+      | service token                                | algorithm              |
+      | not a JWT at all                             | well-formed            |
+      | no token at all                              | no bearer              |

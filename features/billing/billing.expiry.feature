@@ -5,10 +5,11 @@ Feature: Reservations expire
 
   Scenario: An unsettled reservation expires and its amount returns
     Given an account with 10.00 USD in one credit lot
-    And a pending reservation of 2.00 USD on it that expires in 1 second
+    And a pending reservation of 2.00 USD on it that expires in 0.5 seconds
     When the reservation's time runs out
     Then the reservation has expired
     And the account has 10.00 USD available, 0.00 USD held and 0.00 USD spent of 10.00 USD minted
     When the service finalizes the reservation at 2.00 USD
     Then the request is refused because the reservation is no longer pending
     And the account has 10.00 USD available, 0.00 USD held and 0.00 USD spent of 10.00 USD minted
+    And the reconciliation shows the books balanced, including the account

@@ -15,6 +15,7 @@ Feature: Reservations settle once
     Then the request is refused because the reservation is no longer pending
     And nothing was posted to the account's ledger
     And the account has 7.00 USD available, 0.00 USD held and 3.00 USD spent of 10.00 USD minted
+    And the reconciliation shows the books balanced, including the account
 
   Scenario: Finalizing below the reserved amount returns the rest
     Given an account with 10.00 USD in one credit lot

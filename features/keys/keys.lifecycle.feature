@@ -37,7 +37,7 @@ Feature: An API key's secret is shown once, and a revoked key dies at once
     Then it is refused as unauthenticated, the gateway saying "<why>"
 
     Examples:
-      | credential                  | api              | why            |
-      | the key "ci"                | the platform API | API key        |
-      | Olive's access token        | the model API    | API key        |
-      | a key that was never issued | the model API    | not known      |
+      | credential                  | api              | why       |
+      | the key "ci"                | the platform API | API key   |
+      | Olive's access token        | the model API    | API key   |
+      | a key that was never issued | the model API    | not known |

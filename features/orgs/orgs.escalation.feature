@@ -3,13 +3,13 @@ Feature: Nobody gains more power than they were given
   People cannot raise their own role, hand out a role above their own, or remove someone who outranks them, and
   a request cannot smuggle in fields it does not take (mass assignment): such fields are refused, not ignored.
 
-  Scenario Outline: A <role> who tries to <attempt> is refused and stays a <role>
+  Scenario Outline: Role <role> trying to <attempt> is refused and keeps its role
     Given the org "Acme" with its owner "Olive"
-    And Rita is a <role> of "Acme"
+    And Rita has the role <role> in "Acme"
     When Rita tries to <attempt> in "Acme"
     Then Rita's attempt is denied
     And the audit log of "Acme" accounts for Rita's attempt
-    And Rita is still a <role> of "Acme" and Olive still its owner
+    And Rita still has the role <role> in "Acme" and Olive still owns it
 
     Examples:
       | role   | attempt                    |
@@ -29,10 +29,10 @@ Feature: Nobody gains more power than they were given
 
   Scenario Outline: A request that carries a field it does not take is refused: <field> when <request>
     Given the org "Acme" with its owner "Olive"
-    And Rita is a member of "Acme"
+    And Rita has the role member in "Acme"
     When Olive sends a request for <request> with the extra field "<field>"
     Then the request is refused as invalid, naming the field "<field>"
-    And Rita is still a member of "Acme" and Olive still its owner
+    And Rita still has the role member in "Acme" and Olive still owns it
 
     Examples:
       | request                  | field        |

@@ -5,9 +5,9 @@ Feature: What each role may do in an org
   says what was refused and why, and the org's audit log records it with who tried, what, on what, and the
   request id the client sent. An allowed change is audited too.
 
-  Scenario Outline: A <role> who tries to <action> is <outcome>
+  Scenario Outline: Role <role> trying to <action> is <outcome>
     Given the org "Acme" with its owner "Olive"
-    And Rita is a <role> of "Acme"
+    And Rita has the role <role> in "Acme"
     When Rita tries to <action> in "Acme"
     Then Rita's attempt is <outcome>
     And the audit log of "Acme" accounts for Rita's attempt

@@ -7,10 +7,10 @@ Feature: Chat traffic under load keeps budgets and the ledger exact
   Scenario: A bounded load run with budgets on
     Given the model "chat-load" costs 0.01 USD per 1k prompt tokens and 0.02 USD per 1k completion tokens
     And these orgs, each with credit, a budget and an API key:
-      | org     | credit   | budget   | key          |
-      | Acme    | 5.00 USD | 0.02 USD | acme-load    |
-      | Globex  | 5.00 USD | 0.05 USD | globex-load  |
-      | Initech | 1.00 USD | none     | initech-load |
+      | org     | credit   | budget    | key          |
+      | Acme    | 5.00 USD | 0.005 USD | acme-load    |
+      | Globex  | 5.00 USD | 0.01 USD  | globex-load  |
+      | Initech | 1.00 USD | none      | initech-load |
     When 12 simulated users send chat completions to "chat-load" with those keys for 15 seconds
     Then the run's throughput and latency are attached to the report
     And every answer was a completion or a budget refusal, never a server error

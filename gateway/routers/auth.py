@@ -55,7 +55,8 @@ def login(body: Login, rt: Runtime = Depends(runtime)):
             audit.record(session, Actor("user", found.id), "auth.login", target=f"user:{found.id}")
             return tokens
     raise deny(rt, 401, "invalid_credentials", "Login failed: the email or password is wrong.",
-               actor=Actor("anonymous", email), action="auth.login")
+               actor=Actor("anonymous", email), action="auth.login",
+               target=f"user:{found.id}" if found is not None else f"email:{email}")
 
 
 @router.post("/refresh")
@@ -63,7 +64,8 @@ def refresh(body: Refresh, rt: Runtime = Depends(runtime)):
     try:
         claims = verify_user_token(rt.keyring, body.refresh_token, issuer=rt.settings.issuer, typ=REFRESH_TYP)
     except TokenError as exc:
-        raise deny(rt, 401, "unauthorized", f"Refresh failed: {exc}.", actor=audit.ANONYMOUS, action="auth.refresh")
+        raise deny(rt, 401, "unauthorized", f"Refresh failed: {exc}.", actor=audit.ANONYMOUS, action="auth.refresh",
+                   target="POST /auth/refresh")
     with rt.db.transaction() as session:
         now = utcnow()
         used = session.execute(update(RefreshToken).where(

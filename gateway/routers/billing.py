@@ -14,6 +14,7 @@ from gateway.runtime import Runtime, runtime
 from gateway.services import idempotency, ledger
 
 router = APIRouter()
+AUDITED = "audited"  # in a stored refusal: its denial was audited in the operation's own transaction
 
 
 class NewReservation(BaseModel):
@@ -64,7 +65,8 @@ def _respond(rt: Runtime, principal: Principal, action: str, target: str, status
     """The operation's answer; a replay of an earlier answer (Idempotency-Key) is a request too and is audited."""
     error = idempotency.replay_error(status, body)
     if error is not None:
-        raise error  # audited as a refusal by the caller
+        error.audited = bool(body.get(AUDITED)) and not replayed  # else the caller audits it
+        raise error
     if replayed:
         with rt.db.transaction() as session:
             audit.record(session, principal.actor, action, target=target,
@@ -74,8 +76,9 @@ def _respond(rt: Runtime, principal: Principal, action: str, target: str, status
 
 
 def _is_refusal(exc: ApiError) -> bool:
-    """A 4xx decided inside the operation or by Idempotency-Key handling (replays included): it gets audited."""
-    return 400 <= exc.status < 500
+    """A 4xx decided inside the operation or by Idempotency-Key handling (replays included) that has no audit
+    event yet: it gets one."""
+    return 400 <= exc.status < 500 and not getattr(exc, "audited", False)
 
 
 def _refuse_and_audit(rt: Runtime, principal: Principal, action: str, target: str, exc: ApiError) -> ApiError:
@@ -93,9 +96,13 @@ def create_reservation(body: NewReservation, request: Request, principal: Princi
             reservation = ledger.reserve(session, body.account_id, body.amount_micros, body.ttl_seconds,
                                          request_id=request.state.request_id)
         except ledger.Shortfall as short:
-            raise ApiError(402, "insufficient_credit",
-                           f"Account '{body.account_id}' cannot hold {ledger.usd(body.amount_micros)}: only "
-                           f"{ledger.usd(short.account.available_micros)} is available.")
+            # Refused, with nothing written: the denial is audited in this same transaction (one write-lock turn
+            # instead of two on SQLite, which matters when many reservations arrive at once).
+            message = (f"Account '{body.account_id}' cannot hold {ledger.usd(body.amount_micros)}: only "
+                       f"{ledger.usd(short.account.available_micros)} is available.")
+            audit.record(session, principal.actor, "billing.reserve", target=f"account:{body.account_id}",
+                         outcome="denied", reason=message, org=org_of_account(session, body.account_id))
+            return 402, {"error_code": "insufficient_credit", "message": message, AUDITED: True}
         audit.record(session, principal.actor, "billing.reserve", target=f"reservation:{reservation.id}",
                      org=org_of_account(session, body.account_id),
                      details={"account_id": body.account_id, "amount_micros": body.amount_micros})

@@ -60,6 +60,10 @@ def revoke_key(slug: str, key_id: str, principal: Principal = Depends(user), rt:
                                 .values(revoked_at=utcnow()))
                 audit.record(session, principal.actor, "keys.revoke", target=f"key:{key_id}", org=slug,
                              details={"prefix": key.prefix})
+            else:  # nothing changes, but the request is on record like any other
+                audit.record(session, principal.actor, "keys.revoke", target=f"key:{key_id}", org=slug,
+                             reason="the key was already revoked; nothing changed",
+                             details={"prefix": key.prefix, "already_revoked": True})
             session.refresh(key)
             return key_json(key)
     # Same answer whether the id belongs to another org or to no key at all.

@@ -10,9 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select, update
 
 from gateway import audit
-from gateway.errors import ApiError
 from gateway.models import Account, Invitation, Org, utcnow
-from gateway.principals import Principal, admin, user
+from gateway.principals import Principal, admin, deny, user
 from gateway.runtime import Runtime, runtime
 from gateway.security import new_id, new_opaque_token, sha256_hex
 from gateway.services import ledger
@@ -64,20 +63,28 @@ def new_invitation(rt: Runtime, session, org: Org, email: str, role: str) -> tup
     return invitation, token
 
 
+class _SlugTaken(Exception):
+    pass
+
+
 @router.post("/admin/orgs", status_code=201)
 def create_org(body: NewOrg, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
-    with rt.db.transaction() as session:
-        if session.scalar(select(Org.id).where(Org.slug == body.slug)) is not None:
-            raise ApiError(409, "org_exists", f"Org '{body.slug}' already exists.")
-        account = ledger.create_account(session)
-        org = Org(id=new_id("org"), slug=body.slug, name=body.name, account_id=account.id,
-                  budget_limit_micros=body.budget_micros)
-        session.add(org)
-        session.flush([org])
-        invitation, token = new_invitation(rt, session, org, body.owner_email, "owner")
-        audit.record(session, principal.actor, "org.create", target=f"org:{org.slug}", org=org.slug,
-                     details={"owner_email": body.owner_email, "budget_micros": body.budget_micros})
-        result = org_json(org)
+    try:
+        with rt.db.transaction() as session:
+            if session.scalar(select(Org.id).where(Org.slug == body.slug)) is not None:
+                raise _SlugTaken()
+            account = ledger.create_account(session)
+            org = Org(id=new_id("org"), slug=body.slug, name=body.name, account_id=account.id,
+                      budget_limit_micros=body.budget_micros)
+            session.add(org)
+            session.flush([org])
+            invitation, token = new_invitation(rt, session, org, body.owner_email, "owner")
+            audit.record(session, principal.actor, "org.create", target=f"org:{org.slug}", org=org.slug,
+                         details={"owner_email": body.owner_email, "budget_micros": body.budget_micros})
+            result = org_json(org)
+    except _SlugTaken:  # audited after the transaction above ended: deny() writes in one of its own
+        raise deny(rt, 409, "org_exists", f"Org '{body.slug}' already exists.", actor=principal.actor,
+                   action="org.create", target=f"org:{body.slug}") from None
     result["owner_invitation"] = {"id": invitation.id, "email": body.owner_email, "role": "owner", "token": token}
     return JSONResponse(result, status_code=201)
 

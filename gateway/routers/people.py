@@ -99,7 +99,9 @@ def accept(token: str, body: Acceptance, rt: Runtime = Depends(runtime)):
             return {"user_id": account_user.id, "email": account_user.email, "org": org.slug,
                     "role": invitation.role}
     status, code, message = problem
-    raise deny(rt, status, code, message, actor=audit.ANONYMOUS, action="invitation.accept")
+    target = f"invitation:{invitation.id}" if invitation is not None else "POST /invitations/{token}/accept"
+    raise deny(rt, status, code, message, actor=audit.ANONYMOUS, action="invitation.accept", target=target,
+               org=org.slug if invitation is not None and problem[0] == 403 else None)
 
 
 @router.get("/orgs/{slug}/members")

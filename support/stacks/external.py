@@ -1,6 +1,9 @@
 """An existing deployment given by URL: nothing is started or stopped."""
 from __future__ import annotations
 
+from collections import deque
+from pathlib import Path
+
 import requests
 
 from support.config import SuiteSetupError
@@ -24,6 +27,17 @@ class ExternalStack(Stack):
 
     def down(self) -> None:
         pass
+
+    def logs(self, lines: int = 40) -> dict[str, list[str]]:
+        """With -D logs_dir (a folder of <process>.log files, as scripts/stack and scripts/run-parallel pass for
+        the stack they run), the last lines of each; otherwise nothing: a deployment's logs are not ours."""
+        if not self.config.logs_dir:
+            return {}
+        tails = {}
+        for path in sorted(Path(self.config.logs_dir).glob("*.log")):
+            with open(path, errors="replace") as handle:
+                tails[path.stem] = [line.rstrip("\n") for line in deque(handle, maxlen=lines)]
+        return tails
 
     def state(self) -> dict[str, str]:
         try:

@@ -29,22 +29,38 @@ def start(userdata: dict[str, str]) -> tuple[Stack, Endpoints]:
     return stack, endpoints
 
 
-def external_defines(endpoints: Endpoints) -> dict[str, str]:
-    """The -D options with which a behave process uses this running stack as `external`."""
+def external_defines(endpoints: Endpoints, stack: Stack | None = None) -> dict[str, str]:
+    """The -D options with which a behave process uses this running stack as `external` (plus, for a stack
+    whose processes log into files here, where those logs are, so steps that read the gateway's log work)."""
     defines = {"stack": "external"}
     for name in ENDPOINT_OPTIONS:
         value = getattr(endpoints, name)
         if value:
             defines[name] = str(value)
+    logs_dir = logs_folder(stack)
+    if logs_dir:
+        defines["logs_dir"] = logs_dir
     return defines
+
+
+def logs_folder(stack: Stack | None) -> str | None:
+    """The folder holding the stack's <process>.log files, when it keeps them on this machine."""
+    if stack is None:
+        return None
+    if getattr(stack, "config", None) is not None and stack.config.stack == "external":
+        return stack.config.logs_dir
+    processes = getattr(stack, "processes", None) or {}
+    folders = {str(p.log_path.parent) for p in processes.values() if getattr(p, "log_path", None)}
+    return folders.pop() if len(folders) == 1 else None
 
 
 def describe(stack: Stack, endpoints: Endpoints) -> dict:
     """What scripts/stack prints and writes: the endpoints plus the behave arguments that use them."""
-    defines = external_defines(endpoints)
+    defines = external_defines(endpoints, stack)
     return {
         "stack": stack.name,
         **dataclasses.asdict(endpoints),
+        "logs_dir": logs_folder(stack),
         "behave_args": [arg for name, value in defines.items() for arg in ("-D", f"{name}={value}")],
     }
 

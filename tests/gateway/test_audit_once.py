@@ -9,6 +9,8 @@ Rules checked per request:
 - a mutation that succeeded, or any refusal (401, 402, 403, 404, 409, 410, 422 decided by the gateway, 429):
   exactly one event by the caller (events by actor `system` are consequences, e.g. a sync applying a revision);
 - malformed input (invalid_json / invalid_request / unsupported / body_too_large): at most one (not required);
+- a configuration sync: at least one (one per effect: config.apply, config.prune, config.drift_corrected, or
+  config.sync when it changed nothing);
 - a successful read: none.
 """
 from __future__ import annotations
@@ -155,14 +157,16 @@ def run(stack):
 
     events = db.table("audit_events")
     with db.engine.connect() as conn:
-        rows = conn.execute(select(events.c.request_id, events.c.actor_type, events.c.action)
+        rows = conn.execute(select(events.c.request_id, events.c.actor_type, events.c.action, events.c.target,
+                                   events.c.outcome, events.c.reason, events.c.trace_id)
                             .where(events.c.request_id.like("t.once.%"))).all()
     db.dispose()
     by_request: dict[str, list] = {}
     for row in rows:
         by_request.setdefault(row.request_id, []).append(row)
     api.close()
-    return {"api": api, "events": by_request, "mutating_routes": mutating_routes, "refreshed": refreshed}
+    return {"api": api, "events": by_request, "mutating_routes": mutating_routes, "refreshed": refreshed,
+            "log": stack.logs(5000).get("gateway", [])}
 
 
 def _code(exchange) -> str | None:
@@ -177,11 +181,17 @@ def _code(exchange) -> str | None:
     return None
 
 
+# A sync may apply a revision, prune and correct drift: one event per effect, all under its request id.
+EFFECTS = {("POST", "/admin/config/sync")}
+
+
 def _expected(exchange) -> str:
-    """'one', 'none' or 'at most one'."""
+    """'one', 'none', 'at most one' or 'at least one'."""
     status = exchange.status or 0
     if exchange.path.startswith("/openapi.json"):
         return "none"
+    if (exchange.method, exchange.path) in EFFECTS and status == 200:
+        return "at least one"
     if 400 <= status < 500 and _code(exchange) in MALFORMED:
         return "at most one"
     if status >= 400 or exchange.method in MUTATING:
@@ -196,10 +206,13 @@ def test_every_request_leaves_the_number_of_events_its_kind_calls_for(run):
         own = [e for e in run["events"].get(exchange.request_id, []) if e.actor_type != "system"]
         expected = _expected(exchange)
         counted[expected] += 1
-        ok = {"one": len(own) == 1, "none": not own, "at most one": len(own) <= 1}[expected]
+        ok = {"one": len(own) == 1, "none": not own, "at most one": len(own) <= 1,
+              "at least one": len(own) >= 1}[expected]
         if not ok:
             wrong.append(f"{exchange.method} {exchange.path} -> {exchange.status} {_code(exchange)} "
                          f"[{exchange.request_id}]: expected {expected}, got {[(e.actor_type, e.action) for e in own]}")
+            if (exchange.status or 0) >= 500:
+                wrong.extend("    " + line[:600] for line in run["log"] if exchange.request_id in line)
     print(f"requests checked: {sum(counted.values())} ({dict(counted)})")
     assert not wrong, f"{len(wrong)} request(s) with the wrong number of audit events:\n" + "\n".join(wrong)
 
@@ -218,3 +231,14 @@ def test_the_refusals_were_refusals(run):
     for status in (401, 402, 403, 404, 409, 422):
         assert statuses[status] >= 1, statuses
     assert run["refreshed"].status == 200
+
+
+def test_every_event_names_its_target_and_every_refusal_its_reason(run):
+    events = [e for per_request in run["events"].values() for e in per_request]
+    assert len(events) >= 90
+    no_target = [(e.request_id, e.action) for e in events if not e.target]
+    assert not no_target, f"events without a target: {no_target}"
+    no_reason = [(e.request_id, e.action) for e in events if e.outcome != "allowed" and not e.reason]
+    assert not no_reason, f"refusals without a reason: {no_reason}"
+    wrong_trace = [(e.request_id, e.trace_id) for e in events if e.trace_id != run["api"].trace_id]
+    assert not wrong_trace, f"events not in the trace the client sent: {wrong_trace}"

@@ -194,6 +194,8 @@ from behave import given
 def passes(context):
     if context.scenario.name == os.environ.get("FAKE_FAIL"):
         assert False, "expected the fake step to pass, but FAKE_FAIL names this scenario"
+    if context.scenario.name == os.environ.get("FAKE_SKIP"):
+        context.scenario.skip("FAKE_SKIP names this scenario")
 
 @given("the step passes with {n}")
 def passes_with(context, n):
@@ -300,7 +302,7 @@ def test_every_scenario_runs_once_across_workers_and_serial_ones_alone_afterward
     first_serial = min(float(e[2]) for e in result.log if e[0] == "serial")
     assert first_serial > last_parallel, "the @serial scenarios must start after every worker is done"
     assert {e[3] for e in result.log if e[0] != "serial"} == {"external"}
-    assert f"{ALL} scenarios passed, 0 failed, 0 not run" in result.output
+    assert f"{ALL} scenarios passed, 0 failed, 0 skipped, 0 not run" in result.output
     # One Allure folder for all workers, one result per scenario; JUnit kept apart per worker.
     assert len(result.allure_results()) == ALL
     assert {p.name for p in (project / "reports" / "junit").iterdir()} == {"w1", "w2", "w3", "serial"}
@@ -341,9 +343,17 @@ def test_three_shards_together_run_each_scenario_exactly_once(project, deploymen
 def test_a_failing_scenario_fails_the_run_and_is_named_in_the_summary(project, deployment):
     result = run(project, deployment, "-j", "2", env={"FAKE_FAIL": "Gamma two"})
     assert result.code == 1, result.output
-    assert f"{ALL - 1} scenarios passed, 1 failed, 0 not run" in result.output
+    assert f"{ALL - 1} scenarios passed, 1 failed, 0 skipped, 0 not run" in result.output
     assert "features/gamma/gamma.three.feature:7  Gamma two  [failed" in result.output
     assert "FAKE_FAIL names this scenario" in result.output
+
+
+def test_a_scenario_skipped_at_run_time_is_listed_but_does_not_fail_the_run(project, deployment):
+    result = run(project, deployment, "-j", "2", env={"FAKE_SKIP": "Gamma two"})
+    assert result.code == 0, result.output
+    assert f"{ALL - 1} scenarios passed, 0 failed, 1 skipped, 0 not run" in result.output
+    assert "Skipped at run time (not counted as failures):\n  features/gamma/gamma.three.feature:7  Gamma two" \
+        in result.output
 
 
 def test_an_undefined_step_fails_the_run(project, deployment):
