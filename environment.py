@@ -46,7 +46,7 @@ def before_all(context):
         evidence.describe_run(stack=context.stack.name, base_url=context.endpoints.base_url,
                               database=(context.endpoints.database_url or "none").split(":", 1)[0].split("+")[0],
                               run_id=context.config_suite.run_id, worker=context.config_suite.worker)
-        context.backends = ModelBackends(context.endpoints.stub_url)
+        context.backends = ModelBackends(context.endpoints.stub_url, context.endpoints.backend_base_url)
     except SuiteSetupError as problem:
         _stop_run(context, str(problem))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import json
 import secrets
 import threading
@@ -31,10 +32,15 @@ class TokenError(Exception):
 
 # ---- passwords -------------------------------------------------------------------------------------------------
 
+# scrypt's cost (log2 N). Test stacks may lower it with PASSWORD_HASH_COST; each hash records the cost it was made
+# with, so changing the setting never locks anyone out.
+PASSWORD_HASH_COST = int(os.environ.get("PASSWORD_HASH_COST", "14"))
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 14, r=8, p=1)
-    return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2 ** PASSWORD_HASH_COST, r=8, p=1)
+    return f"scrypt{PASSWORD_HASH_COST}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 _DUMMY_HASH: list[str] = []
@@ -49,10 +55,11 @@ def burn_password_check(password: str) -> None:
 
 def verify_password(password: str, stored: str) -> bool:
     try:
-        _, salt_b64, digest_b64 = stored.split("$")
+        scheme, salt_b64, digest_b64 = stored.split("$")
+        cost = int(scheme.removeprefix("scrypt") or 14)
     except ValueError:
         return False
-    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), n=2 ** 14, r=8, p=1)
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), n=2 ** cost, r=8, p=1)
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 

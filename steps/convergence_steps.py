@@ -17,7 +17,7 @@ SETTLE_SECONDS = 15  # how long a Given waits for its own declaration to be appl
 def declarations(context) -> Declarations:
     if getattr(context, "declarations", None) is None:
         context.declarations = Declarations(context.endpoints.config_repo, context.api, context.keys, context.ns,
-                                            context.world, context.backends.stub_url)
+                                            context.world, context.backends.backend_base_url)
         context.add_cleanup(context.declarations.cleanup)
     return context.declarations
 

@@ -2,6 +2,8 @@
 
 Faults are injected through support/faults.py and the stack; money is checked through support/conservation.py.
 """
+from datetime import datetime, timezone
+
 from behave import given, step, then, when
 
 from support import evidence, faults
@@ -16,12 +18,7 @@ PRICES = (1_000_000, 2_000_000)  # micro-USD per 1k prompt and completion tokens
 TIMEOUT_SLACK_SECONDS = 1.5
 
 
-# ---- set-up ----------------------------------------------------------------------------------------------------
-
-@given('{person} has issued the API key "{key}" for "{org}"')
-def has_issued_key(context, person, key, org):
-    expect_status(context.platform.issue_key(person, org, key), 201, f"{person} issuing the API key {key!r}")
-
+# ---- set-up (the API keys come from steps/key_steps.py) ------------------------------------------------------
 
 def _seed_model(context, model: str, backend_names: list[str], timeout_seconds: float) -> None:
     """A model only this scenario uses, its backends on this scenario's stub namespaces, each with a timeout."""
@@ -31,7 +28,7 @@ def _seed_model(context, model: str, backend_names: list[str], timeout_seconds: 
     for backend_name in backend_names:
         backend = Backend(backend_name, context.ns.name(f"{model}-{backend_name}"))
         context.model_backends[backend_name] = backend
-        routed.append({"name": backend_name, "url": backend.chat_url(context.backends.stub_url),
+        routed.append({"name": backend_name, "url": backend.chat_url(context.backends.backend_base_url),
                        "timeout_seconds": timeout_seconds})
         context.add_cleanup(context.backends.reset, backend)
     seed_model(context.db, name, prompt_price_per_1k=PRICES[0], completion_price_per_1k=PRICES[1], backends=routed)
@@ -277,7 +274,6 @@ def in_flight_unanswered(context):
 def holds_expire(context, org):
     account = context.world.org(org).account_id
     latest = account_ledger(context.db, account).latest_expiry()
-    from datetime import datetime, timezone
     wait_seconds = max(0.0, (latest - datetime.now(timezone.utc)).total_seconds()) if latest else 0.0
     ledger = wait_until(
         "the holds of the requests cut off by the crash to expire", lambda: account_ledger(context.db, account),

@@ -86,7 +86,8 @@ class AuditTrail:
         expect_status(exchange, 200, "a platform admin reading the audit log")
         return exchange.json()["events"], exchange
 
-    def stored_events(self, *, request_ids: list[str] | None = None, request_id_prefix: str | None = None) -> list[dict]:
+    def stored_events(self, *, request_ids: list[str] | None = None,
+                      request_id_prefix: str | None = None) -> list[dict]:
         """Audit rows straight from the gateway's database (every column, as stored)."""
         table = self.db.table("audit_events")
         query = select(table).order_by(table.c.id)

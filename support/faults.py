@@ -255,11 +255,12 @@ def _error_fields(response: requests.Response) -> tuple[str | None, str | None]:
     return None, None
 
 
-def send_burst(base_url: str, targets: dict[str, tuple[str, str, dict]], model: str, *, rounds: int = 2, workers: int = 8,
-               probe_every: float = 0.2, probe_timeout: float = 3.0, request_timeout: float = 60,
+def send_burst(base_url: str, targets: dict[str, tuple[str, str, dict]], model: str, *, rounds: int = 2,
+               workers: int = 8, probe_every: float = 0.2, probe_timeout: float = 3.0, request_timeout: float = 60,
                request_id_prefix: str = "burst") -> BurstReport:
     """Send every corpus case (about `model`, a real one) to every target (name -> (method, path, headers))
-    `rounds` times from `workers` threads, while a health probe asks /healthz every `probe_every` seconds. Ends with one more probe."""
+    `rounds` times from `workers` threads, while a health probe asks /healthz every `probe_every` seconds.
+    Ends with one more probe."""
     report = BurstReport()
     done = threading.Event()
     started = time.perf_counter()

@@ -19,7 +19,7 @@ def verify_with_jwks(token: str, jwks: dict, *, audience: str = "gateway") -> di
     public_key = jwt.algorithms.ECAlgorithm.from_jwk(json.dumps(keys[header["kid"]]))
     try:
         return jwt.decode(token, public_key, algorithms=["ES256"], audience=audience,
-                          options={"verify_iss": False})
+                          options={"verify_iss": False}, leeway=30)  # a deployment's clock may run a little ahead
     except jwt.PyJWTError as exc:
         raise AssertionError(f"The token does not verify against published key {header['kid']!r}: {exc}") from None
 

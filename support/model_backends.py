@@ -20,8 +20,11 @@ class Backend:
 
 
 class ModelBackends:
-    def __init__(self, stub_url: str | None):
-        self.stub_url = stub_url.rstrip("/") if stub_url else None
+    def __init__(self, stub_url: str | None, backend_base_url: str | None = None):
+        self.stub_url = stub_url.rstrip("/") if stub_url else None  # where the suite controls the stub
+        # Where the gateway reaches the stub, which backend URLs (Backend.chat_url) are built from: differs on the
+        # compose stack (service name inside the network vs. port published to the suite).
+        self.backend_base_url = backend_base_url.rstrip("/") if backend_base_url else self.stub_url
 
     def _require(self) -> str:
         if self.stub_url is None:

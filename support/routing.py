@@ -39,7 +39,7 @@ def declare_model(context, model: str, prompt_price: int, completion_price: int,
     context.routes = getattr(context, "routes", {})
     context.routes[model] = routed
     context.route_urls = getattr(context, "route_urls", {})
-    context.route_urls[model] = [{"name": b.name, "url": b.chat_url(context.backends.stub_url)}
+    context.route_urls[model] = [{"name": b.name, "url": b.chat_url(context.backends.backend_base_url)}
                                  for b in routed.values()]
     seed_model(context.db, name, prompt_price_per_1k=prompt_price, completion_price_per_1k=completion_price,
                backends=context.route_urls[model])

@@ -9,7 +9,7 @@ Feature: A model backend that hangs
     And Olive has issued the API key "ci" for "Acme"
 
   Scenario: The gateway gives up on a hung backend within its timeout and falls back to the next one
-    Given the model "chat-fallback" routes to a primary and then a secondary backend, each given 1 second to answer
+    Given the model "chat-fallback" routes to a primary and then a secondary backend, each given 0.5 seconds to answer
     And the model's primary backend hangs
     When the key "ci" asks "chat-fallback" for a chat completion
     Then the completion is answered by the model's secondary backend
@@ -18,7 +18,7 @@ Feature: A model backend that hangs
     And nothing is left on hold for "Acme"
 
   Scenario: When every backend hangs, the caller gets a bad-gateway answer and nothing stays held
-    Given the model "chat-stuck" routes to a primary and then a secondary backend, each given 1 second to answer
+    Given the model "chat-stuck" routes to a primary and then a secondary backend, each given 0.5 seconds to answer
     And every backend of the model hangs
     When the key "ci" asks "chat-stuck" for a chat completion
     Then the gateway answers 502, naming each backend that timed out, within their timeouts

@@ -9,7 +9,6 @@ from sqlalchemy import select, update
 
 from gateway import audit
 from gateway.audit import Actor
-from gateway.errors import ApiError
 from gateway.models import Membership, Org, RefreshToken, User, utcnow
 from gateway.principals import Principal, deny, user
 from gateway.runtime import Runtime, runtime

@@ -17,6 +17,9 @@ class Endpoints:
     keys_dir: str | None
     stub_url: str | None  # the model backend stub's control address, when the stack has one
     config_repo: str | None  # a git repository the gateway reconciles from, when the suite may commit to it
+    # The stub as the GATEWAY reaches it, which model backend URLs are built from: on the compose stack the
+    # gateway's container knows it by service name, not by the port published to the suite. None: the same as stub_url.
+    backend_base_url: str | None = None
 
 
 class Stack(ABC):

@@ -47,7 +47,7 @@ class LocalStack(Stack):
             "gateway", [sys.executable, "-m", "gateway"],
             env={**env, "DATABASE_URL": database_url, "KEYS_DIR": str(keys_dir), "CONFIG_REPO": str(repo),
                  "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), "UPSTREAM_TIMEOUT_SECONDS": "2",
-                 "RECONCILE_INTERVAL_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "0.25",
+                 "RECONCILE_INTERVAL_SECONDS": "1", "PASSWORD_HASH_COST": "10", "EXPIRY_SWEEP_SECONDS": "0.25",
                  "DATABASE_BUSY_TIMEOUT_MS": "5000"},
             log_path=self.run_dir / "gateway.log", cwd=ROOT)
         for process in self.processes.values():

@@ -80,7 +80,8 @@ def _step(report, name: str) -> dict:
 
 
 def _links(step: dict) -> dict:
-    return {child["link"]["name"]: child["link"] for child in step.get("steps", []) if child.get("type") == "attachment"}
+    return {child["link"]["name"]: child["link"] for child in step.get("steps", [])
+            if child.get("type") == "attachment"}
 
 
 def test_the_failed_steps_evidence_is_in_the_report_and_served(report, served):

@@ -19,10 +19,9 @@ def attached(monkeypatch):
 
 
 def exchange(n: int, status: int = 200) -> Exchange:
-    e = Exchange("POST", f"http://gw/orgs/acme/keys", "/orgs/acme/keys", {"Authorization": f"Bearer {KEY}"},
-                 {"name": "ci"}, f"r1.abc.{n:03d}", status=status, response_headers={"X-Request-ID": f"r1.abc.{n:03d}"},
-                 text='{"detail": "no"}')
-    return e
+    rid = f"r1.abc.{n:03d}"
+    return Exchange("POST", "http://gw/orgs/acme/keys", "/orgs/acme/keys", {"Authorization": f"Bearer {KEY}"},
+                    {"name": "ci"}, rid, status=status, response_headers={"X-Request-ID": rid}, text='{"detail": "no"}')
 
 
 class Stack:
@@ -41,8 +40,8 @@ class Stack:
 
 
 def context(stack, count=7):
-    return SimpleNamespace(api=SimpleNamespace(exchanges=[exchange(i) for i in range(1, count + 1)], trace_id="t" * 32),
-                           stack=stack, db=None)
+    api = SimpleNamespace(exchanges=[exchange(i) for i in range(1, count + 1)], trace_id="t" * 32)
+    return SimpleNamespace(api=api, stack=stack, db=None)
 
 
 def test_the_last_exchanges_and_the_log_lines_of_exactly_their_request_ids(attached):

@@ -41,7 +41,8 @@ def test_non_json_bodies_are_masked_as_text():
 # ---- more kinds of secrets ---------------------------------------------------------------------------------------
 
 def test_a_private_key_in_pem_form_is_masked_whole():
-    pem = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\nabcdef\n-----END PRIVATE KEY-----"
+    pem = ("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\nabcdef\n"
+           "-----END PRIVATE KEY-----")
     shown = mask_text(f"before\n{pem}\nafter")
     assert "MIGHAgEAMBMG" not in shown and "PRIVATE KEY" not in shown
     assert shown.startswith("before\n«masked:private-key#") and shown.endswith("\nafter")
