@@ -22,10 +22,12 @@ def trail(context) -> AuditTrail:
 
 
 def actor_of(context, words: str) -> Actor:
-    """'the platform' -> a platform admin; 'the key "ci"' -> that API key; 'an anonymous caller'; a name -> that
-    person."""
+    """'the platform' -> a platform admin; 'the service' -> a billing service (S2S token); 'the key "ci"' -> that
+    API key; 'an anonymous caller'; a name -> that person."""
     if words == "the platform":
         return Actor("admin")
+    if words == "the service":
+        return Actor("service")
     if words == "an anonymous caller":
         return Actor("anonymous")
     if words.startswith('the key "'):

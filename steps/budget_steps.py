@@ -54,11 +54,6 @@ def hold_released(context, org):
     budgets.expect_hold_released(context, org)
 
 
-@then('the usage of "{org}" agrees with its ledger')
-def usage_agrees(context, org):
-    budgets.expect_books_agree(context, org)
-
-
 @then('"{org}" has not spent past its budget, by its account in the database')
 def within_budget(context, org):
     budgets.expect_within_budget_after_burst(context, org)

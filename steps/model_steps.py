@@ -70,7 +70,8 @@ def backend_refuses(context, backend):
     context.backends.behave(routing.backend(context, backend), "error", status=400, body=routing.REFUSAL)
 
 
-@given("the {backend:Backend} backend reports {prompt:d} prompt and {completion:d} completion tokens for each completion")
+@given("the {backend:Backend} backend reports {prompt:d} prompt and {completion:d} completion tokens "
+       "for each completion")
 def backend_reports_usage(context, backend, prompt, completion):
     context.backends.behave(routing.backend(context, backend), "ok",
                             usage={"prompt_tokens": prompt, "completion_tokens": completion})

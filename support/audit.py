@@ -132,10 +132,11 @@ class AuditTrail:
             expect_true(bool((event.get("reason") or "").strip()), f"Expected the {outcome} event of request {rid} "
                         f"to give a reason, but it gave {event.get('reason')!r}", read)
         expect_true(bool(event.get("at")), f"Expected the event of request {rid} to say when it happened", read)
-        stored = [row for row in self.stored_events(request_ids=[rid]) if row.get("actor_type") != "system"]
-        expect_true(len(stored) == 1 and stored[0].get("action") == action,
-                    f"Expected the database to hold exactly the one {action} event for request {rid}, but it held "
-                    f"{[(r.get('action'), r.get('outcome')) for r in stored]}", read)
+        if self.db.url is not None:  # a deployment reached only over HTTP is checked through its API alone
+            stored = [row for row in self.stored_events(request_ids=[rid]) if row.get("actor_type") != "system"]
+            expect_true(len(stored) == 1 and stored[0].get("action") == action,
+                        f"Expected the database to hold exactly the one {action} event for request {rid}, but it "
+                        f"held {[(r.get('action'), r.get('outcome')) for r in stored]}", read)
         self._expect_in_org_view(event, read)
         return event
 

@@ -13,7 +13,7 @@ import logging
 
 import allure
 
-from support.redaction import mask_data, mask_exception, mask_text
+from support.redaction import mask_data, mask_exception, mask_text, mask_url
 
 # What describes this run in the report's environment.properties / executor.json (filled by environment.py,
 # written by the Allure formatter when the run ends).
@@ -102,4 +102,4 @@ def install(context=None) -> None:
 
 def describe_run(**properties) -> None:
     """Facts about this run for the report's environment.properties (None values are left out)."""
-    RUN_PROPERTIES.update({k: mask_text(str(v)) for k, v in properties.items() if v is not None and v != ""})
+    RUN_PROPERTIES.update({k: mask_url(mask_text(str(v))) for k, v in properties.items() if v is not None and v != ""})

@@ -65,6 +65,31 @@ Feature: Every change and every refusal leaves exactly one audit event
     When the key "ci" asks "chat-basic" for a chat completion
     Then the request leaves exactly one audit event: chat.completion by the key "ci" on a model, allowed
 
+  Scenario: A chat request over the budget is audited once, as denied
+    Given the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
+    And Olive has issued the API key "ci" for "Acme"
+    And the key "ci" has spent the whole budget of "Acme" on "chat-basic"
+    When the key "ci" asks "chat-basic" for a chat completion
+    Then the request leaves exactly one audit event: chat.completion by the key "ci" on a model, denied
+
+  Scenario: A chat request that no backend could answer is audited once, as failed
+    Given the model "chat-basic" is served by a primary and a fallback backend
+    And Olive has issued the API key "ci" for "Acme"
+    And the primary backend fails with 503
+    And the fallback backend fails with 503
+    When the key "ci" asks "chat-basic" for a chat completion
+    Then the request leaves exactly one audit event: chat.completion by the key "ci" on a model, failed
+
+  Scenario: A reservation by the billing service is audited once
+    Given an account with 5.00 USD in one credit lot
+    When the service reserves 1.00 USD on the account
+    Then the request leaves exactly one audit event: billing.reserve by the service on a reservation, allowed
+
+  Scenario: A reservation beyond the available credit is audited once, as denied
+    Given an account with 5.00 USD in one credit lot
+    When the service reserves 9.00 USD on the account
+    Then the request leaves exactly one audit event: billing.reserve by the service on an account, denied
+
   Scenario: Credit granted by the platform is audited once
     When the platform grants "Acme" 1.00 USD of credit
     Then the request leaves exactly one audit event: billing.mint by the platform on an account, allowed

@@ -1,4 +1,4 @@
-@allure.label.epic:Convergence @needs_config_repo
+@allure.label.epic:Convergence @needs_config_repo @serial
 Feature: A commit that does not validate changes nothing
   The gateway validates every file of a commit before it applies any. A commit with one bad file is rejected
   whole: the valid changes in it wait too, the last good revision stays in force, and the error names the

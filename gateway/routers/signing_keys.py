@@ -75,9 +75,9 @@ def activate(kid: str, principal: Principal = Depends(admin), rt: Runtime = Depe
                 old.state = "retiring"
             changed = key.state != "active"
             key.state = "active"
-            if changed:
-                audit.record(session, principal.actor, action, target=f"signing_key:{kid}",
-                             details={"previous": [k.kid for k in previous]})
+            audit.record(session, principal.actor, action, target=f"signing_key:{kid}",  # once per request
+                         reason=None if changed else "the key already signed; nothing changed",
+                         details={"previous": [k.kid for k in previous]})
             result = {**key_json(key), "previous": [{"kid": k.kid, "state": k.state} for k in previous]}
     if problem is not None:
         raise _refuse(rt, principal, *problem, action, kid)
@@ -101,6 +101,9 @@ def retire(kid: str, principal: Principal = Depends(admin), rt: Runtime = Depend
                 key.state = "retired"
                 key.retired_at = utcnow()
                 audit.record(session, principal.actor, action, target=f"signing_key:{kid}")
+            else:  # nothing changes, but the request is on record like any other
+                audit.record(session, principal.actor, action, target=f"signing_key:{kid}",
+                             reason="the key was already retired; nothing changed")
             result = key_json(key)
     if problem is not None:
         raise _refuse(rt, principal, *problem, action, kid)

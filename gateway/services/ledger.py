@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from gateway.errors import ApiError
@@ -55,11 +55,13 @@ def balances(account: Account) -> Balances:
 def _post(session: Session, kind: str, account_id: str, moves: dict[str, int], *, reservation_id=None,
           lot_id=None, request_id=None) -> None:
     assert sum(moves.values()) == 0, f"unbalanced entry {moves}"
-    entry_id = new_id("le")
-    session.execute(insert(LedgerEntry).values(id=entry_id, kind=kind, account_id=account_id,
-                                               reservation_id=reservation_id, lot_id=lot_id, request_id=request_id))
-    session.execute(insert(LedgerPosting), [{"entry_id": entry_id, "account_id": account_id, "bucket": bucket,
-                                             "amount_micros": amount} for bucket, amount in moves.items() if amount])
+    entry = LedgerEntry(id=new_id("le"), kind=kind, account_id=account_id, reservation_id=reservation_id,
+                        lot_id=lot_id, request_id=request_id)
+    session.add(entry)
+    session.flush()
+    for bucket, amount in moves.items():
+        if amount:
+            session.add(LedgerPosting(entry_id=entry.id, account_id=account_id, bucket=bucket, amount_micros=amount))
 
 
 def create_account(session: Session, *, account_id: str | None = None, identity_anchor: str | None = None) -> Account:

@@ -155,6 +155,17 @@ def run(stack):
     api.get("/admin/audit?limit=5", **admin)
     api.get(f"/billing/accounts/{account}", **service)
 
+    # -- signing-key rotation, last: retiring the first key ends every session signed by it ------------------------
+    first_kid = next(k["kid"] for k in api.get("/admin/signing-keys", **admin).json()["keys"] if k["state"] == "active")
+    new_kid = api.post("/admin/signing-keys", **admin).json()["kid"]
+    api.post(f"/admin/signing-keys/{new_kid}/activate", **admin)
+    api.post(f"/admin/signing-keys/{new_kid}/activate", **admin)                # already active: still one event
+    api.post(f"/admin/signing-keys/{first_kid}/retire", **admin)
+    api.post(f"/admin/signing-keys/{first_kid}/retire", **admin)                # already retired: still one event
+    api.post(f"/admin/signing-keys/{first_kid}/activate", **admin)              # 409: retired for good
+    api.post(f"/admin/signing-keys/{new_kid}/retire", **admin)                  # 409: it signs
+    api.post("/admin/signing-keys/kid-unknown/retire", **admin)                 # 404
+
     events = db.table("audit_events")
     with db.engine.connect() as conn:
         rows = conn.execute(select(events.c.request_id, events.c.actor_type, events.c.action, events.c.target,
