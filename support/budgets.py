@@ -2,6 +2,8 @@
 and what the org's usage, its ledger and its audit log say afterwards."""
 from __future__ import annotations
 
+import re
+
 from support import routing, spend
 from support.api import Exchange
 from support.assertions import expect_equal, expect_status, expect_true, problem_field
@@ -48,10 +50,10 @@ def fire(context, key: str, model: str, count: int) -> list[Exchange]:
 
 
 def mentions_amount(message: str, micros: int) -> bool:
-    """Whether a message states an amount, in micro-USD or in dollars (0.014 USD, $0.014, 0.014)."""
+    """Whether a message states an amount exactly, in micro-USD or in dollars (14000, 0.014 USD, $0.014)."""
     dollars = usd(micros).removesuffix(" USD")
-    candidates = {str(micros), f"{micros:,}", dollars, f"${dollars}", f"{micros / 1_000_000:.2f}"}
-    return any(c in message for c in candidates)
+    candidates = {str(micros), f"{micros:,}", dollars}
+    return any(re.search(r"(?<![\d.,])" + re.escape(c) + r"(?![\d,]|\.\d)", message) for c in candidates)
 
 
 def expect_over_budget(context, org: str) -> None:

@@ -74,8 +74,9 @@ def _answers(argv: list[str], run) -> bool:
         return False
 
 
-def compose_command(docker: str, environ=os.environ, run=subprocess.run, which=shutil.which) -> list[str] | None:
+def compose_command(docker: str, environ=os.environ, run=None, which=None) -> list[str] | None:
     """The compose CLI to use: $DOCKER_COMPOSE, else the v2 plugin (`docker compose`), else v1 (`docker-compose`)."""
+    run, which = run or subprocess.run, which or shutil.which
     if environ.get("DOCKER_COMPOSE"):
         return shlex.split(environ["DOCKER_COMPOSE"])
     if _answers([docker, "compose", "version"], run):
@@ -209,13 +210,18 @@ class ComposeStack(Stack):
         keys_dir.chmod(0o755)
         return keys_dir
 
+    def image_digest(self) -> str:
+        """What the gateway image would be built from now: the sources, the base image, the wheels."""
+        base = self.env.get("BASE_IMAGE", "python:3.11-slim")
+        base_id = self._inspect("image", base, "{{.Id}}") or base
+        wheels_stamp = ROOT / self.env.get("WHEELS_DIR", ".run/wheels") / ".requirements.sha256"
+        return source_digest(ROOT, f"{base_id}\n{wheels_stamp.read_text() if wheels_stamp.is_file() else ''}")
+
     def _build(self) -> None:
         """Build the gateway image unless it carries the digest of the current sources."""
         image = self.env["GATEWAY_IMAGE"]
         base = self.env.get("BASE_IMAGE", "python:3.11-slim")
-        base_id = self._inspect("image", base, "{{.Id}}") or base
-        wheels_stamp = ROOT / self.env.get("WHEELS_DIR", ".run/wheels") / ".requirements.sha256"
-        digest = source_digest(ROOT, f"{base_id}\n{wheels_stamp.read_text() if wheels_stamp.is_file() else ''}")
+        digest = self.image_digest()
         old_id = self._inspect("image", image, "{{.Id}}")
         if old_id and self._inspect("image", image, f'{{{{index .Config.Labels "{SOURCE_LABEL}"}}}}') == digest:
             self.timings["build"] = 0.0
@@ -390,7 +396,7 @@ class ComposeStack(Stack):
         shown = " ".join([*self._short_compose(), *args])
         try:
             # Own session: a Ctrl-C reaches the suite, which then takes the project down, not compose mid-step.
-            done = subprocess.run(argv, env=env or self.env, capture_output=True, text=True, errors="replace",
+            done = subprocess.run(argv, env=env or self.env or self.environ, capture_output=True, text=True, errors="replace",
                                   timeout=max(timeout, 1.0), stdin=subprocess.DEVNULL, start_new_session=True)
         except subprocess.TimeoutExpired as exc:
             output = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
