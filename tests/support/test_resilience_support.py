@@ -1,0 +1,95 @@
+"""Tests of the resilience and load helpers: the SQLite outage, the ledger checks, the load run's bounds."""
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+import pytest
+
+from support.conservation import AccountLedger
+from support.faults import CORPUS, FaultUnavailable, PostgresGate, SqliteLock, database_outage, require
+from support.load import LoadKey, LoadRefused, percentile, run_chat_load
+
+
+def test_a_held_sqlite_lock_keeps_writers_out_until_it_ends(tmp_path):
+    path = tmp_path / "gateway.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (x INTEGER)")
+    outage = database_outage(f"sqlite:///{path}", None, None)
+    assert isinstance(outage, SqliteLock)
+    outage.begin()
+    writer = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            writer.execute("BEGIN IMMEDIATE")
+        outage.end()
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO t VALUES (1)")
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+        outage.end()
+
+
+def test_only_a_database_the_stack_created_may_be_closed():
+    gate = database_outage("postgresql://postgres@127.0.0.1/acceptance_x", "postgresql://postgres@127.0.0.1/postgres",
+                           "acceptance_x")
+    assert isinstance(gate, PostgresGate) and gate.database == "acceptance_x"
+    with pytest.raises(FaultUnavailable):
+        database_outage("postgresql://postgres@127.0.0.1/shared", "postgresql://postgres@127.0.0.1/postgres", None)
+    with pytest.raises(FaultUnavailable):
+        database_outage("sqlite:///:memory:", None, None)
+
+
+def test_a_stack_without_the_fault_says_which_stack_has_it():
+    class External:
+        name = "external"
+
+    with pytest.raises(FaultUnavailable, match="embedded stack"):
+        require(External(), "kill_gateway")
+
+
+def test_the_corpus_has_oversized_bodies_and_builds_for_a_model():
+    assert sum(case.oversized for case in CORPUS) == 2
+    for case in CORPUS:
+        body = case.body("chat-x")
+        assert body is not None
+
+
+def _ledger(**changes) -> AccountLedger:
+    base = dict(account_id="acct", minted=1000, available=860, held=0, spent=140,
+                entries_by_kind=Counter({"mint": 1, "reserve": 1, "finalize": 1}),
+                reservations=[{"id": "r1", "status": "finalized", "amount": 500, "actual": 140, "expires_at": None,
+                               "request_id": "q1"}],
+                entries_by_reservation={"r1": ["reserve", "finalize"]},
+                postings={"issuance": -1000, "available": 860, "held": 0, "spent": 140})
+    base.update(changes)
+    return AccountLedger(**base)
+
+
+def test_a_sound_ledger_has_no_problems():
+    assert _ledger().problems() == []
+
+
+def test_a_doubled_settlement_and_a_lost_charge_are_problems():
+    doubled = _ledger(entries_by_reservation={"r1": ["reserve", "finalize", "finalize"]})
+    assert any("settling entries" in p for p in doubled.problems())
+    lost = _ledger(spent=0, available=1000, postings={"issuance": -1000, "available": 1000, "held": 0, "spent": 0})
+    assert any("finalized reservations" in p for p in lost.problems())
+
+
+def test_percentile_is_nearest_rank():
+    values = sorted(float(v) for v in range(1, 101))
+    assert percentile(values, 0.5) == 50 and percentile(values, 0.95) == 95 and percentile(values, 0.99) == 99
+    assert percentile([], 0.5) is None
+
+
+def test_a_load_run_aims_only_at_loopback_and_within_bounds():
+    keys = [LoadKey("Acme", "tg_x")]
+    with pytest.raises(LoadRefused, match="loopback"):
+        run_chat_load("https://gateway.example.test", keys, model="m", prompt_price_per_1k=1,
+                      completion_price_per_1k=1, users=1, seconds=1, max_requests=1)
+    with pytest.raises(LoadRefused, match="out of bounds"):
+        run_chat_load("http://127.0.0.1:9", keys, model="m", prompt_price_per_1k=1, completion_price_per_1k=1,
+                      users=1000, seconds=1, max_requests=1)
