@@ -42,6 +42,7 @@ class Settings:
     upstream_connect_timeout_seconds: float = 2.0
     max_body_bytes: int = 1_000_000
     expiry_sweep_seconds: float = 0.5
+    reservation_margin_seconds: float = 30.0  # how long a chat hold outlives its backends' timeouts
     default_reconcile_interval_seconds: float = 30.0
     host: str = "127.0.0.1"
     port: int = 8080
@@ -63,6 +64,7 @@ class Settings:
             upstream_connect_timeout_seconds=_env_float("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0),
             max_body_bytes=_env_int("MAX_BODY_BYTES", 1_000_000),
             expiry_sweep_seconds=_env_float("EXPIRY_SWEEP_SECONDS", 0.5),
+            reservation_margin_seconds=_env_float("RESERVATION_MARGIN_SECONDS", 30.0),
             default_reconcile_interval_seconds=_env_float("RECONCILE_INTERVAL_SECONDS", 30.0),
             host=os.environ.get("GATEWAY_HOST", "127.0.0.1"),
             port=_env_int("GATEWAY_PORT", 8080),

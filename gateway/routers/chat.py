@@ -27,7 +27,6 @@ router = APIRouter(prefix="/v1")
 
 MAX_TOKENS_LIMIT = 100_000
 MAX_MODEL_NAME = 200
-RESERVATION_MARGIN_SECONDS = 30
 
 
 def _visible_models(session, org: Org) -> list[Model]:
@@ -121,8 +120,8 @@ def _admit(rt: Runtime, request: Request, raw: bytes, request_id: str) -> Admitt
                 worst = cost_micros(estimate_prompt_tokens(body["messages"]), max_tokens,
                                     model.prompt_price_per_1k_micros, model.completion_price_per_1k_micros)
                 payload = _encode({**body, "max_tokens": max_tokens})
-                ttl = worst_case_seconds(model.backends, rt.settings.upstream_timeout_seconds,
-                                         rt.settings.upstream_connect_timeout_seconds) + RESERVATION_MARGIN_SECONDS
+                ttl = rt.settings.reservation_margin_seconds + worst_case_seconds(
+                    model.backends, rt.settings.upstream_timeout_seconds, rt.settings.upstream_connect_timeout_seconds)
                 reservation = ledger.reserve(session, org.account_id, worst, ttl,
                                              budget_limit=org.budget_limit_micros, request_id=request_id)
                 admitted = Admitted(principal, org.slug, model.name, model.prompt_price_per_1k_micros,

@@ -10,6 +10,18 @@ from support.config import SuiteConfig, SuiteSetupError
 from support.waits import WaitTimeout, wait_until
 
 
+# Gateway settings for stacks the suite starts: short timers so waits are short, a cheaper password hash so
+# logins are fast, and a SQLite busy timeout that turns a locked database into a quick 503.
+GATEWAY_TEST_SETTINGS = {
+    "UPSTREAM_TIMEOUT_SECONDS": "2",
+    "RECONCILE_INTERVAL_SECONDS": "1",
+    "EXPIRY_SWEEP_SECONDS": "0.25",
+    "RESERVATION_MARGIN_SECONDS": "3",
+    "PASSWORD_HASH_COST": "10",
+    "DATABASE_BUSY_TIMEOUT_MS": "5000",
+}
+
+
 @dataclass(frozen=True)
 class Endpoints:
     base_url: str

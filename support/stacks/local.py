@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from support.config import SuiteSetupError
 from support.keys import require_keys_dir
 from support.stacks import config_repo
-from support.stacks.base import Endpoints, Stack
+from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
 from support.stacks.processes import ChildProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,9 +46,7 @@ class LocalStack(Stack):
         self.processes["gateway"] = ChildProcess(
             "gateway", [sys.executable, "-m", "gateway"],
             env={**env, "DATABASE_URL": database_url, "KEYS_DIR": str(keys_dir), "CONFIG_REPO": str(repo),
-                 "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), "UPSTREAM_TIMEOUT_SECONDS": "2",
-                 "RECONCILE_INTERVAL_SECONDS": "1", "PASSWORD_HASH_COST": "10", "EXPIRY_SWEEP_SECONDS": "0.25",
-                 "DATABASE_BUSY_TIMEOUT_MS": "5000"},
+                 "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), **GATEWAY_TEST_SETTINGS},
             log_path=self.run_dir / "gateway.log", cwd=ROOT)
         for process in self.processes.values():
             process.start()
