@@ -1,9 +1,11 @@
 """People in an org: invitations, acceptance, listing, role changes and removal."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select, update
 
 from gateway import audit
@@ -20,22 +22,25 @@ from gateway.services.orgs import lock_org, not_in_org, org_for_member
 router = APIRouter()
 
 
+def valid_role(value: str) -> str:
+    if value not in ROLES:
+        raise ValueError(f"must be one of {', '.join(ROLES)}")
+    return value
+
+
+Role = Annotated[str, AfterValidator(valid_role)]
+
+
 class NewInvitation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str
-    role: str
+    role: Role
 
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
         return valid_email(value)
 
-    @field_validator("role")
-    @classmethod
-    def _role(cls, value: str) -> str:
-        if value not in ROLES:
-            raise ValueError(f"must be one of {', '.join(ROLES)}")
-        return value
 
 
 class Acceptance(BaseModel):
@@ -46,14 +51,8 @@ class Acceptance(BaseModel):
 
 class RoleChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: str
+    role: Role
 
-    @field_validator("role")
-    @classmethod
-    def _role(cls, value: str) -> str:
-        if value not in ROLES:
-            raise ValueError(f"must be one of {', '.join(ROLES)}")
-        return value
 
 
 @router.post("/orgs/{slug}/invitations", status_code=201)

@@ -156,7 +156,7 @@ class ComposeStack(Stack):
             raise SuiteSetupError("no Docker Compose CLI found (neither `docker compose` nor `docker-compose` "
                                   "answers); install one (scripts/docker-engine install) or use -D stack=local")
         if self.config.database_url:
-            print(f"compose stack: ignoring -D database_url: the stack seeds its own PostgreSQL container",
+            print("compose stack: ignoring -D database_url: the stack runs and seeds its own PostgreSQL container",
                   file=sys.stderr, flush=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"acceptance-{self.config.run_id}-"))
         keys_dir = self._keys()
