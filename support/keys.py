@@ -1,6 +1,8 @@
 """The keys folder written by scripts/keygen, and the tokens the suite mints from it."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -10,6 +12,7 @@ import jwt
 from support.config import SuiteSetupError
 from support.redaction import register_secret
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY_FILES = ("signing-key.pem", "signing-key.pub.pem", "signing-key.kid", "internal-jwt.secret", "admin-jwt.secret")
 SERVICE_AUDIENCE = "billing-s2s"
 ADMIN_AUDIENCE = "billing-admin"
@@ -21,6 +24,15 @@ def require_keys_dir(path: str) -> Path:
         if not (folder / name).is_file():
             raise SuiteSetupError(f"the keys folder {folder} has no {name}: run scripts/keygen --out {folder} "
                                   f"(or point -D keys_dir at the stack's keys)")
+    return folder
+
+
+def generate_keys(folder: Path) -> Path:
+    """A fresh keys folder for a stack the suite starts, written by scripts/keygen as a user would."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "keygen"), "--out", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SuiteSetupError(f"scripts/keygen failed: {done.stderr.strip()}")
     return folder
 
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import requests
 
 from support.config import SuiteSetupError
-from support.keys import require_keys_dir
+from support.keys import generate_keys, require_keys_dir
 from support.stacks import config_repo
-from support.stacks.base import Endpoints, Stack
+from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
 from support.waits import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,6 @@ OFFLINE_BASE_IMAGE = "acceptance/base-python:bookworm"  # made by scripts/docker
 OFFLINE_POSTGRES_IMAGE = "acceptance/postgres:15"
 STUB_IN_NETWORK = "http://model-primary:9000"  # the stub as the gateway container reaches it
 # As on the embedded stack: the suite waits for reconciliation, expiry and upstream timeouts, so keep them short.
-GATEWAY_SETTINGS = {"RECONCILE_INTERVAL_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "0.25", "UPSTREAM_TIMEOUT_SECONDS": "2"}
 SOURCE_LABEL = "acceptance.source"
 BUILD_TIMEOUT = 900.0  # a cold build from python:3.11-slim downloads and installs every requirement
 UP_TIMEOUT = 120.0  # from `up` to a ready gateway (a first PostgreSQL start runs initdb), unless ready_timeout is more
@@ -185,7 +184,7 @@ class ComposeStack(Stack):
 
     def _compose_env(self, keys_dir: Path, repo: Path) -> dict[str, str]:
         env = {**self.environ, "KEYS_DIR": str(keys_dir.resolve()), "CONFIG_REPO": str(repo.resolve()),
-               "POSTGRES_PASSWORD": secrets.token_hex(12), **GATEWAY_SETTINGS}
+               "POSTGRES_PASSWORD": secrets.token_hex(12), **GATEWAY_TEST_SETTINGS}
         env.setdefault("GATEWAY_IMAGE", GATEWAY_IMAGE)
         env.setdefault("DOCKER_BUILDKIT", "0")  # the classic builder: honours --network none on a 20.10 engine
         env.setdefault("COMPOSE_DOCKER_CLI_BUILD", "0")
@@ -200,11 +199,7 @@ class ComposeStack(Stack):
     def _keys(self) -> Path:
         if self.config.keys_dir:
             return require_keys_dir(self.config.keys_dir)
-        keys_dir = self.run_dir / "keys"
-        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "keygen"), "--out", str(keys_dir)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SuiteSetupError(f"scripts/keygen failed: {done.stderr.strip()}")
+        keys_dir = generate_keys(self.run_dir / "keys")
         for path in keys_dir.iterdir():  # the gateway in its container may run as another user: let it read
             path.chmod(0o644)
         keys_dir.chmod(0o755)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from support.config import SuiteSetupError
-from support.keys import require_keys_dir
+from support.keys import generate_keys, require_keys_dir
 from support.stacks import config_repo
 from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
 from support.stacks.processes import ChildProcess, free_port
@@ -64,12 +63,7 @@ class LocalStack(Stack):
     def _keys(self) -> Path:
         if self.config.keys_dir:
             return require_keys_dir(self.config.keys_dir)
-        keys_dir = self.run_dir / "keys"
-        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "keygen"), "--out", str(keys_dir)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SuiteSetupError(f"scripts/keygen failed: {done.stderr.strip()}")
-        return keys_dir
+        return generate_keys(self.run_dir / "keys")
 
     def _database(self) -> str:
         if not self.config.database_url or self.config.database_url.startswith("sqlite"):
