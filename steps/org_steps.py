@@ -27,8 +27,6 @@ def platform_grants_credit(context, org, amount):
 
 
 @when("{person} accepts her invitation and logs in")
-@when("{person} accepts his invitation and logs in")
-@when("{person} accepts their invitation and logs in")
 def accepts_and_logs_in(context, person):
     context.platform.accept_invitation(person)
     context.platform.login(person)
@@ -40,7 +38,6 @@ def logs_in(context, person):
 
 
 @when('{inviter} invites "{invitee}" to "{org}" as a {role}')
-@when('{inviter} invites "{invitee}" to "{org}" as an {role}')
 def invites(context, inviter, invitee, org, role):
     context.response = context.platform.invite(inviter, org, invitee, role)
     expect_status(context.response, 201, f"{inviter} inviting {invitee} as {role}")

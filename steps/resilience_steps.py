@@ -40,7 +40,6 @@ def _seed_model(context, model: str, backend_names: list[str], timeout_seconds: 
     context.chat_model = model
 
 
-@given('the model "{model}" routes to a primary and then a secondary backend, each given {seconds} second to answer')
 @given('the model "{model}" routes to a primary and then a secondary backend, each given {seconds} seconds to answer')
 def model_with_two_timed_backends(context, model, seconds):
     _seed_model(context, model, ["primary", "secondary"], float(seconds))
