@@ -13,15 +13,16 @@ class WaitTimeout(AssertionError):
 
 
 def wait_until(awaited: str, probe: Callable[[], T], holds: Callable[[T], bool], *, timeout: float,
-               describe: Callable[[T], str] = repr) -> T:
-    """Call `probe` until `holds(result)`; on timeout, say what was awaited and what was last seen."""
+               describe: Callable[[T], str] = repr, max_interval: float = 0.5) -> T:
+    """Call `probe` until `holds(result)`, backing off to at most `max_interval` between calls; on timeout, say
+    what was awaited and what was last seen."""
     last: dict = {}
 
     def attempt():
         last["value"] = probe()
         return last["value"]
 
-    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.02, max=0.5),
+    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.02, max=max_interval),
                         retry=retry_if_result(lambda value: not holds(value)), reraise=False)
     try:
         return retrying(attempt)

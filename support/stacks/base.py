@@ -75,7 +75,8 @@ class Stack(ABC):
                 return f"no answer ({type(exc).__name__})"
 
         try:
+            # A short interval: every run waits here, and a late look would add to each cold start.
             wait_until(f"{base_url}/readyz to answer 200", probe, lambda seen: seen.startswith("200"),
-                       timeout=timeout, describe=str)
+                       timeout=timeout, describe=str, max_interval=0.05)
         except WaitTimeout as exc:
             raise SuiteSetupError(f"{exc}.{self.last_words()}") from None
