@@ -81,6 +81,18 @@ def _is_refusal(exc: ApiError) -> bool:
     return 400 <= exc.status < 500 and not getattr(exc, "audited", False)
 
 
+def _run_once(rt: Runtime, principal: Principal, action: str, target: str, scope: str, idempotency_key: str | None,
+              body: dict, operation) -> JSONResponse:
+    """Run a money-moving operation at most once per Idempotency-Key; audit it if it is refused."""
+    try:
+        status, response, replayed = idempotency.run(rt.db, scope, idempotency_key, body, operation)
+        return _respond(rt, principal, action, target, status, response, replayed)
+    except ApiError as exc:
+        if _is_refusal(exc):
+            raise _refuse_and_audit(rt, principal, action, target, exc)
+        raise
+
+
 def _refuse_and_audit(rt: Runtime, principal: Principal, action: str, target: str, exc: ApiError) -> ApiError:
     return deny(rt, exc.status, exc.code, exc.message, actor=principal.actor, action=action, target=target)
 
@@ -108,14 +120,8 @@ def create_reservation(body: NewReservation, request: Request, principal: Princi
                      details={"account_id": body.account_id, "amount_micros": body.amount_micros})
         return 201, ledger.reservation_json(reservation)
 
-    try:
-        status, response, replayed = idempotency.run(rt.db, f"reserve:{principal.actor.id}", idempotency_key,
-                                                     body.model_dump(), operation)
-        return _respond(rt, principal, "billing.reserve", f"account:{body.account_id}", status, response, replayed)
-    except ApiError as exc:
-        if _is_refusal(exc):
-            raise _refuse_and_audit(rt, principal, "billing.reserve", f"account:{body.account_id}", exc)
-        raise
+    return _run_once(rt, principal, "billing.reserve", f"account:{body.account_id}",
+                     f"reserve:{principal.actor.id}", idempotency_key, body.model_dump(), operation)
 
 
 @router.get("/billing/reservations/{reservation_id}")
@@ -148,14 +154,8 @@ def _move(rt: Runtime, principal: Principal, reservation_id: str, anchor: str | 
                      details={"account_id": account_id, **body})
         return 200, ledger.reservation_json(reservation)
 
-    try:
-        status, response, replayed = idempotency.run(rt.db, f"{action}:{reservation_id}", idempotency_key,
-                                                     body, operation)
-        return _respond(rt, principal, action, f"reservation:{reservation_id}", status, response, replayed)
-    except ApiError as exc:
-        if _is_refusal(exc):
-            raise _refuse_and_audit(rt, principal, action, f"reservation:{reservation_id}", exc)
-        raise
+    return _run_once(rt, principal, action, f"reservation:{reservation_id}", f"{action}:{reservation_id}",
+                     idempotency_key, body, operation)
 
 
 @router.post("/billing/reservations/{reservation_id}/finalize")
@@ -195,14 +195,8 @@ def mint(body: Mint, request: Request, principal: Principal = Depends(admin), rt
                      details={"lot_id": lot.id, "amount_micros": body.amount_micros, "reason": body.reason})
         return 201, {"lot_id": lot.id, "account_id": body.account_id, "amount_micros": body.amount_micros}
 
-    try:
-        status, response, replayed = idempotency.run(rt.db, f"mint:{principal.actor.id}", idempotency_key,
-                                                     body.model_dump(), operation)
-        return _respond(rt, principal, "billing.mint", f"account:{body.account_id}", status, response, replayed)
-    except ApiError as exc:
-        if _is_refusal(exc):
-            raise _refuse_and_audit(rt, principal, "billing.mint", f"account:{body.account_id}", exc)
-        raise
+    return _run_once(rt, principal, "billing.mint", f"account:{body.account_id}", f"mint:{principal.actor.id}",
+                     idempotency_key, body.model_dump(), operation)
 
 
 @router.get("/admin/billing/reconciliation")
