@@ -27,7 +27,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
-CHROMIUM = Path("/usr/bin/chromium")
 MARKER = "evidence-marker-123"
 
 FEATURE_NAME = "Invoices follow the money"
@@ -272,16 +271,6 @@ def failing_test_id(report):
     return test_id
 
 
-def chromium(tmp_path, *args):
-    profile = tmp_path / f"chromium-profile-{time.monotonic_ns()}"
-    profile.mkdir()
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-           "--window-size=1400,1000", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-
-
 def test_evidence_is_served_with_the_report(report, served_report):
     detail = json.loads((report["out"] / "data" / "test-results"
                          / f"{failing_test_id(report)}.json").read_text())
@@ -296,12 +285,10 @@ def test_evidence_is_served_with_the_report(report, served_report):
         assert MARKER in resp.read().decode()
 
 
-def test_report_renders_failing_test_in_chromium(report, served_report, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium): browser check skipped")
+def test_report_renders_failing_test_in_chromium(report, served_report, tmp_path, headless_chromium):
     page = f"{served_report}index.html#{failing_test_id(report)}"
 
-    dom = chromium(tmp_path, "--dump-dom", page)
+    dom = headless_chromium("--dump-dom", page)
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     assert FAILING in html, f"failing test's name not rendered; DOM starts:\n{html[:1500]}"
@@ -312,7 +299,7 @@ def test_report_renders_failing_test_in_chromium(report, served_report, tmp_path
     shot = ROOT / "artifacts" / "report-screenshot.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     shot.unlink(missing_ok=True)
-    run = chromium(tmp_path, f"--screenshot={shot}", page)
+    run = headless_chromium(f"--screenshot={shot}", page)
     assert run.returncode == 0, run.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,14 +13,12 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 SHOT = ROOT / "artifacts" / "selfcheck-report-failed-step.png"
 TEST_NAME = "A refusal expected to be allowed"
 FAILED_STEP = "Then Vic's attempt is allowed"
@@ -110,20 +108,9 @@ def test_no_secret_in_the_generated_report(run, report):
     assert not leaks, sorted(set(leaks))
 
 
-def _chromium(tmp_path, *args):
-    profile = tmp_path / f"chromium-profile-{time.monotonic_ns()}"
-    profile.mkdir()
-    return subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-                           "--window-size=1400,1700", *args], capture_output=True, text=True, timeout=180)
-
-
-def test_chromium_shows_the_failed_step_with_its_evidence(report, served, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium): browser check skipped")
+def test_chromium_shows_the_failed_step_with_its_evidence(report, served, tmp_path, headless_chromium):
     page = f"{served}index.html#{report['test_id']}"
-    dom = _chromium(tmp_path, "--dump-dom", page)
+    dom = headless_chromium("--dump-dom", page, window="1400,1700")
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     for expected in (TEST_NAME, "Vic's attempt is allowed", "request id", *DOSSIER):
@@ -132,7 +119,7 @@ def test_chromium_shows_the_failed_step_with_its_evidence(report, served, tmp_pa
 
     SHOT.parent.mkdir(parents=True, exist_ok=True)
     SHOT.unlink(missing_ok=True)
-    shot = _chromium(tmp_path, f"--screenshot={SHOT}", page)
+    shot = headless_chromium(f"--screenshot={SHOT}", page, window="1400,1700")
     assert shot.returncode == 0, shot.stderr[-2000:]
     data = SHOT.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"screenshot looks blank ({len(data)} bytes)"
