@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from gateway import context
-from gateway.models import AuditEvent
+from gateway.models import AuditEvent, utcnow
+
+EVENTS = AuditEvent.__table__
 
 
 @dataclass(frozen=True)
@@ -20,12 +23,12 @@ SYSTEM = Actor("system", "gateway")
 
 
 def record(session: Session, actor: Actor, action: str, *, target: str | None = None, outcome: str = "allowed",
-           reason: str | None = None, org: str | None = None, details: dict | None = None) -> AuditEvent:
-    event = AuditEvent(actor_type=actor.type, actor_id=actor.id, action=action, target=target, outcome=outcome,
-                       reason=reason, org=org, details=details, request_id=context.current_request_id(),
-                       trace_id=context.current_trace_id())
-    session.add(event)
-    return event
+           reason: str | None = None, org: str | None = None, details: dict | None = None) -> None:
+    """Write one event, at once, with a plain INSERT (it commits or rolls back with the caller's transaction)."""
+    session.execute(insert(EVENTS).values(
+        at=utcnow(), actor_type=actor.type, actor_id=actor.id, action=action, target=target, outcome=outcome,
+        reason=reason, org=org, details=details, request_id=context.current_request_id(),
+        trace_id=context.current_trace_id()))
 
 
 def as_json(event: AuditEvent) -> dict:

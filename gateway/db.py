@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,13 +62,16 @@ def make_engine(url: str) -> Engine:
                 writers.open = 0
 
         return engine
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping (a round trip on every checkout): the first statement to meet a dropped connection fails as a
+    # 503, and SQLAlchemy then invalidates the whole pool, so the next checkouts open fresh connections.
+    return create_engine(url, pool_size=20, max_overflow=20)
 
 
 class Database:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
         # sessions(): for reading (on SQLite they take no write lock); transaction(): for any change.
         self.sessions = sessionmaker(self.engine.execution_options(**{READS_ONLY: True}), expire_on_commit=False)
         self._writers = sessionmaker(self.engine, expire_on_commit=False)
@@ -85,6 +88,24 @@ class Database:
             with self._writers() as session:
                 with session.begin():
                     yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction around them: autocommit on PostgreSQL, a deferred
+        (snapshot) transaction on SQLite."""
+        if self.dialect == "postgresql":
+            with self.autocommit() as conn:
+                yield conn
+            return
+        with self.engine.connect().execution_options(**{READS_ONLY: True}) as conn:
+            yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which each statement is its own transaction (PostgreSQL: no BEGIN and COMMIT round
+        trips around a statement that is atomic by itself)."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
 
     @contextmanager
     def _turn(self) -> Iterator[None]:

@@ -65,21 +65,34 @@ def user(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
     return Principal(Actor("user", claims["sub"]), claims=claims)
 
 
-def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+def api_key_token(request: Request, rt: Runtime) -> str:
+    """The request's API key as sent, or an audited 401 when there is none."""
     token = _bearer(request)
     if not token or not token.startswith("tg_"):
         raise _unauthorized(rt, request, "auth.api_key", "an API key (Bearer tg_...) is required")
-    with rt.db.sessions() as session:
-        row = session.execute(select(ApiKey, Org.slug).join(Org, Org.id == ApiKey.org_id)
-                              .where(ApiKey.key_hash == sha256_hex(token))).first()
-    if row is None:
+    return token
+
+
+def api_key_principal(rt: Runtime, request: Request, found) -> Principal:
+    """The principal of a key looked up by its hash (`found`: id, org_id, org_slug, prefix, revoked_at, or None),
+    or an audited 401 when it is unknown or revoked."""
+    if found is None:
         raise _unauthorized(rt, request, "auth.api_key", "the API key is not known")
-    key, slug = row
-    if key.revoked_at is not None:
-        raise deny(rt, 401, "unauthorized", f"Authentication failed: API key {key.prefix}... was revoked.",
-                   actor=Actor("api_key", key.id), action="auth.api_key", org=slug,
+    key_id, org_id, slug, prefix, revoked_at = found
+    if revoked_at is not None:
+        raise deny(rt, 401, "unauthorized", f"Authentication failed: API key {prefix}... was revoked.",
+                   actor=Actor("api_key", key_id), action="auth.api_key", org=slug,
                    target=f"{request.method} {request.url.path}")
-    return Principal(Actor("api_key", key.id), org_id=key.org_id, org_slug=slug, key_id=key.id)
+    return Principal(Actor("api_key", key_id), org_id=org_id, org_slug=slug, key_id=key_id)
+
+
+def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+    token = api_key_token(request, rt)
+    with rt.db.sessions() as session:
+        found = session.execute(select(ApiKey.id, ApiKey.org_id, Org.slug, ApiKey.prefix, ApiKey.revoked_at)
+                                .join(Org, Org.id == ApiKey.org_id)
+                                .where(ApiKey.key_hash == sha256_hex(token))).first()
+    return api_key_principal(rt, request, found)
 
 
 def service(request: Request, rt: Runtime = Depends(runtime)) -> Principal:

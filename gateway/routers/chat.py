@@ -1,8 +1,9 @@
 """OpenAI-compatible model traffic for API keys: reserve the worst case, route, charge the actual usage.
 
 A chat request makes two trips to a worker thread: one to admit it (the key, the body, the rate limit, the model,
-and the hold on the org's account, in one transaction) and one to settle it (the finalize or the release and its
-audit event, in one transaction). Between them the backends are called on the event loop."""
+and the hold on the org's account, in one transaction whose first statement reads key, org and model together) and
+one to settle it (the finalize or the release and its audit event, in one transaction). Between them the backends
+are called on the event loop."""
 from __future__ import annotations
 
 import json
@@ -12,14 +13,15 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from gateway import audit
 from gateway.errors import ApiError
-from gateway.models import Model, Org
-from gateway.principals import Principal, api_key, deny
+from gateway.models import ApiKey, Model, Org
+from gateway.principals import Principal, api_key, api_key_principal, api_key_token, deny
 from gateway.runtime import Runtime, runtime
-from gateway.services import ledger
+from gateway.services import chat_billing, ledger
+from gateway.security import sha256_hex
 from gateway.services.routing import (RouteResult, call_in_order, cost_micros, estimate_prompt_tokens,
                                       worst_case_seconds)
 
@@ -100,54 +102,67 @@ class Admitted:
     held_micros: int
 
 
+KEYS, ORGS, MODELS = ApiKey.__table__, Org.__table__, Model.__table__
+# Who is calling (by key hash), their org, and the model they ask for (if it exists): one statement.
+ADMISSION = (select(KEYS.c.id, KEYS.c.org_id, ORGS.c.slug, KEYS.c.prefix, KEYS.c.revoked_at,
+                    ORGS.c.name.label("org_name"), ORGS.c.account_id, ORGS.c.budget_limit_micros,
+                    ORGS.c.allowed_models, ORGS.c.rate_limit_requests, ORGS.c.rate_limit_window_seconds,
+                    MODELS.c.name.label("model_name"), MODELS.c.prompt_price_per_1k_micros,
+                    MODELS.c.completion_price_per_1k_micros, MODELS.c.backends, MODELS.c.default_max_tokens)
+             .select_from(KEYS.join(ORGS, ORGS.c.id == KEYS.c.org_id)
+                          .outerjoin(MODELS, MODELS.c.name == bindparam("model")))
+             .where(KEYS.c.key_hash == bindparam("key_hash")))
+
+
 def _admit(rt: Runtime, request: Request, raw: bytes, request_id: str) -> Admitted:
     """Who is calling, what they ask, whether they may, and the hold on their budget. Runs in a worker thread."""
-    principal = api_key(request, rt)
-    body = _parse(raw)
-    name = body["model"]
-    refusal = admitted = None
+    token = api_key_token(request, rt)
     try:
-        with rt.db.transaction() as session:
-            row = session.execute(select(Org, Model).select_from(Org).outerjoin(Model, Model.name == name)
-                                  .where(Org.id == principal.org_id)).first()
-            if row is None:
-                raise ApiError(401, "unauthorized", "Authentication failed: the API key's org no longer exists.")
-            org, model = row
-            org_slug, org_name, limit = org.slug, org.name, org.budget_limit_micros  # a rollback expires the row
-            refusal = _refusal(rt, principal, org, model, name)
-            if refusal is None:
-                max_tokens = body.get("max_tokens") or model.default_max_tokens
-                worst = cost_micros(estimate_prompt_tokens(body["messages"]), max_tokens,
-                                    model.prompt_price_per_1k_micros, model.completion_price_per_1k_micros)
-                payload = _encode({**body, "max_tokens": max_tokens})
-                ttl = rt.settings.reservation_margin_seconds + worst_case_seconds(
-                    model.backends, rt.settings.upstream_timeout_seconds, rt.settings.upstream_connect_timeout_seconds)
-                reservation = ledger.reserve(session, org.account_id, worst, ttl,
-                                             budget_limit=org.budget_limit_micros, request_id=request_id)
-                admitted = Admitted(principal, org.slug, model.name, model.prompt_price_per_1k_micros,
-                                    model.completion_price_per_1k_micros, list(model.backends or []), max_tokens,
-                                    body["messages"], payload, reservation.id, worst)
-    except ledger.Shortfall as short:  # the transaction has rolled back: nothing is held
-        refusal = _shortfall(org_slug, org_name, limit, short, worst)
-    if refusal is not None:  # audited in a transaction of its own, once the admission's has ended
-        status, code, message, headers, details = refusal
-        raise deny(rt, status, code, message, actor=principal.actor, action="chat.completion",
-                   target=f"model:{name}", org=org_slug, headers=headers, details=details)
-    return admitted
+        body, bad_body = _parse(raw), None
+    except ApiError as exc:  # reported once the caller is known: an unknown key is a 401 whatever it sends
+        body, bad_body = None, exc
+    name = body["model"] if body else ""
+    with rt.db.reading() as conn:
+        row = conn.execute(ADMISSION, {"key_hash": sha256_hex(token), "model": name}).first()
+    if row is None or row.revoked_at is not None or bad_body is not None:
+        api_key_principal(rt, request, row and (row.id, row.org_id, row.slug, row.prefix, row.revoked_at))
+        raise bad_body
+    principal = Principal(audit.Actor("api_key", row.id), org_id=row.org_id, org_slug=row.slug, key_id=row.id)
+    refusal = _refusal(rt, principal, row, name)
+    if refusal is None:
+        max_tokens = body.get("max_tokens") or row.default_max_tokens
+        worst = cost_micros(estimate_prompt_tokens(body["messages"]), max_tokens,
+                            row.prompt_price_per_1k_micros, row.completion_price_per_1k_micros)
+        payload = _encode({**body, "max_tokens": max_tokens})
+        ttl = rt.settings.reservation_margin_seconds + worst_case_seconds(
+            row.backends, rt.settings.upstream_timeout_seconds, rt.settings.upstream_connect_timeout_seconds)
+        try:
+            reservation_id = chat_billing.hold(rt.db, row.account_id, worst, ttl,
+                                               budget_limit=row.budget_limit_micros, request_id=request_id)
+        except ledger.Shortfall as short:  # nothing was held
+            refusal = _shortfall(row.slug, row.org_name, row.budget_limit_micros, short, worst)
+        else:
+            return Admitted(principal, row.slug, row.model_name, row.prompt_price_per_1k_micros,
+                            row.completion_price_per_1k_micros, list(row.backends or []), max_tokens,
+                            body["messages"], payload, reservation_id, worst)
+    status, code, message, headers, details = refusal
+    raise deny(rt, status, code, message, actor=principal.actor, action="chat.completion", target=f"model:{name}",
+               org=row.slug, headers=headers, details=details)
 
 
-def _refusal(rt: Runtime, principal: Principal, org: Org, model: Model | None, name: str) -> tuple | None:
-    """Why this key may not use this model now (rate limit, unknown or not allowed model), or None."""
-    if org.rate_limit_requests and org.rate_limit_window_seconds:
-        retry_after = rt.rate_limiter.check(principal.key_id, org.rate_limit_requests, org.rate_limit_window_seconds)
+def _refusal(rt: Runtime, principal: Principal, row, name: str) -> tuple | None:
+    """Why this key may not use this model now (rate limit, unknown or not allowed model), or None.
+    `row` is the admission's: the org's limits and the model's columns (None when there is no such model)."""
+    if row.rate_limit_requests and row.rate_limit_window_seconds:
+        retry_after = rt.rate_limiter.check(principal.key_id, row.rate_limit_requests, row.rate_limit_window_seconds)
         if retry_after is not None:
             return (429, "rate_limit_exceeded",
-                    f"Rate limit exceeded for this key in org '{org.slug}': {org.rate_limit_requests} requests per "
-                    f"{org.rate_limit_window_seconds} s; retry after {retry_after} s.",
+                    f"Rate limit exceeded for this key in org '{row.slug}': {row.rate_limit_requests} requests per "
+                    f"{row.rate_limit_window_seconds} s; retry after {retry_after} s.",
                     {"Retry-After": str(retry_after)}, None)
-    if model is None or (org.allowed_models is not None and model.name not in org.allowed_models):
+    if row.model_name is None or (row.allowed_models is not None and row.model_name not in row.allowed_models):
         return (404, "model_not_found", f"The model '{name}' does not exist or is not available to org "
-                f"'{org.slug}'.", None, None)
+                f"'{row.slug}'.", None, None)
     return None
 
 
@@ -187,33 +202,28 @@ def usage_tokens(answer: dict, messages: list, max_tokens: int) -> tuple[int, in
     return estimate_prompt_tokens(messages), min(max_tokens, math.ceil(chars / 4)), False
 
 
-def _settle(rt: Runtime, admitted: Admitted, result: RouteResult, request_id: str) -> int | None:
-    """Finalize at the actual cost (or release) and audit it, in one transaction. Runs in a worker thread.
+def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> int | None:
+    """Finalize at the actual cost (or release) and audit it, as one change. Runs in a worker thread.
     Returns what was charged, or None when the hold could no longer be finalized."""
     target = f"model:{admitted.model}"
     attempts = [a.__dict__ for a in result.attempts]
+    audited = {"actor": admitted.principal.actor, "target": target, "org": admitted.org_slug}
     try:
-        with rt.db.transaction() as session:
-            if result.answered and result.status < 400:
-                prompt, completion, reported = usage_tokens(result.body, admitted.messages, admitted.max_tokens)
-                actual = cost_micros(prompt, completion, admitted.prompt_price, admitted.completion_price)
-                charged = min(actual, admitted.held_micros)  # never past the hold, so never past the budget
-                ledger.finalize(session, admitted.reservation_id, charged, request_id)
-                audit.record(session, admitted.principal.actor, "chat.completion", target=target,
-                             org=admitted.org_slug,
-                             details={"backend": result.backend, "charged_micros": charged,
-                                      "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                                "reported": reported},
-                                      "reservation_id": admitted.reservation_id, "attempts": attempts})
-                return charged
-            ledger.release(session, admitted.reservation_id, request_id)
-            outcome = "allowed" if result.answered else "failed"
-            reason = (f"backend {result.backend} refused the request with {result.status}" if result.answered
-                      else "every backend failed: " + ", ".join(f"{a.backend} {a.outcome}" for a in result.attempts))
-            audit.record(session, admitted.principal.actor, "chat.completion", target=target, org=admitted.org_slug,
-                         outcome=outcome, reason=reason,
-                         details={"reservation_id": admitted.reservation_id, "attempts": attempts})
-            return 0
+        if result.answered and result.status < 400:
+            prompt, completion, reported = usage_tokens(result.body, admitted.messages, admitted.max_tokens)
+            actual = cost_micros(prompt, completion, admitted.prompt_price, admitted.completion_price)
+            charged = min(actual, admitted.held_micros)  # never past the hold, so never past the budget
+            chat_billing.settle(rt.db, admitted.reservation_id, charged, **audited, details={
+                "backend": result.backend, "charged_micros": charged,
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "reported": reported},
+                "reservation_id": admitted.reservation_id, "attempts": attempts})
+            return charged
+        reason = (f"backend {result.backend} refused the request with {result.status}" if result.answered
+                  else "every backend failed: " + ", ".join(f"{a.backend} {a.outcome}" for a in result.attempts))
+        chat_billing.settle(rt.db, admitted.reservation_id, None, **audited,
+                            outcome="allowed" if result.answered else "failed", reason=reason,
+                            details={"reservation_id": admitted.reservation_id, "attempts": attempts})
+        return 0
     except ApiError as exc:  # the hold expired while the backend was answering: nothing to charge or release
         with rt.db.transaction() as session:
             audit.record(session, admitted.principal.actor, "chat.completion", target=target, org=admitted.org_slug,
@@ -250,7 +260,7 @@ async def chat_completions(request: Request, rt: Runtime = Depends(runtime)):
     except BaseException:
         await run_in_threadpool(_release_quietly, rt, admitted.reservation_id, request_id)
         raise
-    await run_in_threadpool(_settle, rt, admitted, result, request_id)
+    await run_in_threadpool(_settle, rt, admitted, result)
     if not result.answered:
         tried = "; ".join(f"{a.backend}: {a.outcome}{f' {a.status}' if a.status else ''}" for a in result.attempts)
         raise ApiError(502, "backends_unavailable",

@@ -3,6 +3,9 @@
 Every balance change is one conditional UPDATE (so two concurrent requests can never both pass a check that
 only one of them may pass) plus a ledger entry whose postings sum to zero. For an account:
 minted = available + held + spent, and the postings per bucket equal the balance columns.
+
+Reservations are written and moved with plain SQL statements on the tables (no ORM unit of work): every chat
+request reserves and settles, and the ORM's flush bookkeeping was most of what the gateway added to a request.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.errors import ApiError
@@ -19,6 +22,11 @@ from gateway.models import Account, CreditLot, LedgerEntry, LedgerPosting, Reser
 from gateway.security import new_id
 
 MAX_MICROS = 10 ** 15  # one billion USD: a sanity bound on any single amount
+
+ACCOUNTS = Account.__table__
+RESERVATIONS = Reservation.__table__
+ENTRIES = LedgerEntry.__table__
+POSTINGS = LedgerPosting.__table__
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -55,13 +63,12 @@ def balances(account: Account) -> Balances:
 def _post(session: Session, kind: str, account_id: str, moves: dict[str, int], *, reservation_id=None,
           lot_id=None, request_id=None) -> None:
     assert sum(moves.values()) == 0, f"unbalanced entry {moves}"
-    entry = LedgerEntry(id=new_id("le"), kind=kind, account_id=account_id, reservation_id=reservation_id,
-                        lot_id=lot_id, request_id=request_id)
-    session.add(entry)
-    session.flush()
-    for bucket, amount in moves.items():
-        if amount:
-            session.add(LedgerPosting(entry_id=entry.id, account_id=account_id, bucket=bucket, amount_micros=amount))
+    entry_id = new_id("le")
+    session.execute(insert(ENTRIES).values(id=entry_id, kind=kind, account_id=account_id,
+                                           reservation_id=reservation_id, lot_id=lot_id, request_id=request_id,
+                                           created_at=utcnow()))
+    session.execute(insert(POSTINGS), [{"entry_id": entry_id, "account_id": account_id, "bucket": bucket,
+                                        "amount_micros": amount} for bucket, amount in moves.items() if amount])
 
 
 def create_account(session: Session, *, account_id: str | None = None, identity_anchor: str | None = None) -> Account:
@@ -101,39 +108,30 @@ class Shortfall(Exception):
 
 def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, *,
             budget_limit: int | None = None, request_id: str | None = None) -> Reservation:
-    """Hold `amount` on the account, atomically checking credit and (optionally) the budget limit."""
-    conditions = [Account.id == account_id, Account.available_micros >= amount]
+    """Hold `amount` on the account, atomically checking credit and (optionally) the budget limit.
+    Returns the new reservation as a detached object (it is written with a plain INSERT)."""
+    conditions = [ACCOUNTS.c.id == account_id, ACCOUNTS.c.available_micros >= amount]
     if budget_limit is not None:
-        conditions.append(Account.held_micros + Account.spent_micros + amount <= budget_limit)
-    result = session.execute(update(Account).where(and_(*conditions)).values(
-        available_micros=Account.available_micros - amount, held_micros=Account.held_micros + amount))
+        conditions.append(ACCOUNTS.c.held_micros + ACCOUNTS.c.spent_micros + amount <= budget_limit)
+    result = session.execute(update(ACCOUNTS).where(and_(*conditions)).values(
+        available_micros=ACCOUNTS.c.available_micros - amount, held_micros=ACCOUNTS.c.held_micros + amount))
     if result.rowcount != 1:
         account = get_account(session, account_id)
         session.refresh(account)
         if budget_limit is not None and account.held_micros + account.spent_micros + amount > budget_limit:
             raise Shortfall("budget_exceeded", account)
         raise Shortfall("insufficient_credit", account)
-    reservation = Reservation(id=new_id("res"), account_id=account_id, amount_micros=amount, status="pending",
-                              expires_at=utcnow() + timedelta(seconds=ttl_seconds), request_id=request_id)
-    session.add(reservation)
-    session.flush()
-    _post(session, "reserve", account_id, {"available": -amount, "held": amount}, reservation_id=reservation.id,
-          request_id=request_id)
-    return reservation
-
-
-def _settle(session: Session, reservation_id: str, new_status: str, *, only_if_expired: bool = False,
-            actual: int | None = None) -> bool:
-    """Move a pending reservation to `new_status`; False when it was not pending (someone else moved it)."""
     now = utcnow()
-    conditions = [Reservation.id == reservation_id, Reservation.status == "pending"]
-    conditions.append(Reservation.expires_at <= now if only_if_expired else Reservation.expires_at > now)
-    result = session.execute(update(Reservation).where(and_(*conditions)).values(
-        status=new_status, settled_at=now, actual_micros=actual))
-    return result.rowcount == 1
+    fields = {"id": new_id("res"), "account_id": account_id, "amount_micros": amount, "actual_micros": None,
+              "status": "pending", "expires_at": now + timedelta(seconds=ttl_seconds), "created_at": now,
+              "settled_at": None, "request_id": request_id}
+    session.execute(insert(RESERVATIONS).values(**fields))
+    _post(session, "reserve", account_id, {"available": -amount, "held": amount}, reservation_id=fields["id"],
+          request_id=request_id)
+    return Reservation(**fields)
 
 
-def _not_pending(session: Session, reservation_id: str, verb: str) -> ApiError:
+def not_pending(session: Session, reservation_id: str, verb: str) -> ApiError:
     reservation = session.get(Reservation, reservation_id)
     if reservation is None:
         return ApiError(404, "reservation_not_found", f"Reservation '{reservation_id}' does not exist.")
@@ -146,6 +144,12 @@ def _not_pending(session: Session, reservation_id: str, verb: str) -> ApiError:
                     f"reservation can move.")
 
 
+def actual_exceeds_reserved(reservation: Reservation, actual: int) -> ApiError:
+    return ApiError(422, "actual_exceeds_reserved",
+                    f"actual_micros {actual} is above the {reservation.amount_micros} reserved by "
+                    f"'{reservation.id}'; nothing was posted.", param="actual_micros")
+
+
 def load_reservation(session: Session, reservation_id: str) -> Reservation:
     reservation = session.get(Reservation, reservation_id)
     if reservation is None:
@@ -153,46 +157,61 @@ def load_reservation(session: Session, reservation_id: str) -> Reservation:
     return reservation
 
 
+def _move_pending(session: Session, reservation_id: str, new_status: str, actual: int | None = None):
+    """Move a pending, unexpired reservation (holding at least `actual`) to `new_status`, in one conditional
+    UPDATE; its row as it is now, or None when it did not qualify."""
+    now = utcnow()
+    conditions = [RESERVATIONS.c.id == reservation_id, RESERVATIONS.c.status == "pending",
+                  RESERVATIONS.c.expires_at > now]
+    if actual is not None:
+        conditions.append(RESERVATIONS.c.amount_micros >= actual)
+    return session.execute(update(RESERVATIONS).where(and_(*conditions)).values(
+        status=new_status, settled_at=now, actual_micros=actual).returning(*RESERVATIONS.c)).first()
+
+
 def finalize(session: Session, reservation_id: str, actual: int, request_id: str | None = None) -> Reservation:
-    reservation = load_reservation(session, reservation_id)
-    if actual > reservation.amount_micros:
-        raise ApiError(422, "actual_exceeds_reserved",
-                       f"actual_micros {actual} is above the {reservation.amount_micros} reserved by "
-                       f"'{reservation_id}'; nothing was posted.", param="actual_micros")
-    if not _settle(session, reservation_id, "finalized", actual=actual):
-        raise _not_pending(session, reservation_id, "finalized")
-    amount = reservation.amount_micros
-    session.execute(update(Account).where(Account.id == reservation.account_id).values(
-        held_micros=Account.held_micros - amount, spent_micros=Account.spent_micros + actual,
-        available_micros=Account.available_micros + (amount - actual)))
-    _post(session, "finalize", reservation.account_id,
+    row = _move_pending(session, reservation_id, "finalized", actual)
+    if row is None:  # find out why, for the message: unknown, more than was held, or no longer pending
+        reservation = load_reservation(session, reservation_id)
+        if actual > reservation.amount_micros:
+            raise actual_exceeds_reserved(reservation, actual)
+        raise not_pending(session, reservation_id, "finalized")
+    amount = row.amount_micros
+    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == row.account_id).values(
+        held_micros=ACCOUNTS.c.held_micros - amount, spent_micros=ACCOUNTS.c.spent_micros + actual,
+        available_micros=ACCOUNTS.c.available_micros + (amount - actual)))
+    _post(session, "finalize", row.account_id,
           {"held": -amount, "spent": actual, "available": amount - actual}, reservation_id=reservation_id,
           request_id=request_id)
-    session.refresh(reservation)
-    return reservation
+    return Reservation(**row._mapping)
 
 
 def release(session: Session, reservation_id: str, request_id: str | None = None) -> Reservation:
-    reservation = load_reservation(session, reservation_id)
-    if not _settle(session, reservation_id, "released"):
-        raise _not_pending(session, reservation_id, "released")
-    _return_hold(session, reservation, "release", request_id)
-    session.refresh(reservation)
-    return reservation
+    row = _move_pending(session, reservation_id, "released")
+    if row is None:
+        load_reservation(session, reservation_id)
+        raise not_pending(session, reservation_id, "released")
+    _return_hold(session, row.account_id, row.id, row.amount_micros, "release", request_id)
+    return Reservation(**row._mapping)
 
 
-def _return_hold(session: Session, reservation: Reservation, kind: str, request_id: str | None) -> None:
-    amount = reservation.amount_micros
-    session.execute(update(Account).where(Account.id == reservation.account_id).values(
-        held_micros=Account.held_micros - amount, available_micros=Account.available_micros + amount))
-    _post(session, kind, reservation.account_id, {"held": -amount, "available": amount},
-          reservation_id=reservation.id, request_id=request_id)
+def _return_hold(session: Session, account_id: str, reservation_id: str, amount: int, kind: str,
+                 request_id: str | None) -> None:
+    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(
+        held_micros=ACCOUNTS.c.held_micros - amount, available_micros=ACCOUNTS.c.available_micros + amount))
+    _post(session, kind, account_id, {"held": -amount, "available": amount}, reservation_id=reservation_id,
+          request_id=request_id)
 
 
 def expire_one(session: Session, reservation: Reservation) -> bool:
-    if not _settle(session, reservation.id, "expired", only_if_expired=True):
+    """Expire a reservation if it is still pending past its TTL; False when it was not (someone moved it)."""
+    now = utcnow()
+    moved = session.execute(update(RESERVATIONS).where(
+        RESERVATIONS.c.id == reservation.id, RESERVATIONS.c.status == "pending",
+        RESERVATIONS.c.expires_at <= now).values(status="expired", settled_at=now))
+    if moved.rowcount != 1:
         return False
-    _return_hold(session, reservation, "expire", None)
+    _return_hold(session, reservation.account_id, reservation.id, reservation.amount_micros, "expire", None)
     session.refresh(reservation)
     return True
 
