@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,84 @@ def test_random_order_is_repeatable_by_seed_and_differs_between_seeds():
 
 
 def test_more_workers_than_scenarios_starts_only_the_needed_ones():
-    assert len(rp.plan_workers(scenarios(2), 8, None)) == 2
+    assert [w.name for w in rp.plan(scenarios(2), 8, "serial", "after", None)] == ["w1", "w2"]
+    assert [w.name for w in rp.plan(scenarios(2), 8, "serial", "private", None)] == ["w1", "w2"]
+    assert [w.name for w in rp.plan(with_serial(scenarios(2), 1), 8, "serial", "private", None)] == ["w1", "private"]
+
+
+def with_serial(items: list, count: int, seconds: float = 10.0) -> list:
+    """The first `count` scenarios tagged @serial and made long, as the real ones are."""
+    for s in items[:count]:
+        s.tags, s.estimate = ["serial"], seconds
+    return items
+
+
+def test_the_private_worker_runs_the_serial_scenarios_first_and_is_balanced_with_the_shared_ones():
+    items = with_serial(scenarios(30), 3)
+    workers = rp.plan(items, 3, "serial", "private", None)
+    assert [w.name for w in workers] == ["w1", "w2", "private"]
+    private = workers[-1]
+    assert [s.location for s in private.scenarios[:3]] == sorted((s.location for s in items[:3]),
+                                                                  key=lambda loc: (loc.split(":")[0], int(loc.split(":")[1])))
+    assert not any("serial" in s.tags for w in workers[:-1] for s in w.scenarios)
+    assert len(private.scenarios) > 3, "balancing should give the private worker ordinary scenarios too"
+    loads = [w.estimate for w in workers]
+    assert max(loads) - min(loads) <= max(s.estimate for s in items if "serial" not in s.tags)
+    assert sorted(s.location for w in workers for s in w.scenarios) == sorted(s.location for s in items)
+    assert all(w.own_stack and not w.after for w in workers if w.name == "private")
+    assert not any(w.own_stack for w in workers[:-1])
+
+
+def test_serial_scenarios_longer_than_the_rest_leave_the_private_worker_no_ordinary_ones():
+    items = with_serial(scenarios(10), 2, seconds=100.0)
+    workers = rp.plan(items, 2, "serial", "private", None)
+    assert [(w.name, len(w.scenarios)) for w in workers] == [("w1", 8), ("private", 2)]
+
+
+def test_with_one_job_the_private_worker_runs_everything_on_its_own_stack():
+    items = with_serial(scenarios(12), 2)
+    workers = rp.plan(items, 1, "serial", "private", None)
+    assert [w.name for w in workers] == ["private"]
+    assert [s.location for s in workers[0].scenarios[:2]] == [items[0].location, items[1].location]
+    assert len(workers[0].scenarios) == 12
+
+
+def test_after_mode_keeps_the_serial_scenarios_for_one_worker_that_starts_when_the_others_are_done():
+    items = with_serial(scenarios(12), 2)
+    workers = rp.plan(items, 2, "serial", "after", None)
+    assert [(w.name, w.own_stack, w.after) for w in workers] == [("w1", False, False), ("w2", False, False),
+                                                                ("serial", True, True)]
+    assert {s.location for s in workers[-1].scenarios} == {items[0].location, items[1].location}
+
+
+def test_random_order_deals_the_private_worker_repeatably_by_seed():
+    items = with_serial(scenarios(24), 3)
+    plan = lambda seed: [(w.name, [s.location for s in w.scenarios])  # noqa: E731
+                         for w in rp.plan(items, 2, "serial", "private", random.Random(seed))]
+    assert plan(5) == plan(5)
+    assert plan(5) != plan(6)
+    assert sorted(loc for _, locs in plan(6) for loc in locs) == sorted(s.location for s in items)
+    assert {s.location for s in items[:3]} <= set(dict(plan(6))["private"])
+
+
+@pytest.mark.parametrize("defines, environ, expected", [
+    ({}, {}, "private"), ({"stack": "local"}, {}, "private"), ({"stack": "compose"}, {}, "private"),
+    ({"stack": "external"}, {}, "after"), ({}, {"SUITE_STACK": "external"}, "after"),
+    ({"stack": "local"}, {"SUITE_STACK": "external"}, "private")])
+def test_a_private_stack_is_used_unless_the_stack_is_an_external_deployment(defines, environ, expected, monkeypatch):
+    monkeypatch.delenv("SUITE_STACK", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert rp.serial_mode("auto", defines) == expected
+    assert rp.serial_mode("after", {}) == "after" and rp.serial_mode("private", {"stack": "external"}) == "private"
+
+
+def test_a_serial_scenario_without_history_is_not_taken_for_a_short_one():
+    items = scenarios(6)
+    items[0].tags = ["serial"]
+    known = {s.timing_key: 0.2 for s in items[2:]}
+    assert rp.estimate(items, known, {}, "serial") == 4
+    assert items[0].estimate == rp.UNKNOWN_SERIAL_SECONDS and items[1].estimate == 0.2
 
 
 @pytest.mark.parametrize("text", ["0/3", "4/3", "x", "1/0", "1-3"])
@@ -180,6 +258,13 @@ def before_all(context):
 
 def before_scenario(context, scenario):
     data = context.config.userdata
+    rendezvous = os.environ.get("FAKE_RENDEZVOUS")
+    if rendezvous and "serial" in scenario.effective_tags:
+        # Passes only if a shared-stack worker runs while this @serial scenario waits.
+        from support.waits import wait_until
+        wait_until("a shared-stack worker's scenario", lambda: os.path.exists(rendezvous), bool, timeout=60)
+    elif rendezvous:
+        open(rendezvous, "a").close()
     line = f"{data.get('worker', '-')} {scenario.filename}:{scenario.line} {time.time():.6f} {data.get('stack')}\\n"
     fd = os.open(os.environ["FAKE_RUN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, line.encode())
@@ -312,12 +397,45 @@ def test_every_scenario_runs_once_across_workers_and_serial_ones_alone_afterward
     assert f"each of the {ALL} scenarios appears exactly once" in check.stdout
 
 
+def test_the_private_worker_runs_the_serial_scenarios_beside_the_shared_stack_workers(project, deployment):
+    result = run(project, deployment, "-j", "3", "--serial", "private",
+                 env={"FAKE_RENDEZVOUS": str(project / "shared-worker-ran")})
+    assert result.code == 0, result.output
+    assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
+    workers = result.by_worker()
+    assert set(workers) <= {"w1", "w2", "private"} and {"w1", "private"} <= set(workers), workers
+    serial = {"features/beta/beta.two.feature:12", "features/beta/beta.two.feature:16"}
+    assert set(workers["private"][:SERIAL]) == serial, "the private worker starts with the @serial scenarios"
+    assert not serial & {loc for name, locs in workers.items() if name != "private" for loc in locs}
+    assert f"{ALL} scenarios passed, 0 failed, 0 skipped, 0 not run" in result.output
+    assert "beside them, the private worker on a stack of its own" in result.output
+    assert len(result.allure_results()) == ALL
+    assert "private" in {p.name for p in (project / "reports" / "junit").iterdir()}
+    plan = json.loads((project / "reports" / "parallel" / "plan.json").read_text())
+    assert plan["serial"] == "private" and set(plan["workers"]) == set(workers)
+    outcomes = json.loads((project / "reports" / "parallel" / "outcomes.json").read_text())
+    assert {o["worker"] for loc, o in outcomes["scenarios"].items() if loc in serial} == {"private"}
+
+
+def test_with_one_job_and_a_private_stack_everything_runs_in_one_process(project, deployment):
+    result = run(project, deployment, "-j", "1", "--serial", "private")
+    assert result.code == 0, result.output
+    assert set(result.by_worker()) == {"private"} and sum(result.locations.values()) == ALL
+    assert "stack up" not in result.output, "no shared stack is needed"
+
+
+def test_a_failing_serial_scenario_on_the_private_worker_fails_the_run(project, deployment):
+    result = run(project, deployment, "-j", "2", "--serial", "private", env={"FAKE_FAIL": "Beta alone two"})
+    assert result.code == 1, result.output
+    assert "features/beta/beta.two.feature:16  Beta alone two  [failed, private]" in result.output
+
+
 def test_check_results_notices_a_scenario_reported_twice_or_missing(project, deployment):
     assert run(project, deployment, "-j", "2").code == 0
     results = project / "allure-results"
-    first = sorted(results.glob("*-result.json"))[0]
+    first, *_, last = sorted(results.glob("*-result.json"))
     shutil.copy(first, results / "duplicate-result.json")
-    sorted(results.glob("*-result.json"))[-1].unlink()
+    last.unlink()  # (chosen before the copy: the copy's name may sort last)
     check = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), "--check-results",
                             "allure-results"], cwd=project, capture_output=True, text=True, timeout=120)
     assert check.returncode == 1, check.stdout
@@ -403,6 +521,10 @@ def test_list_prints_the_plan_and_runs_nothing(project, deployment):
     assert result.log == []
     assert "features/beta/beta.two.feature:16" in result.output and "serial:" in result.output
     assert not (project / "allure-results").exists()
+    private = run(project, deployment, "-j", "2", "--serial", "private", "--list")
+    assert private.code == 0 and private.log == [], private.output
+    assert "\nprivate:\n  features/beta/beta.two.feature:12" in private.output
+    assert re.search(r"^  private +2 scenarios, about [0-9.]+ s \(own stack\)$", private.output, re.M), private.output
 
 
 def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):
