@@ -158,18 +158,35 @@ def database_goes_away(context):
     evidence.attach_text("fault injected", f"The database was made unavailable: {how}.")
 
 
+@when('a readiness probe, a chat completion with the key "{key}" and a platform admin\'s reconciliation request '
+      'arrive at once')
+def calls_during_outage(context, key):
+    # Sent at once: each waits out the gateway's database timeout before it is refused.
+    api = context.api
+    ids = {name: api.next_request_id() for name in ("readiness", "chat", "reconciliation")}
+    chat = {"model": context.world.models[context.chat_model], "max_tokens": 32,
+            "messages": [{"role": "user", "content": "Hello, gateway"}]}
+    context.outage_answers = faults.at_once({
+        "readiness": lambda: api.get("/readyz", headers={"X-Request-ID": ids["readiness"]}),
+        "chat": lambda: api.post("/v1/chat/completions", token=context.world.key(key).secret, json_body=chat,
+                                 headers={"X-Request-ID": ids["chat"]}),
+        "reconciliation": lambda: api.get("/admin/billing/reconciliation", token=context.keys.admin_token(),
+                                          headers={"X-Request-ID": ids["reconciliation"]}),
+    })
+
+
 @then("the gateway reports that it is not ready, naming the database")
 def not_ready_naming_database(context):
-    exchange = context.api.get("/readyz")
+    exchange = context.outage_answers["readiness"]
     expect_status(exchange, 503, "the readiness probe while the database is unavailable")
     body = exchange.json()
     expect_true((body.get("checks") or {}).get("database", "ok") != "ok" and "database" in (body.get("reason") or ""),
                 f"Expected the readiness answer to name the database as the reason, but it said: {body}", exchange)
 
 
-@then('a chat completion with the key "{key}" is refused with 503 "{code}", not a server error')
-def chat_refused_503(context, key, code):
-    exchange = context.platform.chat(key, context.world.models[context.chat_model])
+@then('the chat completion is refused with 503 "{code}", not a server error')
+def chat_refused_503(context, code):
+    exchange = context.outage_answers["chat"]
     expect_status(exchange, 503, "a chat completion while the database is unavailable")
     expect_equal(problem_field(exchange, "code"), code, "the error code", exchange)
     message = problem_field(exchange, "message") or ""
@@ -178,9 +195,9 @@ def chat_refused_503(context, key, code):
     context.refused = getattr(context, "refused", 0) + 1
 
 
-@then('a platform admin reading the ledger reconciliation is refused with 503 "{code}"')
+@then('the platform admin\'s reconciliation request is refused with 503 "{code}"')
 def reconciliation_refused_503(context, code):
-    exchange = reconciliation(context.api, context.keys)
+    exchange = context.outage_answers["reconciliation"]
     expect_status(exchange, 503, "the reconciliation report while the database is unavailable")
     expect_true(exchange.response_headers.get("Content-Type", "").startswith("application/problem+json"),
                 f"Expected an application/problem+json answer, but the content type was "

@@ -4,7 +4,7 @@
 * The database: made unavailable and given back. SQLite: the suite holds an exclusive transaction on the file,
   so every gateway transaction waits out its busy timeout and fails. PostgreSQL: the stack's own database stops
   accepting connections (`ALLOW_CONNECTIONS false`) and its open connections are ended; the shared server stays up.
-* Requests the suite leaves in flight, answered or cut off when the gateway dies.
+* Requests sent at once while a fault lasts, and requests left in flight, answered or cut off when the gateway dies.
 * A corpus of malformed and oversized requests, sent in a burst while a health probe keeps asking.
 
 Only the embedded (local) stack owns its processes and its database; on other stacks these faults are not
@@ -100,6 +100,16 @@ def database_outage(database_url: str, server_url: str | None, created_database:
     if url.get_backend_name() == "postgresql" and server_url and created_database:
         return PostgresGate(server_url, created_database)
     raise FaultUnavailable(f"the stack does not own a database it may take away ({url.get_backend_name()})")
+
+
+# ---- requests during a fault ---------------------------------------------------------------------------------------
+
+def at_once(calls: dict[str, Callable[[], object]]) -> dict:
+    """Run each call on a thread of its own and return their results by name (a call's exception is raised here).
+    Requests that each wait out a timeout before they are refused then take one timeout together, not one each."""
+    with ThreadPoolExecutor(max_workers=max(1, len(calls)), thread_name_prefix="at-once") as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+    return {name: future.result() for name, future in futures.items()}
 
 
 # ---- requests left in flight ---------------------------------------------------------------------------------------

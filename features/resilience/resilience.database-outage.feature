@@ -11,9 +11,10 @@ Feature: The database goes away and comes back
     And Olive has issued the API key "ci" for "Acme"
     And the key "ci" has had 3 chat completions from "chat-basic" answered
     When the gateway's database becomes unavailable
+    And a readiness probe, a chat completion with the key "ci" and a platform admin's reconciliation request arrive at once
     Then the gateway reports that it is not ready, naming the database
-    And a chat completion with the key "ci" is refused with 503 "database_unavailable", not a server error
-    And a platform admin reading the ledger reconciliation is refused with 503 "database_unavailable"
+    And the chat completion is refused with 503 "database_unavailable", not a server error
+    And the platform admin's reconciliation request is refused with 503 "database_unavailable"
     But the gateway still answers that it is alive
     When the database is available again
     Then the gateway becomes ready again without having been restarted
