@@ -113,8 +113,7 @@ def test_the_private_worker_runs_the_serial_scenarios_first_and_is_balanced_with
     workers = rp.plan(items, 3, "serial", "private", None)
     assert [w.name for w in workers] == ["w1", "w2", "private"]
     private = workers[-1]
-    assert [s.location for s in private.scenarios[:3]] == sorted((s.location for s in items[:3]),
-                                                                  key=lambda loc: (loc.split(":")[0], int(loc.split(":")[1])))
+    assert private.scenarios[:3] == sorted(items[:3], key=lambda s: (s.file, s.line))
     assert not any("serial" in s.tags for w in workers[:-1] for s in w.scenarios)
     assert len(private.scenarios) > 3, "balancing should give the private worker ordinary scenarios too"
     loads = [w.estimate for w in workers]
