@@ -19,6 +19,7 @@ from gateway.routers import reservation_reads, signing_keys
 from gateway.runtime import Runtime
 from gateway.security import KeyRing
 from gateway.services import ledger
+from gateway.services.chat_billing import make_chat_store
 from gateway.services.routing import Upstream
 from gateway.settings import Settings
 
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(install_signing_key, db, settings)
         rt.keyring.reload()
         rt.upstream = Upstream()  # the model backends' client (aiohttp), made inside the running loop
+        rt.chat_store = make_chat_store(db, rt.in_db_thread)
         tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval, first_and_later_syncs, "reconciler")),
                  asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep"))]
         try:
@@ -91,13 +93,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await rt.upstream.close()
-            db.engine.dispose()
+            await rt.chat_store.close()
+            rt.db_threads.shutdown(wait=False)
+            db.dispose()
 
     app = FastAPI(title="AI gateway (reference)", version="1.0.0", lifespan=lifespan,
                   description="The reference gateway that keeps ../shared/contract.md; see docs/contract.md.")
     app.state.runtime = rt
     errors.install(app)
-    for module in (health, auth, orgs, people, keys, billing, audit_log, chat, config):
+    # Model traffic first: routes are matched in order, and chat completions are most of what a gateway serves.
+    for module in (chat, health, auth, orgs, people, keys, billing, audit_log, config):
         app.include_router(module.router)
     for module in (signing_keys, reservation_reads):  # identity and tenant reads (issue 4)
         app.include_router(module.router)

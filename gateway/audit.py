@@ -10,6 +10,7 @@ from gateway import context
 from gateway.models import AuditEvent, utcnow
 
 EVENTS = AuditEvent.__table__
+_NEW_EVENT = insert(EVENTS)
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,10 @@ SYSTEM = Actor("system", "gateway")
 def record(session: Session, actor: Actor, action: str, *, target: str | None = None, outcome: str = "allowed",
            reason: str | None = None, org: str | None = None, details: dict | None = None) -> None:
     """Write one event, at once, with a plain INSERT (it commits or rolls back with the caller's transaction)."""
-    session.execute(insert(EVENTS).values(
-        at=utcnow(), actor_type=actor.type, actor_id=actor.id, action=action, target=target, outcome=outcome,
-        reason=reason, org=org, details=details, request_id=context.current_request_id(),
-        trace_id=context.current_trace_id()))
+    session.connection().execute(_NEW_EVENT, {
+        "at": utcnow(), "actor_type": actor.type, "actor_id": actor.id, "action": action, "target": target,
+        "outcome": outcome, "reason": reason, "org": org, "details": details,
+        "request_id": context.current_request_id(), "trace_id": context.current_trace_id()})
 
 
 def as_json(event: AuditEvent) -> dict:

@@ -91,20 +91,8 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A connection for reads that need no transaction around them: autocommit on PostgreSQL, a deferred
-        (snapshot) transaction on SQLite."""
-        if self.dialect == "postgresql":
-            with self.autocommit() as conn:
-                yield conn
-            return
+        """A Core connection for reads (on SQLite a deferred, snapshot transaction that takes no write lock)."""
         with self.engine.connect().execution_options(**{READS_ONLY: True}) as conn:
-            yield conn
-
-    @contextmanager
-    def autocommit(self) -> Iterator[Connection]:
-        """A connection on which each statement is its own transaction (PostgreSQL: no BEGIN and COMMIT round
-        trips around a statement that is atomic by itself)."""
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 
     @contextmanager
@@ -119,6 +107,9 @@ class Database:
             yield
         finally:
             self._write_turn.release()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
+import psycopg
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import exc as sa_exc
@@ -78,7 +79,9 @@ log = logging.getLogger("gateway.errors")
 
 # Driver errors that mean "the database cannot be reached or used right now", not "this request is wrong":
 # SQLite busy past its timeout, a PostgreSQL server or database refusing or dropping connections, a full pool.
-DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+# psycopg's own errors come from the chat path's asyncio connections (gateway/services/chat_billing.py).
+DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                        psycopg.OperationalError, psycopg.InterfaceError)
 
 
 def database_unavailable(path: str, exc: Exception) -> JSONResponse:
@@ -101,6 +104,11 @@ def install(app) -> None:
             return error_response(request.url.path, 400, "invalid_value",
                                   f"A value in the request cannot be stored or looked up: {reason}.")
         raise exc
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
+    async def _psycopg_unavailable(request: Request, exc: psycopg.Error):
+        return database_unavailable(request.url.path, exc)
 
     @app.exception_handler(sa_exc.TimeoutError)
     async def _pool_timeout(request: Request, exc: sa_exc.TimeoutError):

@@ -24,6 +24,24 @@ class Principal:
     key_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request refused: audited, in a transaction of its own, when it is turned into the error to raise."""
+    status: int
+    code: str
+    message: str
+    actor: Actor
+    action: str
+    target: str | None = None
+    org: str | None = None
+    headers: dict | None = None
+    details: dict | None = None
+
+    def audited(self, rt: Runtime) -> ApiError:
+        return deny(rt, self.status, self.code, self.message, actor=self.actor, action=self.action,
+                    target=self.target, org=self.org, headers=self.headers, details=self.details)
+
+
 def deny(rt: Runtime, status: int, code: str, message: str, *, actor: Actor, action: str,
          target: str | None = None, org: str | None = None, headers: dict | None = None,
          details: dict | None = None) -> ApiError:
@@ -42,10 +60,14 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else ""
 
 
+def unauthorized(request: Request, action: str, reason: str) -> Refusal:
+    return Refusal(401, "unauthorized", f"Authentication failed: {reason}.", audit.ANONYMOUS, action,
+                   target=f"{request.method} {request.url.path}",
+                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
 def _unauthorized(rt: Runtime, request: Request, action: str, reason: str) -> ApiError:
-    return deny(rt, 401, "unauthorized", f"Authentication failed: {reason}.", actor=audit.ANONYMOUS,
-                action=action, target=f"{request.method} {request.url.path}",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return unauthorized(request, action, reason).audited(rt)
 
 
 def user(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
@@ -65,34 +87,39 @@ def user(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
     return Principal(Actor("user", claims["sub"]), claims=claims)
 
 
-def api_key_token(request: Request, rt: Runtime) -> str:
-    """The request's API key as sent, or an audited 401 when there is none."""
+def api_key_token(request: Request) -> str | None:
+    """The request's API key as sent, or None when it sent none."""
     token = _bearer(request)
-    if not token or not token.startswith("tg_"):
-        raise _unauthorized(rt, request, "auth.api_key", "an API key (Bearer tg_...) is required")
-    return token
+    return token if token and token.startswith("tg_") else None
 
 
-def api_key_principal(rt: Runtime, request: Request, found) -> Principal:
-    """The principal of a key looked up by its hash (`found`: id, org_id, org_slug, prefix, revoked_at, or None),
-    or an audited 401 when it is unknown or revoked."""
+NO_API_KEY = "an API key (Bearer tg_...) is required"
+
+
+def api_key_refusal(request: Request, found) -> Refusal | None:
+    """Why a key looked up by its hash may not be used (`found`: a row with id, slug, prefix and revoked_at, or None
+    when no key has that hash), or None when it may."""
     if found is None:
-        raise _unauthorized(rt, request, "auth.api_key", "the API key is not known")
-    key_id, org_id, slug, prefix, revoked_at = found
-    if revoked_at is not None:
-        raise deny(rt, 401, "unauthorized", f"Authentication failed: API key {prefix}... was revoked.",
-                   actor=Actor("api_key", key_id), action="auth.api_key", org=slug,
-                   target=f"{request.method} {request.url.path}")
-    return Principal(Actor("api_key", key_id), org_id=org_id, org_slug=slug, key_id=key_id)
+        return unauthorized(request, "auth.api_key", "the API key is not known")
+    if found.revoked_at is not None:
+        return Refusal(401, "unauthorized", f"Authentication failed: API key {found.prefix}... was revoked.",
+                       Actor("api_key", found.id), "auth.api_key", org=found.slug,
+                       target=f"{request.method} {request.url.path}")
+    return None
 
 
 def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
-    token = api_key_token(request, rt)
+    token = api_key_token(request)
+    if token is None:
+        raise _unauthorized(rt, request, "auth.api_key", NO_API_KEY)
     with rt.db.sessions() as session:
         found = session.execute(select(ApiKey.id, ApiKey.org_id, Org.slug, ApiKey.prefix, ApiKey.revoked_at)
                                 .join(Org, Org.id == ApiKey.org_id)
                                 .where(ApiKey.key_hash == sha256_hex(token))).first()
-    return api_key_principal(rt, request, found)
+    refusal = api_key_refusal(request, found)
+    if refusal is not None:
+        raise refusal.audited(rt)
+    return Principal(Actor("api_key", found.id), org_id=found.org_id, org_slug=found.slug, key_id=found.id)
 
 
 def service(request: Request, rt: Runtime = Depends(runtime)) -> Principal:

@@ -1,11 +1,15 @@
 """What the running gateway holds: settings, database, signing keys, upstream HTTP client, rate limiter."""
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import math
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from fastapi import Request
 
@@ -40,9 +44,19 @@ class Runtime:
     db: Database
     keyring: KeyRing
     upstream: object | None = None  # gateway.services.routing.Upstream, made in the app's lifespan
+    chat_store: object | None = None  # gateway.services.chat_billing.ChatStore, made in the app's lifespan
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     first_sync_done: bool = False
     reconciler: object | None = None
+    # The chat path's database work. A plain executor costs less per call than AnyIO's thread pool, and a chat
+    # request makes two calls.
+    db_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=16, thread_name_prefix="chat-db"))
+
+    async def in_db_thread(self, fn, *args):
+        """`fn(*args)` on a database thread, seeing the caller's context (the request's correlation ids)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.db_threads, context.run, partial(fn, *args))
 
 
 def runtime(request: Request) -> Runtime:

@@ -1,26 +1,29 @@
 """OpenAI-compatible model traffic for API keys: reserve the worst case, route, charge the actual usage.
 
-A chat request makes two trips to a worker thread: one to admit it (the key, the body, the rate limit, the model,
-and the hold on the org's account, in one transaction whose first statement reads key, org and model together) and
-one to settle it (the finalize or the release and its audit event, in one transaction). Between them the backends
-are called on the event loop."""
+A chat request reads its key, org and model in one statement, holds its worst case on the org's account, calls
+the backends, then finalizes (or releases) the hold and audits it as one change. The database work goes through
+the runtime's chat store (gateway/services/chat_billing.py): on PostgreSQL three statements on the event loop, on
+SQLite the ledger's functions on worker threads. Refusals are audited in a transaction of their own."""
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 
 from gateway import audit
 from gateway.errors import ApiError
-from gateway.models import ApiKey, Model, Org
-from gateway.principals import Principal, api_key, api_key_principal, api_key_token, deny
+from gateway.models import Model, Org
+from gateway.audit import Actor
+from gateway.principals import (NO_API_KEY, Principal, Refusal, api_key, api_key_refusal, api_key_token,
+                                 unauthorized)
 from gateway.runtime import Runtime, runtime
-from gateway.services import chat_billing, ledger
+from gateway.services import ledger
 from gateway.security import sha256_hex
 from gateway.services.routing import (RouteResult, call_in_order, cost_micros, estimate_prompt_tokens,
                                       worst_case_seconds)
@@ -102,32 +105,23 @@ class Admitted:
     held_micros: int
 
 
-KEYS, ORGS, MODELS = ApiKey.__table__, Org.__table__, Model.__table__
-# Who is calling (by key hash), their org, and the model they ask for (if it exists): one statement.
-ADMISSION = (select(KEYS.c.id, KEYS.c.org_id, ORGS.c.slug, KEYS.c.prefix, KEYS.c.revoked_at,
-                    ORGS.c.name.label("org_name"), ORGS.c.account_id, ORGS.c.budget_limit_micros,
-                    ORGS.c.allowed_models, ORGS.c.rate_limit_requests, ORGS.c.rate_limit_window_seconds,
-                    MODELS.c.name.label("model_name"), MODELS.c.prompt_price_per_1k_micros,
-                    MODELS.c.completion_price_per_1k_micros, MODELS.c.backends, MODELS.c.default_max_tokens)
-             .select_from(KEYS.join(ORGS, ORGS.c.id == KEYS.c.org_id)
-                          .outerjoin(MODELS, MODELS.c.name == bindparam("model")))
-             .where(KEYS.c.key_hash == bindparam("key_hash")))
-
-
-def _admit(rt: Runtime, request: Request, raw: bytes, request_id: str) -> Admitted:
-    """Who is calling, what they ask, whether they may, and the hold on their budget. Runs in a worker thread."""
-    token = api_key_token(request, rt)
+async def _admit(rt: Runtime, request: Request, raw: bytes, request_id: str) -> Admitted:
+    """Who is calling, what they ask, whether they may, and the hold on their budget."""
+    token = api_key_token(request)
+    if token is None:
+        raise await _refused(rt, unauthorized(request, "auth.api_key", NO_API_KEY))
     try:
         body, bad_body = _parse(raw), None
     except ApiError as exc:  # reported once the caller is known: an unknown key is a 401 whatever it sends
         body, bad_body = None, exc
     name = body["model"] if body else ""
-    with rt.db.reading() as conn:
-        row = conn.execute(ADMISSION, {"key_hash": sha256_hex(token), "model": name}).first()
-    if row is None or row.revoked_at is not None or bad_body is not None:
-        api_key_principal(rt, request, row and (row.id, row.org_id, row.slug, row.prefix, row.revoked_at))
+    row = await rt.chat_store.lookup(sha256_hex(token), name)
+    refusal = api_key_refusal(request, row)
+    if refusal is not None:
+        raise await _refused(rt, refusal)
+    if bad_body is not None:
         raise bad_body
-    principal = Principal(audit.Actor("api_key", row.id), org_id=row.org_id, org_slug=row.slug, key_id=row.id)
+    principal = Principal(Actor("api_key", row.id), org_id=row.org_id, org_slug=row.slug, key_id=row.id)
     refusal = _refusal(rt, principal, row, name)
     if refusal is None:
         max_tokens = body.get("max_tokens") or row.default_max_tokens
@@ -136,48 +130,50 @@ def _admit(rt: Runtime, request: Request, raw: bytes, request_id: str) -> Admitt
         payload = _encode({**body, "max_tokens": max_tokens})
         ttl = rt.settings.reservation_margin_seconds + worst_case_seconds(
             row.backends, rt.settings.upstream_timeout_seconds, rt.settings.upstream_connect_timeout_seconds)
-        try:
-            reservation_id = chat_billing.hold(rt.db, row.account_id, worst, ttl,
-                                               budget_limit=row.budget_limit_micros, request_id=request_id)
-        except ledger.Shortfall as short:  # nothing was held
-            refusal = _shortfall(row.slug, row.org_name, row.budget_limit_micros, short, worst)
-        else:
+        reservation_id = await rt.chat_store.hold(row.account_id, worst, ttl, budget_limit=row.budget_limit_micros,
+                                                  request_id=request_id)
+        if reservation_id is not None:
             return Admitted(principal, row.slug, row.model_name, row.prompt_price_per_1k_micros,
                             row.completion_price_per_1k_micros, list(row.backends or []), max_tokens,
                             body["messages"], payload, reservation_id, worst)
-    status, code, message, headers, details = refusal
-    raise deny(rt, status, code, message, actor=principal.actor, action="chat.completion", target=f"model:{name}",
-               org=row.slug, headers=headers, details=details)
+        short = await rt.chat_store.shortfall(row.account_id, worst, row.budget_limit_micros)
+        refusal = _shortfall(principal, row, name, short, worst)
+    raise await _refused(rt, refusal)
 
 
-def _refusal(rt: Runtime, principal: Principal, row, name: str) -> tuple | None:
+async def _refused(rt: Runtime, refusal: Refusal) -> ApiError:
+    return await rt.in_db_thread(refusal.audited, rt)
+
+
+def _refusal(rt: Runtime, principal: Principal, row, name: str) -> Refusal | None:
     """Why this key may not use this model now (rate limit, unknown or not allowed model), or None.
     `row` is the admission's: the org's limits and the model's columns (None when there is no such model)."""
+    refused = partial(Refusal, actor=principal.actor, action="chat.completion", target=f"model:{name}", org=row.slug)
     if row.rate_limit_requests and row.rate_limit_window_seconds:
         retry_after = rt.rate_limiter.check(principal.key_id, row.rate_limit_requests, row.rate_limit_window_seconds)
         if retry_after is not None:
-            return (429, "rate_limit_exceeded",
-                    f"Rate limit exceeded for this key in org '{row.slug}': {row.rate_limit_requests} requests per "
-                    f"{row.rate_limit_window_seconds} s; retry after {retry_after} s.",
-                    {"Retry-After": str(retry_after)}, None)
+            return refused(429, "rate_limit_exceeded",
+                           f"Rate limit exceeded for this key in org '{row.slug}': {row.rate_limit_requests} "
+                           f"requests per {row.rate_limit_window_seconds} s; retry after {retry_after} s.",
+                           headers={"Retry-After": str(retry_after)})
     if row.model_name is None or (row.allowed_models is not None and row.model_name not in row.allowed_models):
-        return (404, "model_not_found", f"The model '{name}' does not exist or is not available to org "
-                f"'{row.slug}'.", None, None)
+        return refused(404, "model_not_found", f"The model '{name}' does not exist or is not available to org "
+                       f"'{row.slug}'.")
     return None
 
 
-def _shortfall(slug: str, name: str, limit: int | None, short: ledger.Shortfall, worst: int) -> tuple:
-    account = short.account
+def _shortfall(principal: Principal, row, name: str, short: ledger.Shortfall, worst: int) -> Refusal:
+    account, limit = short.account, row.budget_limit_micros
     if short.reason == "budget_exceeded":
-        message = (f"Budget exceeded for org '{slug}' ({name}): limit {ledger.usd(limit)}, "
+        message = (f"Budget exceeded for org '{row.slug}' ({row.org_name}): limit {ledger.usd(limit)}, "
                    f"spent {ledger.usd(account.spent_micros)}, held {ledger.usd(account.held_micros)}; this "
                    f"request needs up to {ledger.usd(worst)}.")
     else:
-        message = (f"Insufficient credit for org '{slug}' ({name}): {ledger.usd(account.available_micros)} "
-                   f"available; this request needs up to {ledger.usd(worst)}.")
-    return (402, short.reason, message, None,
-            {"limit_micros": limit, "spent_micros": account.spent_micros,
-             "held_micros": account.held_micros, "needed_micros": worst})
+        message = (f"Insufficient credit for org '{row.slug}' ({row.org_name}): "
+                   f"{ledger.usd(account.available_micros)} available; this request needs up to {ledger.usd(worst)}.")
+    return Refusal(402, short.reason, message, principal.actor, "chat.completion", target=f"model:{name}",
+                   org=row.slug, details={"limit_micros": limit, "spent_micros": account.spent_micros,
+                                          "held_micros": account.held_micros, "needed_micros": worst})
 
 
 def _count(value) -> int | None:
@@ -202,42 +198,48 @@ def usage_tokens(answer: dict, messages: list, max_tokens: int) -> tuple[int, in
     return estimate_prompt_tokens(messages), min(max_tokens, math.ceil(chars / 4)), False
 
 
-def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> int | None:
-    """Finalize at the actual cost (or release) and audit it, as one change. Runs in a worker thread.
+async def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> int | None:
+    """Finalize at the actual cost (or release) and audit it, as one change.
     Returns what was charged, or None when the hold could no longer be finalized."""
     target = f"model:{admitted.model}"
     attempts = [a.__dict__ for a in result.attempts]
     audited = {"actor": admitted.principal.actor, "target": target, "org": admitted.org_slug}
-    try:
-        if result.answered and result.status < 400:
-            prompt, completion, reported = usage_tokens(result.body, admitted.messages, admitted.max_tokens)
-            actual = cost_micros(prompt, completion, admitted.prompt_price, admitted.completion_price)
-            charged = min(actual, admitted.held_micros)  # never past the hold, so never past the budget
-            chat_billing.settle(rt.db, admitted.reservation_id, charged, **audited, details={
-                "backend": result.backend, "charged_micros": charged,
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "reported": reported},
-                "reservation_id": admitted.reservation_id, "attempts": attempts})
+    if result.answered and result.status < 400:
+        prompt, completion, reported = usage_tokens(result.body, admitted.messages, admitted.max_tokens)
+        actual = cost_micros(prompt, completion, admitted.prompt_price, admitted.completion_price)
+        charged = min(actual, admitted.held_micros)  # never past the hold, so never past the budget
+        details = {"backend": result.backend, "charged_micros": charged,
+                   "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "reported": reported},
+                   "reservation_id": admitted.reservation_id, "attempts": attempts}
+        if await rt.chat_store.settle(admitted.reservation_id, charged, **audited, details=details):
             return charged
+    else:
+        charged = None
         reason = (f"backend {result.backend} refused the request with {result.status}" if result.answered
                   else "every backend failed: " + ", ".join(f"{a.backend} {a.outcome}" for a in result.attempts))
-        chat_billing.settle(rt.db, admitted.reservation_id, None, **audited,
-                            outcome="allowed" if result.answered else "failed", reason=reason,
-                            details={"reservation_id": admitted.reservation_id, "attempts": attempts})
-        return 0
-    except ApiError as exc:  # the hold expired while the backend was answering: nothing to charge or release
-        with rt.db.transaction() as session:
-            audit.record(session, admitted.principal.actor, "chat.completion", target=target, org=admitted.org_slug,
-                         outcome="failed", reason=f"the reservation could not be settled: {exc.message}",
-                         details={"reservation_id": admitted.reservation_id, "attempts": attempts})
-        return None
+        if await rt.chat_store.settle(admitted.reservation_id, None, **audited, reason=reason,
+                                      outcome="allowed" if result.answered else "failed",
+                                      details={"reservation_id": admitted.reservation_id, "attempts": attempts}):
+            return 0
+    # The hold expired while the backend was answering (or was moved): nothing to charge or release.
+    why = await rt.chat_store.why_not_settled(admitted.reservation_id, charged)
+    await rt.in_db_thread(_record_unsettled, rt, admitted, why, attempts)
+    return None
 
 
-def _release_quietly(rt: Runtime, reservation_id: str, request_id: str) -> None:
-    try:
-        with rt.db.transaction() as session:
-            ledger.release(session, reservation_id, request_id)
-    except ApiError:
-        pass  # already moved (expired or released)
+def _record_unsettled(rt: Runtime, admitted: Admitted, why: str, attempts: list) -> None:
+    with rt.db.transaction() as session:
+        audit.record(session, admitted.principal.actor, "chat.completion", target=f"model:{admitted.model}",
+                     org=admitted.org_slug, outcome="failed", reason=f"the reservation could not be settled: {why}",
+                     details={"reservation_id": admitted.reservation_id, "attempts": attempts})
+
+
+async def _release_quietly(rt: Runtime, admitted: Admitted) -> None:
+    """Give the hold back when the request ends before it could be settled (say the client went away)."""
+    await rt.chat_store.settle(admitted.reservation_id, None, actor=admitted.principal.actor,
+                               target=f"model:{admitted.model}", org=admitted.org_slug, outcome="failed",
+                               reason="the request ended before a backend answered",
+                               details={"reservation_id": admitted.reservation_id})
 
 
 def _answer(result: RouteResult) -> Response:
@@ -251,16 +253,15 @@ def _answer(result: RouteResult) -> Response:
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, rt: Runtime = Depends(runtime)):
-    request_id = request.state.request_id
-    admitted = await run_in_threadpool(_admit, rt, request, await request.body(), request_id)
+    admitted = await _admit(rt, request, await request.body(), request.state.request_id)
     try:
         result = await call_in_order(rt.upstream, admitted.backends, admitted.payload,
                                      default_timeout=rt.settings.upstream_timeout_seconds,
                                      connect_timeout=rt.settings.upstream_connect_timeout_seconds)
     except BaseException:
-        await run_in_threadpool(_release_quietly, rt, admitted.reservation_id, request_id)
+        await asyncio.shield(_release_quietly(rt, admitted))
         raise
-    await run_in_threadpool(_settle, rt, admitted, result)
+    await _settle(rt, admitted, result)
     if not result.answered:
         tried = "; ".join(f"{a.backend}: {a.outcome}{f' {a.status}' if a.status else ''}" for a in result.attempts)
         raise ApiError(502, "backends_unavailable",

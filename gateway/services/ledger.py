@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.errors import ApiError
@@ -27,6 +27,24 @@ ACCOUNTS = Account.__table__
 RESERVATIONS = Reservation.__table__
 ENTRIES = LedgerEntry.__table__
 POSTINGS = LedgerPosting.__table__
+
+# The statements of every reservation, built once (building and keying a statement per call cost more than
+# running it on SQLite). Bind names differ from column names, which SQLAlchemy reserves for SET values.
+_HOLD = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account"),
+                               ACCOUNTS.c.available_micros >= bindparam("amount")).values(
+    available_micros=ACCOUNTS.c.available_micros - bindparam("amount"),
+    held_micros=ACCOUNTS.c.held_micros + bindparam("amount"))
+_HOLD_WITHIN = _HOLD.where(ACCOUNTS.c.held_micros + ACCOUNTS.c.spent_micros + bindparam("amount")
+                           <= bindparam("budget_limit"))
+_MOVE_PENDING = update(RESERVATIONS).where(
+    RESERVATIONS.c.id == bindparam("reservation"), RESERVATIONS.c.status == "pending",
+    RESERVATIONS.c.expires_at > bindparam("now"), RESERVATIONS.c.amount_micros >= bindparam("at_least")).values(
+    status=bindparam("new_status"), settled_at=bindparam("now"), actual_micros=bindparam("actual")).returning(
+    *RESERVATIONS.c)
+_SETTLE_ACCOUNT = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account")).values(
+    held_micros=ACCOUNTS.c.held_micros - bindparam("held"), spent_micros=ACCOUNTS.c.spent_micros + bindparam("spent"),
+    available_micros=ACCOUNTS.c.available_micros + bindparam("returned"))
+_NEW_RESERVATION, _NEW_ENTRY, _NEW_POSTINGS = insert(RESERVATIONS), insert(ENTRIES), insert(POSTINGS)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -64,11 +82,12 @@ def _post(session: Session, kind: str, account_id: str, moves: dict[str, int], *
           lot_id=None, request_id=None) -> None:
     assert sum(moves.values()) == 0, f"unbalanced entry {moves}"
     entry_id = new_id("le")
-    session.execute(insert(ENTRIES).values(id=entry_id, kind=kind, account_id=account_id,
-                                           reservation_id=reservation_id, lot_id=lot_id, request_id=request_id,
-                                           created_at=utcnow()))
-    session.execute(insert(POSTINGS), [{"entry_id": entry_id, "account_id": account_id, "bucket": bucket,
-                                        "amount_micros": amount} for bucket, amount in moves.items() if amount])
+    conn = session.connection()
+    conn.execute(_NEW_ENTRY, {"id": entry_id, "kind": kind, "account_id": account_id,
+                              "reservation_id": reservation_id, "lot_id": lot_id, "request_id": request_id,
+                              "created_at": utcnow()})
+    conn.execute(_NEW_POSTINGS, [{"entry_id": entry_id, "account_id": account_id, "bucket": bucket,
+                                  "amount_micros": amount} for bucket, amount in moves.items() if amount])
 
 
 def create_account(session: Session, *, account_id: str | None = None, identity_anchor: str | None = None) -> Account:
@@ -110,11 +129,9 @@ def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, 
             budget_limit: int | None = None, request_id: str | None = None) -> Reservation:
     """Hold `amount` on the account, atomically checking credit and (optionally) the budget limit.
     Returns the new reservation as a detached object (it is written with a plain INSERT)."""
-    conditions = [ACCOUNTS.c.id == account_id, ACCOUNTS.c.available_micros >= amount]
-    if budget_limit is not None:
-        conditions.append(ACCOUNTS.c.held_micros + ACCOUNTS.c.spent_micros + amount <= budget_limit)
-    result = session.execute(update(ACCOUNTS).where(and_(*conditions)).values(
-        available_micros=ACCOUNTS.c.available_micros - amount, held_micros=ACCOUNTS.c.held_micros + amount))
+    conn = session.connection()
+    result = conn.execute(_HOLD if budget_limit is None else _HOLD_WITHIN,
+                          {"account": account_id, "amount": amount, "budget_limit": budget_limit})
     if result.rowcount != 1:
         account = get_account(session, account_id)
         session.refresh(account)
@@ -125,7 +142,7 @@ def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, 
     fields = {"id": new_id("res"), "account_id": account_id, "amount_micros": amount, "actual_micros": None,
               "status": "pending", "expires_at": now + timedelta(seconds=ttl_seconds), "created_at": now,
               "settled_at": None, "request_id": request_id}
-    session.execute(insert(RESERVATIONS).values(**fields))
+    conn.execute(_NEW_RESERVATION, fields)
     _post(session, "reserve", account_id, {"available": -amount, "held": amount}, reservation_id=fields["id"],
           request_id=request_id)
     return Reservation(**fields)
@@ -160,13 +177,9 @@ def load_reservation(session: Session, reservation_id: str) -> Reservation:
 def _move_pending(session: Session, reservation_id: str, new_status: str, actual: int | None = None):
     """Move a pending, unexpired reservation (holding at least `actual`) to `new_status`, in one conditional
     UPDATE; its row as it is now, or None when it did not qualify."""
-    now = utcnow()
-    conditions = [RESERVATIONS.c.id == reservation_id, RESERVATIONS.c.status == "pending",
-                  RESERVATIONS.c.expires_at > now]
-    if actual is not None:
-        conditions.append(RESERVATIONS.c.amount_micros >= actual)
-    return session.execute(update(RESERVATIONS).where(and_(*conditions)).values(
-        status=new_status, settled_at=now, actual_micros=actual).returning(*RESERVATIONS.c)).first()
+    return session.connection().execute(_MOVE_PENDING, {
+        "reservation": reservation_id, "now": utcnow(), "at_least": actual or 0, "new_status": new_status,
+        "actual": actual}).first()
 
 
 def finalize(session: Session, reservation_id: str, actual: int, request_id: str | None = None) -> Reservation:
@@ -177,9 +190,8 @@ def finalize(session: Session, reservation_id: str, actual: int, request_id: str
             raise actual_exceeds_reserved(reservation, actual)
         raise not_pending(session, reservation_id, "finalized")
     amount = row.amount_micros
-    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == row.account_id).values(
-        held_micros=ACCOUNTS.c.held_micros - amount, spent_micros=ACCOUNTS.c.spent_micros + actual,
-        available_micros=ACCOUNTS.c.available_micros + (amount - actual)))
+    session.connection().execute(_SETTLE_ACCOUNT, {"account": row.account_id, "held": amount, "spent": actual,
+                                                   "returned": amount - actual})
     _post(session, "finalize", row.account_id,
           {"held": -amount, "spent": actual, "available": amount - actual}, reservation_id=reservation_id,
           request_id=request_id)
@@ -197,8 +209,8 @@ def release(session: Session, reservation_id: str, request_id: str | None = None
 
 def _return_hold(session: Session, account_id: str, reservation_id: str, amount: int, kind: str,
                  request_id: str | None) -> None:
-    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(
-        held_micros=ACCOUNTS.c.held_micros - amount, available_micros=ACCOUNTS.c.available_micros + amount))
+    session.connection().execute(_SETTLE_ACCOUNT, {"account": account_id, "held": amount, "spent": 0,
+                                                   "returned": amount})
     _post(session, kind, account_id, {"held": -amount, "available": amount}, reservation_id=reservation_id,
           request_id=request_id)
 
