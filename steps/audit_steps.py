@@ -7,6 +7,7 @@ from behave import given, then, when
 
 from support import step_types  # noqa: F401  (registers {name:Name}, {pronoun:Pronoun}, ...)
 from support.assertions import expect_equal, expect_status, expect_true
+from support.waits import wait_until
 from support.audit import HEX32, Actor, AuditTrail, last_audited_request, leaks, secrets_handled
 
 TARGETS = {"a key": "key", "an invitation": "invitation", "the org": "org", "a user": "user", "a model": "model",
@@ -113,11 +114,14 @@ def correlated_everywhere(context):
 @then("every gateway log line about that request is a JSON object with its request id and trace id")
 def log_lines_correlated(context):
     exchange = last_audited_request(context.api)
-    logs = context.stack.logs(2000)
-    if not logs.get("gateway"):
+    if not context.stack.logs(1).get("gateway"):
         context.scenario.skip(f"the {context.stack.name} stack offers no gateway log to read")
         return
-    lines = logs["gateway"]
+    # The access line is written once the answer has gone out, so it may trail the answer by a moment.
+    lines = wait_until(f"the gateway's access line for request {exchange.request_id}",
+                       lambda: context.stack.logs(2000).get("gateway") or [],
+                       lambda seen: any(exchange.request_id in line and exchange.path in line for line in seen),
+                       timeout=5, describe=lambda seen: f"{len(seen)} lines, the last: {seen[-3:]}")
     parsed, not_json = [], []
     for line in lines:
         start = line.find("{")
