@@ -160,8 +160,9 @@ class PgChatStore(ChatStore):
     autocommit connections. A connection is opened when none is idle (so while the database is down every request
     fails at once, as a 503, instead of waiting for a pool to refill) and dropped when a statement broke it."""
 
-    def __init__(self, db, in_thread, *, size: int = 16, connect_timeout: int = 5):
+    def __init__(self, db, in_thread, *, size: int = 16, connect_timeout: int = 5, wait_seconds: float = 30):
         super().__init__(db, in_thread)
+        self._wait_seconds = wait_seconds
         self._conninfo = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._connect_timeout = connect_timeout
         self._idle: list[psycopg.AsyncConnection] = []
@@ -169,7 +170,14 @@ class PgChatStore(ChatStore):
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        async with self._slots:
+        try:
+            if self._slots.locked():  # all in use: wait, but not for ever (wait_for costs a task, so only then)
+                await asyncio.wait_for(self._slots.acquire(), self._wait_seconds)
+            else:
+                await self._slots.acquire()
+        except asyncio.TimeoutError:  # answered as 503 database_unavailable, like SQLAlchemy's pool timeout
+            raise psycopg.OperationalError(f"no database connection came free within {self._wait_seconds:g} s")
+        try:
             conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, row_factory=namedtuple_row, connect_timeout=self._connect_timeout)
             reusable = False
@@ -187,6 +195,8 @@ class PgChatStore(ChatStore):
                     self._idle.append(conn)
                 else:
                     await conn.close()
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
