@@ -2,21 +2,26 @@
 answers at $TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres; a fresh database per run)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 
+from gateway.audit import Actor
 from gateway.db import Database
 from gateway.errors import ApiError
 from gateway.migrate import upgrade
-from gateway.models import Account, IdempotencyRecord, LedgerEntry, LedgerPosting, Reservation, utcnow
+from gateway.models import (Account, AuditEvent, IdempotencyRecord, LedgerEntry, LedgerPosting, Reservation,
+                            utcnow)
 from gateway.services import idempotency, ledger
+from gateway.services.chat_billing import make_chat_store
 
 USD = 1_000_000
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -203,6 +208,139 @@ def test_reconciliation_is_one_snapshot_while_money_moves(db):
         stop.set()
         worker.join()
     assert [mine(r, account) for r in reports] == [[]] * len(reports)
+
+
+# ---- the chat path's hold and settlement (gateway/services/chat_billing.py) ------------------------------------------
+
+ACTOR = Actor("api_key", "key_test")
+
+
+def on_chat_store(db, work):
+    """Run `work(store)` with the store the gateway would use on this database (PostgreSQL: asyncio statements)."""
+    async def main():
+        store = make_chat_store(db, lambda fn, *args: asyncio.to_thread(fn, *args))
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+    return asyncio.run(main())
+
+
+def settle(store, reservation_id: str, actual: int | None):
+    return store.settle(reservation_id, actual, actor=ACTOR, target="model:m", org="acme",
+                        details={"reservation_id": reservation_id})
+
+
+def test_chat_store_holds_finalizes_and_posts_every_move(db):
+    account = funded(db, 10 * USD)
+
+    async def work(store):
+        res = await store.hold(account, 2 * USD, 300, budget_limit=5 * USD, request_id="req-hold")
+        held = balances(db, account)
+        settled = await settle(store, res, USD // 2)
+        return res, held, settled
+
+    res, held, settled = on_chat_store(db, work)
+    assert held == (10 * USD, 8 * USD, 2 * USD, 0)
+    assert settled is True
+    assert balances(db, account) == (10 * USD, 10 * USD - USD // 2, 0, USD // 2)
+    with db.sessions() as s:
+        assert s.get(Reservation, res).status == "finalized"
+        kinds = s.scalars(select(LedgerEntry.kind).where(LedgerEntry.reservation_id == res)).all()
+        events = s.scalars(select(AuditEvent.details).where(AuditEvent.action == "chat.completion")).all()
+    assert sorted(kinds) == ["finalize", "reserve"]
+    assert {"reservation_id": res} in events
+    assert not mine(reconcile(db), account)
+
+
+def test_chat_store_refuses_a_hold_past_the_budget_and_writes_nothing(db):
+    account = funded(db, 10 * USD)
+
+    async def work(store):
+        first = await store.hold(account, 3 * USD, 300, budget_limit=4 * USD, request_id="req-1")
+        second = await store.hold(account, 2 * USD, 300, budget_limit=4 * USD, request_id="req-2")
+        return first, second, await store.shortfall(account, 2 * USD, 4 * USD)
+
+    first, second, short = on_chat_store(db, work)
+    assert first is not None and second is None
+    assert short.reason == "budget_exceeded" and short.account.held_micros == 3 * USD
+    assert balances(db, account) == (10 * USD, 7 * USD, 3 * USD, 0)
+    assert not mine(reconcile(db), account)
+
+
+def test_chat_store_moves_a_reservation_once_and_says_why_not_after(db):
+    account = funded(db, 10 * USD)
+
+    async def work(store):
+        res = await store.hold(account, 2 * USD, 300, budget_limit=None, request_id="req")
+        released = await settle(store, res, None)
+        again = await settle(store, res, USD)
+        return released, again, await store.why_not_settled(res, USD)
+
+    released, again, why = on_chat_store(db, work)
+    assert released is True and again is False
+    assert "it is released" in why, why
+    assert balances(db, account) == (10 * USD, 10 * USD, 0, 0)
+    assert not mine(reconcile(db), account)
+
+
+def test_chat_store_never_charges_more_than_was_held(db):
+    account = funded(db, 10 * USD)
+
+    async def work(store):
+        res = await store.hold(account, USD, 300, budget_limit=None, request_id="req")
+        return await settle(store, res, 2 * USD), await store.why_not_settled(res, 2 * USD)
+
+    settled, why = on_chat_store(db, work)
+    assert settled is False and "is above the 1000000 reserved" in why, why
+    assert balances(db, account) == (10 * USD, 9 * USD, USD, 0)
+
+
+def test_chat_store_thirty_holds_at_once_against_a_budget_for_ten(db):
+    account = funded(db, 100 * USD)
+
+    async def work(store):
+        return await asyncio.gather(*(store.hold(account, USD, 300, budget_limit=10 * USD, request_id=f"r{k}")
+                                      for k in range(30)))
+
+    placed = [r for r in on_chat_store(db, work) if r is not None]
+    assert len(placed) == 10
+    assert balances(db, account) == (100 * USD, 90 * USD, 10 * USD, 0)
+    assert not mine(reconcile(db), account)
+
+
+def test_chat_store_comes_back_after_the_database_dropped_its_connections(db):
+    if db.dialect != "postgresql":
+        pytest.skip("the asyncio connection pool is PostgreSQL's")
+    account = funded(db, 10 * USD)
+    database = make_url(db.url).database
+
+    async def work(store):
+        await asyncio.gather(*(store.hold(account, USD, 300, budget_limit=None, request_id=f"r{k}") for k in range(3)))
+        pooled = len(store._idle)
+        with db.engine.connect() as conn:  # what a database restart does to the pool's connections
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database})
+        found = await store.lookup("no such key hash", "m")  # a read: retried once on a new connection
+        return pooled, found, await store.hold(account, USD, 300, budget_limit=None, request_id="after")
+
+    pooled, found, after = on_chat_store(db, work)
+    assert pooled >= 1
+    assert found is None and after is not None
+    assert balances(db, account) == (10 * USD, 6 * USD, 4 * USD, 0)
+
+
+def test_chat_store_waiting_for_a_free_connection_is_bounded(db):
+    if db.dialect != "postgresql":
+        pytest.skip("the asyncio connection pool is PostgreSQL's")
+
+    async def work(store):
+        store._slots = asyncio.Semaphore(0)  # every connection in use
+        store._wait_seconds = 0.2
+        with pytest.raises(psycopg.OperationalError, match="no database connection came free within 0.2 s"):
+            await store.lookup("hash", "m")
+
+    on_chat_store(db, work)
 
 
 # ---- Idempotency-Key ---------------------------------------------------------------------------------------------
