@@ -155,6 +155,9 @@ class ChatStore:
         return await self._in_thread(_why_not_settled_sync, self.db, reservation_id, actual)
 
 
+APPLICATION_NAME = "gateway-chat"  # how these connections show in pg_stat_activity
+
+
 class PgChatStore(ChatStore):
     """The three statements of every request on PostgreSQL, on the event loop, over a small pool of asyncio
     autocommit connections. A connection is opened when none is idle (so while the database is down every request
@@ -179,7 +182,8 @@ class PgChatStore(ChatStore):
             raise psycopg.OperationalError(f"no database connection came free within {self._wait_seconds:g} s")
         try:
             conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, row_factory=namedtuple_row, connect_timeout=self._connect_timeout)
+                self._conninfo, autocommit=True, row_factory=namedtuple_row, connect_timeout=self._connect_timeout,
+                application_name=APPLICATION_NAME)
             reusable = False
             try:
                 yield conn

@@ -21,7 +21,7 @@ from gateway.migrate import upgrade
 from gateway.models import (Account, AuditEvent, IdempotencyRecord, LedgerEntry, LedgerPosting, Reservation,
                             utcnow)
 from gateway.services import idempotency, ledger
-from gateway.services.chat_billing import make_chat_store
+from gateway.services.chat_billing import APPLICATION_NAME, make_chat_store
 
 USD = 1_000_000
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -318,9 +318,11 @@ def test_chat_store_comes_back_after_the_database_dropped_its_connections(db):
     async def work(store):
         await asyncio.gather(*(store.hold(account, USD, 300, budget_limit=None, request_id=f"r{k}") for k in range(3)))
         pooled = len(store._idle)
-        with db.engine.connect() as conn:  # what a database restart does to the pool's connections
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database})
+        with db.engine.connect() as conn:  # what a database restart does to the store's connections
+            ended = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                      "WHERE datname = :db AND application_name = :app"),
+                                 {"db": database, "app": APPLICATION_NAME}).scalar()
+        assert ended == pooled, f"expected to end the store's {pooled} connections, ended {ended}"
         found = await store.lookup("no such key hash", "m")  # a read: retried once on a new connection
         return pooled, found, await store.hold(account, USD, 300, budget_limit=None, request_id="after")
 
