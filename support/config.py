@@ -23,6 +23,7 @@ class SuiteConfig:
     database_url: str | None = None
     keys_dir: str | None = None
     stub_url: str | None = None
+    backend_base_url: str | None = None  # the stub as the gateway reaches it, when not at stub_url (compose)
     config_repo: str | None = None
     logs_dir: str | None = None  # where a running stack's processes log (<name>.log), for `external` runs
     ready_timeout: float = 30.0

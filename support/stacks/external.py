@@ -22,7 +22,7 @@ class ExternalStack(Stack):
                                   f"-D base_url") from None
         self.wait_ready(base_url, self.config.ready_timeout)
         self.endpoints = Endpoints(base_url, self.config.database_url, self.config.keys_dir, self.config.stub_url,
-                                   self.config.config_repo)
+                                   self.config.config_repo, self.config.backend_base_url)
         return self.endpoints
 
     def down(self) -> None:

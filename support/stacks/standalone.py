@@ -13,7 +13,7 @@ from support.redaction import mask_url
 from support.stacks import Endpoints, Stack, make_stack
 
 # The suite options that say where an already running stack is (what `-D stack=external` needs).
-ENDPOINT_OPTIONS = ("base_url", "database_url", "keys_dir", "stub_url", "config_repo")
+ENDPOINT_OPTIONS = ("base_url", "database_url", "keys_dir", "stub_url", "config_repo", "backend_base_url")
 
 
 def start(userdata: dict[str, str]) -> tuple[Stack, Endpoints]:

@@ -27,6 +27,16 @@ def test_external_defines_name_every_endpoint_the_stack_has_and_where_its_proces
     assert "config_repo" not in standalone.external_defines(ENDPOINTS)
 
 
+def test_workers_on_a_compose_stack_build_backend_urls_the_gateway_can_reach(tmp_path, monkeypatch):
+    compose_like = Endpoints("http://127.0.0.1:8000", None, "/k", "http://127.0.0.1:9", None, "http://model-stub:8080")
+    defines = standalone.external_defines(compose_like)
+    assert defines["backend_base_url"] == "http://model-stub:8080"
+    worker = ExternalStack(suite_config.load({**defines, "keys_dir": str(tmp_path)}))
+    monkeypatch.setattr("support.stacks.external.requests.get", lambda *args, **kwargs: None)  # no gateway here
+    monkeypatch.setattr(worker, "wait_ready", lambda *args: None)
+    assert worker.up().backend_base_url == "http://model-stub:8080"
+
+
 def test_describe_gives_the_behave_arguments_and_masks_nothing_it_should_not(tmp_path):
     stack = SimpleNamespace(name="local", config=suite_config.load({}), processes={})
     described = standalone.describe(stack, ENDPOINTS)
