@@ -101,6 +101,12 @@ def test_more_workers_than_scenarios_starts_only_the_needed_ones():
     assert [w.name for w in rp.plan(with_serial(scenarios(2), 1), 8, "serial", "private", None)] == ["w1", "private"]
 
 
+def test_with_no_serial_scenario_selected_every_worker_shares_the_one_stack():
+    workers = rp.plan(scenarios(6), 2, "serial", "private", None)
+    assert [(w.name, w.own_stack) for w in workers] == [("w1", False), ("w2", False)]
+    assert sorted(s.location for w in workers for s in w.scenarios) == sorted(s.location for s in scenarios(6))
+
+
 def with_serial(items: list, count: int, seconds: float = 10.0) -> list:
     """The first `count` scenarios tagged @serial and made long, as the real ones are."""
     for s in items[:count]:
