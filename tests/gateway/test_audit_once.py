@@ -23,25 +23,15 @@ import pytest
 from sqlalchemy import select
 
 from support.api import ApiClient
-from support.config import load
 from support.database import Database
 from support.keys import KeyMaterial
 from support.namespace import Namespace
 from support.platform import Platform
-from support.stacks import make_stack
 from support.world import World
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 MALFORMED = {"invalid_json", "invalid_request", "unsupported", "body_too_large", "invalid_idempotency_key"}
 PUBLIC_MUTATIONS = {"/auth/login", "/auth/refresh", "/invitations/{token}/accept"}
-
-
-@pytest.fixture(scope="module")
-def stack():
-    local = make_stack(load({}, environ={}))
-    local.up()
-    yield local
-    local.down()
 
 
 @pytest.fixture(scope="module")

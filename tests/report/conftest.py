@@ -1,11 +1,32 @@
-"""Headless Chromium for the report tests (Debian's chromium; flags from the toolchain notes)."""
+"""Headless Chromium for the report tests (Debian's chromium; flags from the toolchain notes), and the report
+served by scripts/serve-report."""
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+SERVE_REPORT = Path(__file__).resolve().parents[2] / "scripts" / "serve-report"
+
+
+@pytest.fixture(scope="module")
+def served_report(report):
+    """scripts/serve-report on the module's HTML report (`report["out"]`); the URL it serves it at."""
+    proc = subprocess.Popen([sys.executable, str(SERVE_REPORT), str(report["out"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
+        yield line.split(" at ", 1)[1].split()[0]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

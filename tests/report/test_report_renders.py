@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -246,25 +245,6 @@ def test_run_metadata_is_written_when_missing(behave_run, report):
 # ---------------------------------------------------------------------------
 # browser: the report renders, deep link to the failing test
 # ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def served_report(report):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve-report"),
-                             str(report["out"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
-        url = line.split(" at ", 1)[1].split()[0]
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def failing_test_id(report):
     by_id = json.loads((report["out"] / "test-results.json").read_text())["byId"]
     [test_id] = [tid for tid, tr in by_id.items() if tr["name"] == FAILING]

@@ -54,23 +54,6 @@ def report(run, tmp_path_factory):
     return {"out": out, "test_id": test_id}
 
 
-@pytest.fixture(scope="module")
-def served(report):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve-report"), str(report["out"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
-        yield line.split(" at ", 1)[1].split()[0]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _step(report, name: str) -> dict:
     detail = json.loads((report["out"] / "data" / "test-results" / f"{report['test_id']}.json").read_text())
     [step] = [s for s in detail["steps"] if s.get("type") == "step" and s["name"] == name]
@@ -82,7 +65,7 @@ def _links(step: dict) -> dict:
             if child.get("type") == "attachment"}
 
 
-def test_the_failed_steps_evidence_is_in_the_report_and_served(report, served):
+def test_the_failed_steps_evidence_is_in_the_report_and_served(report, served_report):
     links = _links(_step(report, FAILED_STEP))
     assert set(DOSSIER) <= set(links), sorted(links)
     # The refused request was made by the step before (its exchange is attached there, as it happened) and is
@@ -91,7 +74,8 @@ def test_the_failed_steps_evidence_is_in_the_report_and_served(report, served):
             if name.startswith("POST /orgs/") and "→ 403" in name]
     assert made, "the refused request is not attached to the step that made it"
     link = links["Failure: last exchanges"]
-    with urllib.request.urlopen(f"{served}data/attachments/{link['id']}{link.get('ext', '')}", timeout=10) as resp:
+    attachment = f"{served_report}data/attachments/{link['id']}{link.get('ext', '')}"
+    with urllib.request.urlopen(attachment, timeout=10) as resp:
         last = json.loads(resp.read().decode())
     refused = [e for e in last if (e.get("response") or {}).get("status") == 403]
     assert refused and f"[{refused[-1]['request_id']}]" in made[-1], (made, last)
@@ -108,8 +92,8 @@ def test_no_secret_in_the_generated_report(run, report):
     assert not leaks, sorted(set(leaks))
 
 
-def test_chromium_shows_the_failed_step_with_its_evidence(report, served, tmp_path, headless_chromium):
-    page = f"{served}index.html#{report['test_id']}"
+def test_chromium_shows_the_failed_step_with_its_evidence(report, served_report, tmp_path, headless_chromium):
+    page = f"{served_report}index.html#{report['test_id']}"
     dom = headless_chromium("--dump-dom", page, window="1400,1700")
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout

@@ -6,14 +6,6 @@ from support.config import SuiteSetupError, load
 from support.stacks import make_stack
 
 
-@pytest.fixture(scope="module")
-def stack():
-    local = make_stack(load({}, environ={}))
-    local.up()
-    yield local
-    local.down()
-
-
 def test_the_embedded_stack_is_ready_and_describes_itself(stack):
     client = ApiClient(stack.endpoints.base_url, request_id_prefix="t.stack", trace_id="0" * 31 + "1", timeout=5)
     response = client.get("/readyz")

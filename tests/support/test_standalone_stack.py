@@ -2,7 +2,6 @@
 and the external stack reading that stack's process logs from -D logs_dir."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 from support import config as suite_config
