@@ -10,8 +10,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from gateway.db import Database
 from gateway.security import KeyRing
@@ -61,3 +62,7 @@ class Runtime:
 
 def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+"""A route's parameter of this type receives the running gateway's shared state."""

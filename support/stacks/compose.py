@@ -107,10 +107,10 @@ def project_name(run_id: str, worker: str = "") -> str:
 
 
 def source_digest(root: Path = ROOT, extra: str = "") -> str:
-    """A digest of what the gateway image is built from: its Dockerfile, the gateway package, the wheels' stamp."""
+    """A digest of what the gateway image is built from: its Dockerfile, the gateway and model stub packages, the wheels' stamp."""
     digest = hashlib.sha256(extra.encode())
     files = [root / "compose" / "Dockerfile", root / ".dockerignore"]
-    files += sorted(p for p in (root / "gateway").rglob("*")
+    files += sorted(p for package in ("gateway", "model_stub") for p in (root / package).rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
     for path in files:
         if path.is_file():

@@ -40,7 +40,7 @@ class LocalStack(Stack):
         repo = config_repo.create(self.run_dir / "config-repo", stub_url)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
         self.processes["model-stub"] = ChildProcess(
-            "model-stub", [sys.executable, "-m", "gateway.model_stub", "--host", "127.0.0.1", "--port", str(stub_port)],
+            "model-stub", [sys.executable, "-m", "model_stub", "--host", "127.0.0.1", "--port", str(stub_port)],
             env=env, log_path=self.run_dir / "model-stub.log", cwd=ROOT)
         self.processes["gateway"] = ChildProcess(
             "gateway", [sys.executable, "-m", "gateway"],

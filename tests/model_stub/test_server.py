@@ -1,4 +1,4 @@
-"""Tests of gateway/model_stub.py, run as a real subprocess (python -m gateway.model_stub)."""
+"""Tests of model_stub/ (the model backend double), run as a real subprocess (python -m model_stub)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _start_stub(tmp: Path) -> Stub:
     stderr_path = tmp / "stub.err"
     stderr = open(stderr_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.model_stub", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "model_stub", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         stdout=stdout,
         stderr=stderr,
@@ -495,7 +495,7 @@ def test_stops_promptly_with_a_hanging_request(tmp_path):
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_port_zero_announces_the_port(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.model_stub", "--port", "0"],
+        [sys.executable, "-m", "model_stub", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -2,7 +2,7 @@
 
 Run it as::
 
-    python -m gateway.model_stub --host 127.0.0.1 --port 9100
+    python -m model_stub --host 127.0.0.1 --port 9100
 
 Model API (namespace ``default`` when the ``/ns/{ns}`` prefix is absent)::
 
@@ -294,7 +294,7 @@ class CloseConnection(Response):
         transport = scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
         if transport is None:
             raise RuntimeError(
-                "drop needs the model stub's uvicorn protocol (run python -m gateway.model_stub)"
+                "drop needs the model stub's uvicorn protocol (run python -m model_stub)"
             )
         transport.close()
         try:
@@ -602,7 +602,7 @@ def build_server(host: str, port: int, log_level: str = "warning") -> tuple[uvic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.model_stub",
+        prog="python -m model_stub",
         description="Deterministic OpenAI-compatible model backend stub with a control API.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -623,6 +623,3 @@ def main(argv: list[str] | None = None) -> int:
     server.run(sockets=[sock])
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
