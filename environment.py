@@ -7,17 +7,18 @@ import os
 import secrets
 import sys
 
-from support import config as suite_config
-from support import evidence, failure_dossier
-from support.api import ApiClient
-from support.config import SuiteSetupError
-from support.database import Database
-from support.keys import KeyMaterial
-from support.model_backends import ModelBackends
-from support.namespace import Namespace
-from support.platform import Platform
+from support.harness import config as suite_config
+from support.client import evidence
+from support.client import failure_dossier
+from support.client.api import ApiClient
+from support.harness.config import SuiteSetupError
+from support.database.reflection import Database
+from support.tokens.signing_keys import KeyMaterial
+from support.domain.model_backends import ModelBackends
+from support.harness.namespace import Namespace
+from support.domain.platform_api import Platform
 from support.stacks import make_stack
-from support.world import World
+from support.harness.world import World
 
 
 def _stop_run(context, message: str) -> None:

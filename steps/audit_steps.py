@@ -5,10 +5,10 @@ from datetime import datetime
 
 from behave import given, then, when
 
-from support import step_types  # noqa: F401  (registers {name:Name}, {pronoun:Pronoun}, ...)
-from support.assertions import expect_equal, expect_status, expect_true
-from support.waits import wait_until
-from support.audit import HEX32, Actor, AuditTrail, last_audited_request, leaks, secrets_handled
+from support.harness import step_types  # noqa: F401  (registers {name:Name}, {pronoun:Pronoun}, ...)
+from support.harness.assertions import expect_equal, expect_status, expect_true
+from support.harness.waits import wait_until
+from support.domain.audit_log import HEX32, Actor, AuditTrail, last_audited_request, leaks, secrets_handled
 
 TARGETS = {"a key": "key", "an invitation": "invitation", "the org": "org", "a user": "user", "a model": "model",
            "an account": "account", "a reservation": "reservation", "its route": None}

@@ -1,9 +1,9 @@
 """Logging in, refreshing, forged tokens and signing-key rotation."""
 from behave import given, then, when
 
-from support import step_types  # noqa: F401  (registers {name:Name}, {pronoun:Pronoun}, ...)
-from support.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.identity import Identity, Rotation, expect_unauthenticated, for_scenario
+from support.harness import step_types  # noqa: F401  (registers {name:Name}, {pronoun:Pronoun}, ...)
+from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.domain.identity import Identity, Rotation, expect_unauthenticated, for_scenario
 
 
 # ---- logging in ----------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Billing: credit accounts, reservations, the ledger, identity anchors and the service and admin tokens."""
 from behave import given, then, when
 
-from support.assertions import expect_equal, expect_status, expect_true
-from support.billing import Billing
-from support.money import micros
+from support.harness.assertions import expect_equal, expect_status, expect_true
+from support.domain.billing import Billing
+from support.harness.money import micros
 
 
 def billing(context) -> Billing:

@@ -1,9 +1,10 @@
 """Budgets: what a chat request is charged, and an org's budget limit holding under a burst."""
 from behave import given, then, when
 
-from support import budgets, spend
-from support.assertions import expect_equal
-from support.money import micros
+from support.domain import budgets
+from support.database import spend
+from support.harness.assertions import expect_equal
+from support.harness.money import micros
 
 
 @given('the key "{key}" has spent the whole budget of "{org}" on "{model}"')

@@ -1,15 +1,15 @@
 """Declarative configuration: the operator commits to git, the gateway converges, drift is reported or healed.
 
 Read like Argo CD's e2e DSL (commit, sync, expect a status until a deadline), in business words. What "Synced at
-that commit" means with scenarios running in parallel is explained in support/declarations.py."""
+that commit" means with scenarios running in parallel is explained in support/domain/convergence.py."""
 import re
 
 from behave import given, then, when
 
-from support.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.declarations import Declarations
-from support.money import micros, usd
-from support.waits import wait_until
+from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.domain.convergence import Declarations
+from support.harness.money import micros, usd
+from support.harness.waits import wait_until
 
 SETTLE_SECONDS = 15  # how long a Given waits for its own declaration to be applied
 

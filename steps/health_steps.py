@@ -2,7 +2,7 @@
 from behave import given, then, when
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.assertions import expect_equal, expect_status, expect_true
+from support.harness.assertions import expect_equal, expect_status, expect_true
 
 LIVENESS = "/healthz"
 

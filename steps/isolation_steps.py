@@ -1,10 +1,10 @@
 """Tenant isolation: one org's identities probing another org."""
 from behave import given, then, when
 
-from support import step_types  # noqa: F401  (registers {name:Name}, ...)
-from support.assertions import expect_equal, expect_status, expect_true
-from support.identity import for_scenario
-from support.tenancy import Tenancy, answer_shape
+from support.harness import step_types  # noqa: F401  (registers {name:Name}, ...)
+from support.harness.assertions import expect_equal, expect_status, expect_true
+from support.domain.identity import for_scenario
+from support.domain.tenancy import Tenancy, answer_shape
 
 ANSWERS = {"not found": 404, "unauthenticated": 401}
 

@@ -3,9 +3,9 @@ import secrets
 
 from behave import given, then, when
 
-from support import step_types  # noqa: F401  (registers {name:Name}, {api:Api}, ...)
-from support.assertions import expect_equal, expect_status, expect_true
-from support.identity import columns_holding, expect_unauthenticated, for_scenario
+from support.harness import step_types  # noqa: F401  (registers {name:Name}, {api:Api}, ...)
+from support.harness.assertions import expect_equal, expect_status, expect_true
+from support.domain.identity import columns_holding, expect_unauthenticated, for_scenario
 
 
 @when('{person} issues the API key "{key}" for "{org}"')

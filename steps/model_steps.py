@@ -2,10 +2,10 @@
 import parse
 from behave import given, register_type, then, when
 
-from support import routing
-from support.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.money import micros
-from support.seed import seed_org_policy
+from support.domain import model_routes as routing
+from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.harness.money import micros
+from support.database.seeding import seed_org_policy
 
 
 @parse.with_pattern(r"[a-z][a-z-]*")

@@ -1,8 +1,8 @@
 """Orgs and the people in them."""
 from behave import given, then, when
 
-from support.assertions import expect_status, expect_true
-from support.money import micros
+from support.harness.assertions import expect_status, expect_true
+from support.harness.money import micros
 
 
 @given('the org "{org}" with its owner "{owner}"')

@@ -5,11 +5,11 @@ from pathlib import Path
 
 from behave import given, then, when
 
-from support import evidence
-from support.assertions import expect_equal, expect_status, expect_true
-from support.conservation import account_ledger, reconciliation
-from support.load import LoadKey, LoadRefused, run_chat_load
-from support.money import micros, usd
+from support.client import evidence
+from support.harness.assertions import expect_equal, expect_status, expect_true
+from support.database.conservation import account_ledger, reconciliation
+from support.stress.load import LoadKey, LoadRefused, run_chat_load
+from support.harness.money import micros, usd
 
 MAX_REQUESTS = 20_000  # the count bound of a load run, whatever its duration
 

@@ -1,7 +1,7 @@
 """Rate limits per API key."""
 from behave import given, then
 
-from support import rate_limits
+from support.domain import rate_limits
 
 
 @given('"{org}" allows each key {count:d} requests every {seconds:d} seconds')

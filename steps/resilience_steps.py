@@ -1,17 +1,18 @@
 """Resilience: hung backends, a database that goes away, a gateway killed mid-request, bursts of garbage.
 
-Faults are injected through support/faults.py and the stack; money is checked through support/conservation.py.
+Faults are injected through support/stress/faults.py and the stack; money is checked through support/database/conservation.py.
 """
 from datetime import datetime, timezone
 
 from behave import given, step, then, when
 
-from support import evidence, faults
-from support.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.conservation import account_ledger, cost_micros, reconciliation
-from support.model_backends import Backend
-from support.seed import remove_model, seed_model
-from support.waits import wait_until
+from support.client import evidence
+from support.stress import faults
+from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.database.conservation import account_ledger, cost_micros, reconciliation
+from support.domain.model_backends import Backend
+from support.database.seeding import remove_model, seed_model
+from support.harness.waits import wait_until
 
 PRICES = (1_000_000, 2_000_000)  # micro-USD per 1k prompt and completion tokens for the models seeded here
 # What a timeout bound may overrun by on a busy machine: the answer after the fallback, and scheduling.

@@ -1,10 +1,10 @@
 """Roles in an org: what each may do, escalation attempts, mass assignment and the last owner."""
 from behave import given, then, when
 
-from support import step_types  # noqa: F401  (registers {name:Name}, {role:Role}, ...)
-from support.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.identity import for_scenario
-from support.roles import action, smuggle
+from support.harness import step_types  # noqa: F401  (registers {name:Name}, {role:Role}, ...)
+from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.domain.identity import for_scenario
+from support.domain.roles import action, smuggle
 
 OUTCOMES = ("allowed", "denied")
 

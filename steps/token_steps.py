@@ -4,8 +4,8 @@ import time
 import jwt
 from behave import then, when
 
-from support.assertions import expect_status, expect_true
-from support.jwks import PRIVATE_MEMBERS, verify_with_jwks
+from support.harness.assertions import expect_status, expect_true
+from support.tokens.jwks import PRIVATE_MEMBERS, verify_with_jwks
 
 
 def _published_keys(context) -> dict:

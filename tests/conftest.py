@@ -1,7 +1,7 @@
 """Fixtures shared across the test folders."""
 import pytest
 
-from support.config import load
+from support.harness.config import load
 from support.stacks import make_stack
 
 

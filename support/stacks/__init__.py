@@ -1,7 +1,7 @@
 """Stack backends: `local` (embedded, the default), `compose` (Docker) and `external` (a deployment by URL)."""
 from __future__ import annotations
 
-from support.config import SuiteConfig
+from support.harness.config import SuiteConfig
 from support.stacks.base import Endpoints, Stack
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import requests
 
-from support.config import SuiteConfig, SuiteSetupError
-from support.waits import WaitTimeout, wait_until
+from support.harness.config import SuiteConfig, SuiteSetupError
+from support.harness.waits import WaitTimeout, wait_until
 
 
 # Gateway settings for stacks the suite starts: short timers so waits are short, a cheaper password hash so

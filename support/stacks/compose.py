@@ -33,11 +33,11 @@ from pathlib import Path
 
 import requests
 
-from support.config import SuiteSetupError
-from support.keys import generate_keys, require_keys_dir
+from support.harness.config import SuiteSetupError
+from support.tokens.signing_keys import generate_keys, require_keys_dir
 from support.stacks import config_repo
 from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
-from support.waits import WaitTimeout, wait_until
+from support.harness.waits import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"

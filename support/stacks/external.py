@@ -6,7 +6,7 @@ from pathlib import Path
 
 import requests
 
-from support.config import SuiteSetupError
+from support.harness.config import SuiteSetupError
 from support.stacks.base import Endpoints, Stack
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from support.config import SuiteSetupError
-from support.keys import generate_keys, require_keys_dir
+from support.harness.config import SuiteSetupError
+from support.tokens.signing_keys import generate_keys, require_keys_dir
 from support.stacks import config_repo
 from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
 from support.stacks.processes import ChildProcess, free_port
@@ -119,7 +119,7 @@ class LocalStack(Stack):
 
     def stop_database(self) -> str:
         """Make the gateway's database unavailable until start_database(); returns how, in a few words."""
-        from support.faults import database_outage
+        from support.stress.faults import database_outage
         if getattr(self, "_outage", None) is None:
             self._outage = database_outage(self.endpoints.database_url, self.server_url, self.created_database)
             self._outage.begin()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from support import config as suite_config
-from support.redaction import mask_url
+from support.harness import config as suite_config
+from support.harness.redaction import mask_url
 from support.stacks import Endpoints, Stack, make_stack
 
 # The suite options that say where an already running stack is (what `-D stack=external` needs).

@@ -22,12 +22,12 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from support.api import ApiClient
-from support.database import Database
-from support.keys import KeyMaterial
-from support.namespace import Namespace
-from support.platform import Platform
-from support.world import World
+from support.client.api import ApiClient
+from support.database.reflection import Database
+from support.tokens.signing_keys import KeyMaterial
+from support.harness.namespace import Namespace
+from support.domain.platform_api import Platform
+from support.harness.world import World
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 MALFORMED = {"invalid_json", "invalid_request", "unsupported", "body_too_large", "invalid_idempotency_key"}

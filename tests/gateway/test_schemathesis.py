@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from support.config import load as load_config
-from support.keys import KeyMaterial
+from support.harness.config import load as load_config
+from support.tokens.signing_keys import KeyMaterial
 from support.stacks.local import LocalStack
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "8"))

@@ -1,7 +1,7 @@
 """End-to-end check of the report tooling.
 
 A throwaway behave project (its own features/, steps/, environment.py in a temp dir) is
-run with support.allure_formatter:AllureFormatter; the Allure results are checked
+run with support.client.reporting:AllureFormatter; the Allure results are checked
 (one result per scenario, also under a Rule and per outline row; capability labels;
 the evidence attached to the failing step); then scripts/report builds the HTML report,
 scripts/serve-report serves it on 127.0.0.1 and headless Chromium renders the failing
@@ -131,7 +131,7 @@ def behave_run(tmp_path_factory):
     python = str(PYTHON if PYTHON.exists() else Path(sys.executable))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [python, "-m", "behave", "-f", "support.allure_formatter:AllureFormatter",
+        [python, "-m", "behave", "-f", "support.client.reporting:AllureFormatter",
          "-o", str(results), "-f", "progress"],
         cwd=project, env=env, capture_output=True, text=True, timeout=120)
     output = proc.stdout + proc.stderr

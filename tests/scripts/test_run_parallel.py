@@ -266,7 +266,7 @@ def before_scenario(context, scenario):
     rendezvous = os.environ.get("FAKE_RENDEZVOUS")
     if rendezvous and "serial" in scenario.effective_tags:
         # Passes only if a shared-stack worker runs while this @serial scenario waits.
-        from support.waits import wait_until
+        from support.harness.waits import wait_until
         wait_until("a shared-stack worker's scenario", lambda: os.path.exists(rendezvous), bool, timeout=60)
     elif rendezvous:
         open(rendezvous, "a").close()
@@ -306,7 +306,7 @@ junit_directory = reports/junit
 scenario_outline_annotation_schema = {name} -- @{row.id}
 
 [behave.formatters]
-allure = support.allure_formatter:AllureFormatter
+allure = support.client.reporting:AllureFormatter
 """
 
 

@@ -5,7 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from support.audit import secrets_handled
+from support.domain.audit_log import secrets_handled
 
 _spec = importlib.util.spec_from_file_location("project_environment",
                                                Path(__file__).resolve().parents[2] / "environment.py")

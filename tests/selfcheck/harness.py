@@ -83,7 +83,7 @@ def _run() -> Run:
     started = time.monotonic()
     proc = subprocess.run(
         [python, "-m", "behave", str(FEATURES),
-         "-f", "support.allure_formatter:AllureFormatter", "-o", str(results),
+         "-f", "support.client.reporting:AllureFormatter", "-o", str(results),
          "-f", "pretty", "-o", str(console),
          "--junit", "--junit-directory", str(junit), "--no-color",
          "-D", f"keys_dir={keys}", "-D", f"selfcheck.secrets_file={secrets_file}"],

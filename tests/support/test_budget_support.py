@@ -1,7 +1,7 @@
 """The suite's own budget helpers: reading amounts out of a refusal's message, and the books' self-check."""
-from support.budgets import mentions_amount
-from support.routing import cost
-from support.spend import Books
+from support.domain.budgets import mentions_amount
+from support.domain.model_routes import cost
+from support.database.spend import Books
 
 
 def test_an_amount_is_recognised_in_dollars_or_micros():

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from support.config import SuiteSetupError, load
-from support.model_backends import Backend, ModelBackends
+from support.harness.config import SuiteSetupError, load
+from support.domain.model_backends import Backend, ModelBackends
 from support.stacks import config_repo
 from support.stacks.compose import (STUB_IN_NETWORK, ComposeStack, compose_command, docker_unreachable,
                                     project_name, source_digest)
@@ -197,7 +197,7 @@ def test_sigterm_takes_the_project_down_then_ends_the_process(fake_docker, tmp_p
     child = textwrap.dedent(f"""\
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from support.config import load
+        from support.harness.config import load
         from support.stacks.compose import ComposeStack
         stack = ComposeStack(load({{"stack": "compose", "run_id": "sig1"}}, environ={{}}))
         stack.compose, stack.env = [stack.docker, "compose"], dict(stack.environ)

@@ -1,6 +1,6 @@
 import pytest
 
-from support.config import SuiteSetupError, load
+from support.harness.config import SuiteSetupError, load
 
 
 def test_defaults_are_the_embedded_stack():

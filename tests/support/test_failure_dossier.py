@@ -4,8 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from support import evidence, failure_dossier
-from support.api import Exchange
+from support.client import evidence
+from support.client import failure_dossier
+from support.client.api import Exchange
 
 KEY = "tg_abcdefghijklmnopqrstuvwxyz012345"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from support.forgery import FORGERIES, Genuine, forge, resign, unverified
-from support.keys import KeyMaterial
+from support.tokens.forgery import FORGERIES, Genuine, forge, resign, unverified
+from support.tokens.signing_keys import KeyMaterial
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,8 @@
 """The embedded stack as a user meets it: it comes up, and when the gateway dies the next request says why."""
 import pytest
 
-from support.api import ApiClient, GatewayUnreachable
-from support.config import SuiteSetupError, load
+from support.client.api import ApiClient, GatewayUnreachable
+from support.harness.config import SuiteSetupError, load
 from support.stacks import make_stack
 
 

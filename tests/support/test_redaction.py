@@ -1,6 +1,6 @@
 import json
 
-from support.redaction import fingerprint, mask_body, mask_headers, mask_text, register_secret
+from support.harness.redaction import fingerprint, mask_body, mask_headers, mask_text, register_secret
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c3JfMSJ9.c2lnbmF0dXJlLWJ5dGVz"
 KEY = "tg_abcdefghijklmnopqrstuvwxyz012345"
@@ -60,7 +60,7 @@ def test_token_type_and_token_counts_are_not_secrets_but_tokens_are():
 
 
 def test_mask_strings_keeps_field_names_and_shape():
-    from support.redaction import mask_strings
+    from support.harness.redaction import mask_strings
     assert mask_strings({"name": f"uses {KEY}", "n": 1, "list": [JWT]}) == {
         "name": f"uses «masked:api-key#{fingerprint(KEY)}»", "n": 1, "list": [f"«masked:jwt#{fingerprint(JWT)}»"]}
 
@@ -68,7 +68,7 @@ def test_mask_strings_keeps_field_names_and_shape():
 # ---- failure messages ---------------------------------------------------------------------------------------------
 
 def test_an_assertion_is_masked_in_place_keeping_its_type_and_traceback():
-    from support.redaction import mask_exception
+    from support.harness.redaction import mask_exception
     try:
         raise AssertionError(f"the body was {{'key': '{KEY}'}}")
     except AssertionError as exc:
@@ -77,7 +77,7 @@ def test_an_assertion_is_masked_in_place_keeping_its_type_and_traceback():
 
 
 def test_an_exception_whose_message_is_not_its_args_is_replaced_by_a_masked_one():
-    from support.redaction import mask_exception
+    from support.harness.redaction import mask_exception
 
     class Odd(Exception):
         def __str__(self):
@@ -88,7 +88,7 @@ def test_an_exception_whose_message_is_not_its_args_is_replaced_by_a_masked_one(
 
 
 def test_chained_exceptions_are_masked_too():
-    from support.redaction import mask_exception
+    from support.harness.redaction import mask_exception
     try:
         try:
             raise ValueError(f"inner {JWT}")
@@ -102,7 +102,7 @@ def test_chained_exceptions_are_masked_too():
 def test_guarded_step_functions_raise_masked_and_keep_their_location():
     from behave.step_registry import StepRegistry
 
-    from support.evidence import guard_step_functions
+    from support.client.evidence import guard_step_functions
 
     registry = StepRegistry()
 
@@ -124,7 +124,7 @@ def test_guarded_step_functions_raise_masked_and_keep_their_location():
 def test_log_records_are_masked_once_installed():
     import logging
 
-    from support.evidence import mask_log_records
+    from support.client.evidence import mask_log_records
     saved = logging.getLogRecordFactory()
     try:
         mask_log_records()

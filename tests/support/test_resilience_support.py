@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from support.conservation import AccountLedger
-from support.faults import CORPUS, FaultUnavailable, PostgresGate, SqliteLock, at_once, database_outage, require
-from support.load import LoadKey, LoadRefused, percentile, run_chat_load
+from support.database.conservation import AccountLedger
+from support.stress.faults import CORPUS, FaultUnavailable, PostgresGate, SqliteLock, at_once, database_outage, require
+from support.stress.load import LoadKey, LoadRefused, percentile, run_chat_load
 
 
 def test_calls_made_at_once_run_side_by_side_and_answer_by_name():

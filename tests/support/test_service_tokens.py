@@ -1,4 +1,4 @@
-"""support/service_tokens.py: each credential phrase makes a token that is wrong in exactly the way it says."""
+"""support/tokens/service_tokens.py: each credential phrase makes a token that is wrong in exactly the way it says."""
 from __future__ import annotations
 
 import subprocess
@@ -8,8 +8,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from support import service_tokens
-from support.keys import ADMIN_AUDIENCE, SERVICE_AUDIENCE, KeyMaterial
+from support.tokens import service_tokens
+from support.tokens.signing_keys import ADMIN_AUDIENCE, SERVICE_AUDIENCE, KeyMaterial
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from support import config as suite_config
+from support.harness import config as suite_config
 from support.stacks import Endpoints
 from support.stacks import standalone
 from support.stacks.external import ExternalStack

@@ -1,8 +1,8 @@
 import pytest
 
-from support.money import micros, usd
-from support.namespace import Namespace
-from support.waits import WaitTimeout, wait_until
+from support.harness.money import micros, usd
+from support.harness.namespace import Namespace
+from support.harness.waits import WaitTimeout, wait_until
 
 
 @pytest.mark.parametrize("text, expected", [("10.00 USD", 10_000_000), ("0.000001 USD", 1), ("2 USD", 2_000_000)])

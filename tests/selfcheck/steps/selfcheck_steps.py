@@ -4,7 +4,7 @@ import logging
 
 from behave import then
 
-from support.audit import secrets_handled
+from support.domain.audit_log import secrets_handled
 
 
 @then("the self-check fails, quoting every secret it holds")

@@ -1,0 +1,134 @@
+"""The suite's HTTP client: correlation headers on every request, every exchange recorded as masked evidence."""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import requests
+
+from support.client import evidence
+from support.harness.redaction import mask_body, mask_headers, mask_text
+
+
+@dataclass
+class Exchange:
+    method: str
+    url: str
+    path: str
+    request_headers: dict
+    request_body: object
+    request_id: str
+    status: int | None = None
+    response_headers: dict = field(default_factory=dict)
+    text: str = ""
+    elapsed_ms: float = 0.0
+    error: str | None = None
+
+    def json(self):
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            raise AssertionError(f"{self.method} {self.path} (request id {self.request_id}) answered {self.status} "
+                                 f"with a body that is not JSON: {mask_text(self.text[:300])!r}") from None
+
+    @property
+    def served_request_id(self) -> str | None:
+        return self.response_headers.get("X-Request-ID")
+
+    def title(self) -> str:
+        outcome = self.status if self.status is not None else "no answer"
+        return f"{self.method} {mask_text(self.path)} → {outcome} ({self.elapsed_ms:.0f} ms) [{self.request_id}]"
+
+    def evidence(self) -> dict:
+        return {"request_id": self.request_id, "elapsed_ms": round(self.elapsed_ms, 2),
+                "request": {"method": self.method, "url": mask_text(self.url), "headers": mask_headers(self.request_headers),
+                            "body": mask_body(self.request_body)},
+                "response": {"status": self.status, "headers": mask_headers(self.response_headers),
+                             "body": mask_body(self.text)} if self.error is None else None,
+                "error": self.error}
+
+    def summary(self) -> str:
+        """The exchange in one paragraph, for failure messages."""
+        body = mask_body(self.text)
+        if len(body) > 600:
+            body = body[:600] + " …"
+        return (f"{self.method} {mask_text(self.path)} → {self.status} [request id {self.request_id}]\n"
+                f"response body: {body}")
+
+
+class GatewayUnreachable(AssertionError):
+    """The gateway did not answer at all; the message says which request and what the stack last logged."""
+
+
+class ApiClient:
+    def __init__(self, base_url: str, *, request_id_prefix: str, trace_id: str, timeout: float,
+                 diagnose: Callable[[], str] | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.request_id_prefix = request_id_prefix
+        self.trace_id = trace_id
+        self.timeout = timeout
+        self.diagnose = diagnose
+        self.session = requests.Session()
+        self.exchanges: list[Exchange] = []
+        self._sequence = 0
+
+    def next_request_id(self) -> str:
+        self._sequence += 1
+        return f"{self.request_id_prefix}.{self._sequence:03d}"
+
+    def request(self, method: str, path: str, *, token: str | None = None, json_body=None, data=None,
+                headers: dict | None = None, timeout: float | None = None) -> Exchange:
+        request_id = self.next_request_id()
+        sent = {"X-Request-ID": request_id, "traceparent": f"00-{self.trace_id}-{secrets.token_hex(8)}-01"}
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        sent.update(headers or {})
+        sent = {name: value for name, value in sent.items() if value is not None}  # a None header is not sent
+        if sent.get("X-Request-ID") != request_id:  # the caller chose the request id (or sent none)
+            request_id = sent.get("X-Request-ID") or f"{request_id}(unsent)"
+        exchange = Exchange(method, self.base_url + path, path, sent, json_body if data is None else data, request_id)
+        started = time.perf_counter()
+        try:
+            response = self.session.request(method, exchange.url, json=json_body, data=data, headers=sent,
+                                            timeout=timeout or self.timeout)
+        except requests.RequestException as exc:
+            exchange.elapsed_ms = (time.perf_counter() - started) * 1000
+            exchange.error = f"{type(exc).__name__}: {exc}"
+            self._record(exchange)
+            detail = self.diagnose() if self.diagnose else ""
+            raise GatewayUnreachable(
+                f"{method} {mask_text(path)} (request id {request_id}) got no answer from the gateway at {self.base_url}: "
+                f"{type(exc).__name__}.{detail}") from None
+        exchange.elapsed_ms = (time.perf_counter() - started) * 1000
+        exchange.status = response.status_code
+        exchange.response_headers = response.headers  # case-insensitive
+        if "X-Request-ID" not in sent and response.headers.get("X-Request-ID"):
+            exchange.request_id = response.headers["X-Request-ID"]  # the one the gateway made up
+        exchange.text = response.text
+        self._record(exchange)
+        return exchange
+
+    def _record(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+        evidence.attach_exchange(exchange)
+
+    def get(self, path: str, **kw) -> Exchange:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw) -> Exchange:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw) -> Exchange:
+        return self.request("PUT", path, **kw)
+
+    def patch(self, path: str, **kw) -> Exchange:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw) -> Exchange:
+        return self.request("DELETE", path, **kw)
+
+    def close(self) -> None:
+        self.session.close()

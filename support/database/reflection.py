@@ -1,0 +1,42 @@
+"""The gateway's database as the suite sees it: tables reflected from the live schema, never imported."""
+from __future__ import annotations
+
+from sqlalchemy import MetaData, Table, create_engine
+from sqlalchemy.engine import Engine
+
+from support.harness.config import SuiteSetupError
+from support.harness.redaction import mask_url
+
+
+class Database:
+    def __init__(self, url: str | None):
+        self.url = url
+        self._engine: Engine | None = None
+        self._metadata: MetaData | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self.url is None:
+            raise AssertionError("This step reads or seeds the gateway's database, but the stack gave no database "
+                                 "address: pass -D database_url=... for an external stack.")
+        if self._engine is None:
+            connect_args = {"timeout": 30} if self.url.startswith("sqlite") else {}
+            self._engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        return self._engine
+
+    def table(self, name: str) -> Table:
+        if self._metadata is None:
+            self._metadata = MetaData()
+            try:
+                self._metadata.reflect(self.engine)
+            except Exception as exc:
+                raise SuiteSetupError(f"cannot read the gateway's schema at {mask_url(self.url)} "
+                                      f"({type(exc).__name__}); check -D database_url") from None
+        if name not in self._metadata.tables:
+            raise AssertionError(f"The gateway's database has no table '{name}'; tables seen: "
+                                 f"{', '.join(sorted(self._metadata.tables))}")
+        return self._metadata.tables[name]
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()

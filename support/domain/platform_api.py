@@ -1,0 +1,141 @@
+"""The gateway's platform API as business operations. Each returns what the scenario needs next and fails
+with the exchange quoted when a set-up step is refused."""
+from __future__ import annotations
+
+from support.client.api import ApiClient, Exchange
+from support.harness.assertions import expect_status
+from support.tokens.jwks import PublishedKeys
+from support.tokens.signing_keys import KeyMaterial
+from support.harness.namespace import Namespace
+from support.harness.world import KeyRecord, OrgRecord, Person, World
+
+
+class Platform:
+    def __init__(self, api: ApiClient, keys: KeyMaterial, ns: Namespace, world: World):
+        self.api = api
+        self.keys = keys
+        self.ns = ns
+        self.world = world
+        self.published_keys = PublishedKeys(
+            lambda: expect_status(self.api.get("/.well-known/jwks.json"), 200, "fetching the published signing keys")
+            .json())
+
+    # ---- people ------------------------------------------------------------------------------------------------
+
+    def person(self, name: str) -> Person:
+        if name not in self.world.people:
+            self.world.people[name] = Person(name, self.ns.email(name))
+        return self.world.people[name]
+
+    def accept_invitation(self, name: str) -> Exchange:
+        person = self.person(name)
+        token = self.world.invitations.get(name)
+        if token is None:
+            raise AssertionError(f"{name} has no invitation in this scenario")
+        exchange = self.api.post(f"/invitations/{token}/accept", json_body={"name": name, "password": person.password})
+        expect_status(exchange, 200, f"{name} accepting the invitation")
+        person.user_id = exchange.json()["user_id"]
+        return exchange
+
+    def login(self, name: str) -> Exchange:
+        person = self.person(name)
+        exchange = self.api.post("/auth/login", json_body={"email": person.email, "password": person.password})
+        expect_status(exchange, 200, f"{name} logging in")
+        tokens = exchange.json()
+        self.published_keys.verify(tokens["access_token"], f"the access token issued to {name} at login "
+                                   f"[request id {exchange.request_id}]")  # signing drift is caught at once
+        person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
+        return exchange
+
+    def access_token(self, name: str) -> str:
+        person = self.person(name)
+        if person.access_token is None:
+            self.login(name)
+        return person.access_token
+
+    # ---- orgs --------------------------------------------------------------------------------------------------
+
+    def create_org(self, name: str, owner: str, budget_micros: int | None = None) -> OrgRecord:
+        owner_person = self.person(owner)
+        body = {"slug": self.ns.slug(name), "name": name, "owner_email": owner_person.email}
+        if budget_micros is not None:
+            body["budget_micros"] = budget_micros
+        exchange = self.api.post("/admin/orgs", token=self.keys.admin_token(), json_body=body)
+        expect_status(exchange, 201, f"a platform admin creating the org {name!r}")
+        created = exchange.json()
+        org = OrgRecord(name, created["slug"], created["account_id"], created["owner_invitation"]["token"])
+        self.world.orgs[name] = org
+        self.world.invitations[owner] = org.owner_invitation
+        return org
+
+    def org_with_owner(self, name: str, owner: str, budget_micros: int | None = None) -> OrgRecord:
+        org = self.create_org(name, owner, budget_micros)
+        self.accept_invitation(owner)
+        return org
+
+    def invite(self, inviter: str, org_name: str, invitee: str, role: str) -> Exchange:
+        org = self.world.org(org_name)
+        exchange = self.api.post(f"/orgs/{org.slug}/invitations", token=self.access_token(inviter),
+                                 json_body={"email": self.person(invitee).email, "role": role})
+        if exchange.status == 201:
+            self.world.invitations[invitee] = exchange.json()["token"]
+        return exchange
+
+    def add_member(self, org_name: str, person: str, role: str) -> None:
+        """Someone joins the org with a role: invited by the org's owner, and accepted."""
+        owner = self.owner_of(org_name)
+        expect_status(self.invite(owner, org_name, person, role), 201, f"{owner} inviting {person} as {role}")
+        self.accept_invitation(person)
+
+    def owner_of(self, org_name: str) -> str:
+        org = self.world.org(org_name)
+        for person, token in self.world.invitations.items():
+            if token == org.owner_invitation:
+                return person
+        raise AssertionError(f"The scenario does not know who owns {org_name!r}")
+
+    def mint(self, org_name: str, amount_micros: int, reason: str = "acceptance credit") -> Exchange:
+        org = self.world.org(org_name)
+        exchange = self.api.post("/admin/billing/mint", token=self.keys.admin_token(),
+                                 json_body={"account_id": org.account_id, "amount_micros": amount_micros,
+                                            "reason": reason})
+        return expect_status(exchange, 201, f"minting credit for {org_name!r}")
+
+    def usage(self, org_name: str, as_person: str | None = None) -> Exchange:
+        org = self.world.org(org_name)
+        reader = as_person or self.owner_of(org_name)
+        return expect_status(self.api.get(f"/orgs/{org.slug}/usage", token=self.access_token(reader)), 200,
+                             f"reading the usage of {org_name!r}")
+
+    def set_budget(self, person: str, org_name: str, limit_micros: int | None) -> Exchange:
+        """PUT /orgs/{slug}/budget as that person (the answer is returned unchecked)."""
+        org = self.world.org(org_name)
+        return self.api.put(f"/orgs/{org.slug}/budget", token=self.access_token(person),
+                            json_body={"limit_micros": limit_micros})
+
+    def audit(self, org_name: str, **filters) -> list[dict]:
+        org = self.world.org(org_name)
+        query = "&".join(f"{k}={v}" for k, v in filters.items() if v is not None)
+        exchange = self.api.get(f"/orgs/{org.slug}/audit?limit=1000{'&' + query if query else ''}",
+                                token=self.access_token(self.owner_of(org_name)))
+        return expect_status(exchange, 200, f"reading the audit log of {org_name!r}").json()["events"]
+
+    # ---- keys --------------------------------------------------------------------------------------------------
+
+    def issue_key(self, person: str, org_name: str, key_name: str) -> Exchange:
+        org = self.world.org(org_name)
+        exchange = self.api.post(f"/orgs/{org.slug}/keys", token=self.access_token(person),
+                                 json_body={"name": key_name})
+        if exchange.status == 201:
+            body = exchange.json()
+            self.world.keys[key_name] = KeyRecord(key_name, body["id"], body["key"], body["prefix"], org_name)
+        return exchange
+
+    # ---- model traffic -----------------------------------------------------------------------------------------
+
+    def chat(self, key_name: str, model: str, content: str = "Hello, gateway", max_tokens: int | None = 32,
+             **extra) -> Exchange:
+        body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        return self.api.post("/v1/chat/completions", token=self.world.key(key_name).secret, json_body=body)
