@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db.dispose()
 
     app = FastAPI(title="AI gateway (reference)", version="1.0.0", lifespan=lifespan,
-                  description="The reference gateway that keeps ../shared/contract.md; see docs/contract.md.")
+                  description="The reference gateway; it keeps the contract in docs/contract.md.")
     app.state.runtime = rt
     errors.install(app)
     # Model traffic first: routes are matched in order, and chat completions are most of what a gateway serves.
