@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy import select
 
 from gateway import audit
 from gateway.audit import Actor
 from gateway.errors import ApiError
 from gateway.models import ApiKey, Org, User
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import (ACCESS_TYP, ADMIN_AUDIENCE, SERVICE_AUDIENCE, TokenError, sha256_hex,
                               verify_shared_secret_token, verify_user_token)
 
@@ -70,7 +70,7 @@ def _unauthorized(rt: Runtime, request: Request, action: str, reason: str) -> Ap
     return unauthorized(request, action, reason).audited(rt)
 
 
-def user(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+def user(request: Request, rt: RuntimeDep) -> Principal:
     token = _bearer(request)
     if token is None:
         raise _unauthorized(rt, request, "auth.user_token", "no bearer access token was sent")
@@ -108,7 +108,7 @@ def api_key_refusal(request: Request, found) -> Refusal | None:
     return None
 
 
-def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+def api_key(request: Request, rt: RuntimeDep) -> Principal:
     token = api_key_token(request)
     if token is None:
         raise _unauthorized(rt, request, "auth.api_key", NO_API_KEY)
@@ -122,7 +122,7 @@ def api_key(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
     return Principal(Actor("api_key", found.id), org_id=found.org_id, org_slug=found.slug, key_id=found.id)
 
 
-def service(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+def service(request: Request, rt: RuntimeDep) -> Principal:
     token = _bearer(request)
     if not token:
         raise _unauthorized(rt, request, "auth.service_token", "a service token (HS256, aud billing-s2s) is required")
@@ -133,7 +133,7 @@ def service(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
     return Principal(Actor("service", str(claims.get("sub") or "service")), claims=claims)
 
 
-def admin(request: Request, rt: Runtime = Depends(runtime)) -> Principal:
+def admin(request: Request, rt: RuntimeDep) -> Principal:
     token = _bearer(request)
     if not token:
         raise _unauthorized(rt, request, "auth.admin_token", "an admin token (HS256, aud billing-admin) is required")

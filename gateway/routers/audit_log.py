@@ -10,7 +10,7 @@ from gateway import audit
 from gateway.errors import ApiError
 from gateway.models import AuditEvent
 from gateway.principals import Principal, admin, user
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.services.orgs import org_for_member
 
 router = APIRouter()
@@ -40,17 +40,16 @@ def _query(rt: Runtime, *, org: str | None, action: str | None, outcome: str | N
 
 
 @router.get("/orgs/{slug}/audit")
-def org_audit(slug: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime),
-              action: str | None = None, outcome: str | None = None, request_id: str | None = None,
-              since: datetime | None = None, until: datetime | None = None,
-              limit: int = Query(default=100, ge=1, le=1000), cursor: int | None = None):
+def org_audit(slug: str, rt: RuntimeDep, principal: Principal = Depends(user), action: str | None = None,
+              outcome: str | None = None, request_id: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, limit: int = Query(default=100, ge=1, le=1000), cursor: int | None = None):
     org_for_member(rt, principal, slug, "audit.read")
     return _query(rt, org=slug, action=action, outcome=outcome, request_id=request_id, since=since, until=until,
                   limit=limit, cursor=cursor)
 
 
 @router.get("/admin/audit")
-def admin_audit(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime), org: str | None = None,
+def admin_audit(rt: RuntimeDep, principal: Principal = Depends(admin), org: str | None = None,
                 action: str | None = None, outcome: str | None = None, request_id: str | None = None,
                 since: datetime | None = None, until: datetime | None = None,
                 limit: int = Query(default=100, ge=1, le=1000), cursor: int | None = None):

@@ -4,14 +4,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import select, update
 
 from gateway import audit
 from gateway.audit import Actor
+from gateway.bodies import RequestBody
 from gateway.models import Membership, Org, RefreshToken, User, utcnow
 from gateway.principals import Principal, deny, user
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import (ACCESS_TYP, REFRESH_TYP, TokenError, burn_password_check, issue_user_token, new_id,
                               verify_password, verify_user_token)
 from gateway.services.ledger import as_utc
@@ -19,14 +20,12 @@ from gateway.services.ledger import as_utc
 router = APIRouter(prefix="/auth")
 
 
-class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Login(RequestBody):
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(min_length=1, max_length=1000)
 
 
-class Refresh(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Refresh(RequestBody):
     refresh_token: str = Field(min_length=1, max_length=4000)
 
 
@@ -43,7 +42,7 @@ def _tokens(rt: Runtime, session, user_id: str, family_id: str) -> dict:
 
 
 @router.post("/login")
-def login(body: Login, rt: Runtime = Depends(runtime)):
+def login(body: Login, rt: RuntimeDep):
     email = body.email.strip().lower()
     with rt.db.transaction() as session:
         found = session.scalar(select(User).where(User.email == email))
@@ -59,7 +58,7 @@ def login(body: Login, rt: Runtime = Depends(runtime)):
 
 
 @router.post("/refresh")
-def refresh(body: Refresh, rt: Runtime = Depends(runtime)):
+def refresh(body: Refresh, rt: RuntimeDep):
     try:
         claims = verify_user_token(rt.keyring, body.refresh_token, issuer=rt.settings.issuer, typ=REFRESH_TYP)
     except TokenError as exc:
@@ -83,7 +82,7 @@ def refresh(body: Refresh, rt: Runtime = Depends(runtime)):
 
 
 @router.get("/me")
-def me(principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def me(rt: RuntimeDep, principal: Principal = Depends(user)):
     with rt.db.sessions() as session:
         found = session.get(User, principal.actor.id)
         orgs = session.execute(select(Org.slug, Membership.role).join(Membership, Membership.org_id == Org.id)

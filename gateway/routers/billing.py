@@ -3,34 +3,32 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import select
 
 from gateway import audit
+from gateway.bodies import RequestBody
 from gateway.errors import ApiError
 from gateway.models import Account, Org, Reservation
 from gateway.principals import Principal, admin, deny, service
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.services import idempotency, ledger
 
 router = APIRouter()
 AUDITED = "audited"  # in a stored refusal: its denial was audited in the operation's own transaction
 
 
-class NewReservation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewReservation(RequestBody):
     account_id: str = Field(min_length=1, max_length=64)
     amount_micros: int = Field(gt=0, le=ledger.MAX_MICROS)
     ttl_seconds: float = Field(default=300, gt=0, le=7 * 24 * 3600)
 
 
-class Finalize(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Finalize(RequestBody):
     actual_micros: int = Field(ge=0, le=ledger.MAX_MICROS)
 
 
-class Mint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Mint(RequestBody):
     account_id: str = Field(min_length=1, max_length=64)
     amount_micros: int = Field(gt=0, le=ledger.MAX_MICROS)
     reason: str = Field(min_length=1, max_length=500)
@@ -98,8 +96,8 @@ def _refuse_and_audit(rt: Runtime, principal: Principal, action: str, target: st
 
 
 @router.post("/billing/reservations", status_code=201)
-def create_reservation(body: NewReservation, request: Request, principal: Principal = Depends(service),
-                       rt: Runtime = Depends(runtime), idempotency_key: str | None = Header(default=None),
+def create_reservation(body: NewReservation, request: Request, rt: RuntimeDep, principal: Principal = Depends(service),
+                       idempotency_key: str | None = Header(default=None),
                        x_identity_anchor: str | None = Header(default=None)):
     _check_anchor(rt, principal, body.account_id, x_identity_anchor, "billing.reserve")
 
@@ -125,7 +123,7 @@ def create_reservation(body: NewReservation, request: Request, principal: Princi
 
 
 @router.get("/billing/reservations/{reservation_id}")
-def get_reservation(reservation_id: str, principal: Principal = Depends(service), rt: Runtime = Depends(runtime),
+def get_reservation(reservation_id: str, rt: RuntimeDep, principal: Principal = Depends(service),
                     x_identity_anchor: str | None = Header(default=None)):
     account_id = _account_of(rt, reservation_id)
     if account_id is None:
@@ -159,8 +157,8 @@ def _move(rt: Runtime, principal: Principal, reservation_id: str, anchor: str | 
 
 
 @router.post("/billing/reservations/{reservation_id}/finalize")
-def finalize(reservation_id: str, body: Finalize, request: Request, principal: Principal = Depends(service),
-             rt: Runtime = Depends(runtime), idempotency_key: str | None = Header(default=None),
+def finalize(reservation_id: str, body: Finalize, request: Request, rt: RuntimeDep,
+             principal: Principal = Depends(service), idempotency_key: str | None = Header(default=None),
              x_identity_anchor: str | None = Header(default=None)):
     return _move(rt, principal, reservation_id, x_identity_anchor, "billing.finalize", idempotency_key,
                  body.model_dump(),
@@ -168,15 +166,14 @@ def finalize(reservation_id: str, body: Finalize, request: Request, principal: P
 
 
 @router.post("/billing/reservations/{reservation_id}/release")
-def release(reservation_id: str, request: Request, principal: Principal = Depends(service),
-            rt: Runtime = Depends(runtime), idempotency_key: str | None = Header(default=None),
-            x_identity_anchor: str | None = Header(default=None)):
+def release(reservation_id: str, request: Request, rt: RuntimeDep, principal: Principal = Depends(service),
+            idempotency_key: str | None = Header(default=None), x_identity_anchor: str | None = Header(default=None)):
     return _move(rt, principal, reservation_id, x_identity_anchor, "billing.release", idempotency_key, {},
                  lambda s: ledger.release(s, reservation_id, request.state.request_id))
 
 
 @router.get("/billing/accounts/{account_id}")
-def get_account(account_id: str, principal: Principal = Depends(service), rt: Runtime = Depends(runtime),
+def get_account(account_id: str, rt: RuntimeDep, principal: Principal = Depends(service),
                 x_identity_anchor: str | None = Header(default=None)):
     _check_anchor(rt, principal, account_id, x_identity_anchor, "billing.read")
     with rt.db.transaction() as session:
@@ -186,7 +183,7 @@ def get_account(account_id: str, principal: Principal = Depends(service), rt: Ru
 
 
 @router.post("/admin/billing/mint", status_code=201)
-def mint(body: Mint, request: Request, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime),
+def mint(body: Mint, request: Request, rt: RuntimeDep, principal: Principal = Depends(admin),
          idempotency_key: str | None = Header(default=None)):
     def operation(session):
         lot = ledger.mint(session, body.account_id, body.amount_micros, body.reason, request.state.request_id)
@@ -200,7 +197,7 @@ def mint(body: Mint, request: Request, principal: Principal = Depends(admin), rt
 
 
 @router.get("/admin/billing/reconciliation")
-def reconciliation(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+def reconciliation(rt: RuntimeDep, principal: Principal = Depends(admin)):
     with rt.db.transaction() as session:
         ledger.expire_due(session)
     with ledger.snapshot(rt.db) as session:

@@ -9,13 +9,13 @@ from gateway import audit, context
 from gateway.config_sync import status_json
 from gateway.models import AuditEvent, ConfigState
 from gateway.principals import Principal, admin
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 
 router = APIRouter(prefix="/admin/config")
 
 
 @router.post("/sync")
-async def sync_now(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+async def sync_now(rt: RuntimeDep, principal: Principal = Depends(admin)):
     """Run one reconcile pass now (after any pass in progress) and answer with the status it left.
 
     A revision applied by this pass is audited as `config.apply` with the admin as actor and this request's id."""
@@ -37,6 +37,6 @@ def _audit_quiet_pass(rt: Runtime, principal: Principal, result: dict) -> None:
 
 
 @router.get("/status")
-def config_status(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+def config_status(rt: RuntimeDep, principal: Principal = Depends(admin)):
     with rt.db.sessions() as session:
         return {**status_json(session.get(ConfigState, 1)), "last_pass_ms": rt.reconciler.last_pass_ms}

@@ -1,11 +1,11 @@
 """Liveness, readiness, metrics and the published signing keys."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from gateway import metrics
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import RuntimeDep
 from gateway.security import public_jwk
 
 router = APIRouter()
@@ -17,7 +17,7 @@ def healthz():
 
 
 @router.get("/readyz")
-def readyz(rt: Runtime = Depends(runtime)):
+def readyz(rt: RuntimeDep):
     checks = {}
     try:
         rt.db.ping()
@@ -32,11 +32,11 @@ def readyz(rt: Runtime = Depends(runtime)):
 
 
 @router.get("/metrics")
-def prometheus_metrics(rt: Runtime = Depends(runtime)):
+def prometheus_metrics(rt: RuntimeDep):
     body, content_type = metrics.render(rt)
     return Response(body, media_type=content_type)
 
 
 @router.get("/.well-known/jwks.json")
-def jwks(rt: Runtime = Depends(runtime)):
+def jwks(rt: RuntimeDep):
     return {"keys": [public_jwk(k.public_pem, k.kid) for k in rt.keyring.published()]}

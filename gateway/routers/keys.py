@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import select, update
 
 from gateway import audit
+from gateway.bodies import RequestBody
 from gateway.models import ApiKey, utcnow
 from gateway.principals import Principal, user
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import RuntimeDep
 from gateway.security import new_api_key, new_id, sha256_hex
 from gateway.services.ledger import as_utc
 from gateway.services.orgs import not_in_org, org_for_member
@@ -17,8 +18,7 @@ from gateway.services.orgs import not_in_org, org_for_member
 router = APIRouter()
 
 
-class NewKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewKey(RequestBody):
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -29,7 +29,7 @@ def key_json(key: ApiKey) -> dict:
 
 
 @router.post("/orgs/{slug}/keys", status_code=201)
-def create_key(slug: str, body: NewKey, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def create_key(slug: str, body: NewKey, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "keys.create")
     secret, prefix = new_api_key()
     with rt.db.transaction() as session:
@@ -42,7 +42,7 @@ def create_key(slug: str, body: NewKey, principal: Principal = Depends(user), rt
 
 
 @router.get("/orgs/{slug}/keys")
-def list_keys(slug: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def list_keys(slug: str, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "keys.list")
     with rt.db.sessions() as session:
         keys = session.scalars(select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)).all()
@@ -50,7 +50,7 @@ def list_keys(slug: str, principal: Principal = Depends(user), rt: Runtime = Dep
 
 
 @router.delete("/orgs/{slug}/keys/{key_id}")
-def revoke_key(slug: str, key_id: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def revoke_key(slug: str, key_id: str, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "keys.revoke")
     with rt.db.transaction() as session:
         key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org.id))

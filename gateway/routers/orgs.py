@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy import select, update
 
 from gateway import audit
+from gateway.bodies import RequestBody
 from gateway.models import Account, Invitation, Org, utcnow
 from gateway.principals import Principal, admin, deny, user
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import new_id, new_opaque_token, sha256_hex
 from gateway.services import ledger
 from gateway.services.orgs import org_for_member, org_json, usage_json
@@ -30,8 +31,7 @@ def valid_email(value: str) -> str:
     return value
 
 
-class NewOrg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewOrg(RequestBody):
     slug: str
     name: str = Field(min_length=1, max_length=200)
     owner_email: str
@@ -50,8 +50,7 @@ class NewOrg(BaseModel):
         return valid_email(value)
 
 
-class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Budget(RequestBody):
     limit_micros: int | None = Field(ge=0, le=ledger.MAX_MICROS)
 
 
@@ -68,7 +67,7 @@ class _SlugTaken(Exception):
 
 
 @router.post("/admin/orgs", status_code=201)
-def create_org(body: NewOrg, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+def create_org(body: NewOrg, rt: RuntimeDep, principal: Principal = Depends(admin)):
     try:
         with rt.db.transaction() as session:
             if session.scalar(select(Org.id).where(Org.slug == body.slug)) is not None:
@@ -90,13 +89,13 @@ def create_org(body: NewOrg, principal: Principal = Depends(admin), rt: Runtime 
 
 
 @router.get("/orgs/{slug}")
-def get_org(slug: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def get_org(slug: str, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, role = org_for_member(rt, principal, slug, "org.read")
     return {**org_json(org), "your_role": role}
 
 
 @router.put("/orgs/{slug}/budget")
-def set_budget(slug: str, body: Budget, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def set_budget(slug: str, body: Budget, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "budget.update")
     with rt.db.transaction() as session:
         session.execute(update(Org).where(Org.id == org.id).values(budget_limit_micros=body.limit_micros))
@@ -108,7 +107,7 @@ def set_budget(slug: str, body: Budget, principal: Principal = Depends(user), rt
 
 
 @router.get("/orgs/{slug}/usage")
-def get_usage(slug: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def get_usage(slug: str, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "usage.read")
     with rt.db.transaction() as session:
         ledger.expire_due(session, account_id=org.account_id)

@@ -5,16 +5,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 from sqlalchemy import func, select, update
 
 from gateway import audit
 from gateway.audit import Actor
+from gateway.bodies import RequestBody
 from gateway.models import Invitation, Membership, Org, User, utcnow
 from gateway.permissions import ROLES, outranks_or_equals
 from gateway.principals import Principal, deny, user
 from gateway.routers.orgs import new_invitation, valid_email
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import RuntimeDep
 from gateway.security import hash_password, new_id, sha256_hex, verify_password
 from gateway.services.ledger import as_utc
 from gateway.services.orgs import lock_org, not_in_org, org_for_member
@@ -31,8 +32,7 @@ def valid_role(value: str) -> str:
 Role = Annotated[str, AfterValidator(valid_role)]
 
 
-class NewInvitation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewInvitation(RequestBody):
     email: str
     role: Role
 
@@ -43,20 +43,18 @@ class NewInvitation(BaseModel):
 
 
 
-class Acceptance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Acceptance(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     password: str = Field(min_length=8, max_length=1000)
 
 
-class RoleChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RoleChange(RequestBody):
     role: Role
 
 
 
 @router.post("/orgs/{slug}/invitations", status_code=201)
-def invite(slug: str, body: NewInvitation, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def invite(slug: str, body: NewInvitation, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, role = org_for_member(rt, principal, slug, "members.invite")
     if not outranks_or_equals(role, body.role):
         raise deny(rt, 403, "forbidden", f"Forbidden: a {role} cannot invite someone as {body.role} in org "
@@ -70,7 +68,7 @@ def invite(slug: str, body: NewInvitation, principal: Principal = Depends(user),
 
 
 @router.post("/invitations/{token}/accept")
-def accept(token: str, body: Acceptance, rt: Runtime = Depends(runtime)):
+def accept(token: str, body: Acceptance, rt: RuntimeDep):
     with rt.db.transaction() as session:
         invitation = session.scalar(select(Invitation).where(Invitation.token_hash == sha256_hex(token)))
         problem = None
@@ -104,7 +102,7 @@ def accept(token: str, body: Acceptance, rt: Runtime = Depends(runtime)):
 
 
 @router.get("/orgs/{slug}/members")
-def list_members(slug: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def list_members(slug: str, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "members.list")
     with rt.db.sessions() as session:
         rows = session.execute(select(User, Membership.role).join(Membership, Membership.user_id == User.id)
@@ -118,8 +116,7 @@ def _owners(session, org_id: str) -> int:
 
 
 @router.patch("/orgs/{slug}/members/{user_id}")
-def change_role(slug: str, user_id: str, body: RoleChange, principal: Principal = Depends(user),
-                rt: Runtime = Depends(runtime)):
+def change_role(slug: str, user_id: str, body: RoleChange, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "members.change_role")
     problem = None
     with rt.db.transaction() as session:
@@ -146,7 +143,7 @@ def change_role(slug: str, user_id: str, body: RoleChange, principal: Principal 
 
 
 @router.delete("/orgs/{slug}/members/{user_id}", status_code=204)
-def remove_member(slug: str, user_id: str, principal: Principal = Depends(user), rt: Runtime = Depends(runtime)):
+def remove_member(slug: str, user_id: str, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, role = org_for_member(rt, principal, slug, "members.remove")
     problem = None
     with rt.db.transaction() as session:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway.models import Org, Reservation
 from gateway.principals import Principal, api_key, deny, user
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.services import ledger
 from gateway.services.orgs import not_in_org, org_for_member
 
@@ -29,8 +29,7 @@ def _find(rt: Runtime, account_id: str, reservation_id: str) -> dict | None:
 
 
 @router.get("/orgs/{slug}/reservations/{reservation_id}")
-def org_reservation(slug: str, reservation_id: str, principal: Principal = Depends(user),
-                    rt: Runtime = Depends(runtime)):
+def org_reservation(slug: str, reservation_id: str, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "reservations.read")
     found = _find(rt, org.account_id, reservation_id)
     if found is None:
@@ -41,7 +40,7 @@ def org_reservation(slug: str, reservation_id: str, principal: Principal = Depen
 
 
 @router.get("/v1/reservations/{reservation_id}")
-def key_reservation(reservation_id: str, principal: Principal = Depends(api_key), rt: Runtime = Depends(runtime)):
+def key_reservation(reservation_id: str, rt: RuntimeDep, principal: Principal = Depends(api_key)):
     with rt.db.sessions() as session:
         account_id = session.scalar(select(Org.account_id).where(Org.id == principal.org_id))
     found = _find(rt, account_id, reservation_id)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from gateway import audit
 from gateway.models import SigningKey, utcnow
 from gateway.principals import Principal, admin, deny
-from gateway.runtime import Runtime, runtime
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import generate_signing_key, public_jwk
 from gateway.services.ledger import as_utc
 
@@ -35,14 +35,14 @@ def _all_locked(session) -> dict[str, SigningKey]:
 
 
 @router.get("")
-def list_keys(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+def list_keys(rt: RuntimeDep, principal: Principal = Depends(admin)):
     with rt.db.sessions() as session:
         keys = session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.kid)).all()
         return {"keys": [key_json(k) for k in keys]}
 
 
 @router.post("", status_code=201)
-def publish(principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+def publish(rt: RuntimeDep, principal: Principal = Depends(admin)):
     kid, private_pem, public_pem = generate_signing_key()
     with rt.db.transaction() as session:
         key = SigningKey(kid=kid, private_pem=private_pem, public_pem=public_pem, state="next", created_at=utcnow())
@@ -58,7 +58,7 @@ def _refuse(rt: Runtime, principal: Principal, status: int, code: str, message: 
 
 
 @router.post("/{kid}/activate")
-def activate(kid: str, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+def activate(kid: str, rt: RuntimeDep, principal: Principal = Depends(admin)):
     action = "signing_keys.activate"
     problem = None
     with rt.db.transaction() as session:
@@ -86,7 +86,7 @@ def activate(kid: str, principal: Principal = Depends(admin), rt: Runtime = Depe
 
 
 @router.post("/{kid}/retire")
-def retire(kid: str, principal: Principal = Depends(admin), rt: Runtime = Depends(runtime)):
+def retire(kid: str, rt: RuntimeDep, principal: Principal = Depends(admin)):
     action = "signing_keys.retire"
     problem = None
     with rt.db.transaction() as session:
