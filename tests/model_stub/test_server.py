@@ -12,125 +12,17 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
+from stub_helpers import ROOT, calls, chat, chat_body, set_behaviour, start_stub, stop
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class NotReady(Exception):
-    pass
-
-
-class Stub:
-    def __init__(self, proc: subprocess.Popen, url: str, stderr_path: Path) -> None:
-        self.proc = proc
-        self.url = url
-        self.stderr_path = stderr_path
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-
-def _start_stub(tmp: Path) -> Stub:
-    port = _free_port()
-    stdout = open(tmp / "stub.out", "wb")
-    stderr_path = tmp / "stub.err"
-    stderr = open(stderr_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "model_stub", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        stdout=stdout,
-        stderr=stderr,
-    )
-    stdout.close()
-    stderr.close()
-    url = f"http://127.0.0.1:{port}"
-
-    @retry(
-        retry=retry_if_exception_type((httpx.TransportError, NotReady)),
-        stop=stop_after_delay(20),
-        wait=wait_fixed(0.05),
-        reraise=True,
-    )
-    def wait_ready() -> None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"model stub exited with {proc.returncode}: {stderr_path.read_text()}")
-        response = httpx.get(f"{url}/healthz", timeout=1)
-        if response.status_code != 200:
-            raise NotReady(response.status_code)
-
-    try:
-        wait_ready()
-    except BaseException:
-        _stop(proc)
-        raise
-    return Stub(proc, url, stderr_path)
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    return proc.returncode
-
-
-@pytest.fixture(scope="module")
-def stub(tmp_path_factory: pytest.TempPathFactory):
-    started = _start_stub(tmp_path_factory.mktemp("model_stub"))
-    yield started
-    _stop(started.proc)
-    assert "Traceback" not in started.stderr(), started.stderr()
-
-
-@pytest.fixture
-def client(stub: Stub):
-    with httpx.Client(base_url=stub.url, timeout=10) as c:
-        yield c
-
-
-@pytest.fixture
-def ns(client: httpx.Client):
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    yield name
-    client.delete(f"/_stub/{name}")
-
-
-def chat_body(content: str = "hello world", **extra) -> dict:
-    return {"model": "gpt-test", "messages": [{"role": "user", "content": content}], **extra}
-
-
-def chat(client: httpx.Client, ns: str, body: dict, **kwargs) -> httpx.Response:
-    return client.post(f"/ns/{ns}/v1/chat/completions", json=body, **kwargs)
-
-
-def set_behaviour(client: httpx.Client, ns: str, **behaviour) -> dict:
-    response = client.put(f"/_stub/{ns}/behaviour", json=behaviour)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def calls(client: httpx.Client, ns: str) -> list[dict]:
-    response = client.get(f"/_stub/{ns}/calls")
-    assert response.status_code == 200
-    return response.json()["calls"]
 
 
 def expected_usage(messages: list, reply: str, max_tokens: int | None = None) -> dict:
-    chars = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+    texts = [m["content"] if isinstance(m["content"], str) else "".join(p["text"] for p in m["content"])
+             for m in messages]
+    chars = sum(len(text) for text in texts)
     prompt = math.ceil(chars / 4)
     completion = min(16 if max_tokens is None else max_tokens, math.ceil(len(reply) / 4))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -184,7 +76,7 @@ def test_deterministic_for_the_same_body(client, ns):
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "first"},
                 {"role": "assistant", "content": "Echo: first"},
-                {"role": "user", "content": [{"type": "text", "text": "non-string is ignored"}]},
+                {"role": "user", "content": [{"type": "text", "text": "text parts count too"}]},
                 {"role": "user", "content": "second one"},
             ],
             100,
@@ -428,6 +320,10 @@ def test_put_returns_the_stored_behaviour(client, ns):
         "latency_ms": 5,
         "usage": None,
         "models": ["stub-model"],
+        "chunk_chars": 4,
+        "chunk_delay_ms": 0,
+        "stream_usage": "request",
+        "stream_fault": None,
     }
     assert client.get(f"/_stub/{ns}/behaviour").json() == stored
 
@@ -463,7 +359,7 @@ def test_malformed_behaviour_json_is_422(client, ns):
 
 
 def test_stops_promptly_with_a_hanging_request(tmp_path):
-    own = _start_stub(tmp_path)
+    own = start_stub(tmp_path)
     try:
         with httpx.Client(base_url=own.url, timeout=10) as c:
             set_behaviour(c, "h", mode="hang")
@@ -488,7 +384,7 @@ def test_stops_promptly_with_a_hanging_request(tmp_path):
                 with pytest.raises(httpx.TransportError):
                     future.result(timeout=10)
     finally:
-        _stop(own.proc)
+        stop(own.proc)
     assert "Traceback" not in own.stderr()
 
 
@@ -507,5 +403,5 @@ def test_port_zero_announces_the_port(tmp_path):
         url = line.split()[-1]
         assert httpx.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
     finally:
-        _stop(proc)
+        stop(proc)
         proc.stdout.close()
