@@ -1,4 +1,4 @@
-"""Tests of gateway/config_sync.py: a real git repository, a SQLite database, no HTTP."""
+"""Tests of gateway/config_sync/: a real git repository, a SQLite database, no HTTP."""
 from __future__ import annotations
 
 import subprocess
@@ -9,8 +9,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from gateway import config_sync
-from gateway.config_sync import ConfigError, Reconciler, parse_file
+from gateway.config_sync import ConfigError, Reconciler, parse_file, repository
 from gateway.db import Database
 from gateway.models import ApiKey, AuditEvent, Base, Model, Org
 
@@ -232,8 +231,8 @@ def test_api_created_orgs_are_adopted_and_others_left_alone(world):
 def test_unchanged_blobs_are_neither_read_nor_parsed_again(world, monkeypatch):
     world.repo.commit({f"orgs/org-{i:03d}.yaml": org_doc(i) for i in range(50)})
     reads: list[int] = []
-    real = config_sync.read_blobs
-    monkeypatch.setattr(config_sync, "read_blobs", lambda repo, ids: reads.append(len(ids)) or real(repo, ids))
+    real = repository.read_blobs
+    monkeypatch.setattr(repository, "read_blobs", lambda repo, ids: reads.append(len(ids)) or real(repo, ids))
     world.reconciler.sync()
     world.reconciler.sync()
     world.repo.commit({"orgs/org-007.yaml": org_doc(7_000)})
