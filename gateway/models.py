@@ -148,6 +148,8 @@ class Reservation(Base):
     created_at: Mapped[datetime] = mapped_column(Stamp, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(Stamp)
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Charged beyond the hold (a chat backend reported more usage than the gateway's bound); None: no overrun.
+    overrun_micros: Mapped[int | None] = mapped_column(Micros)
 
 
 class LedgerEntry(Base):
@@ -210,6 +212,9 @@ class Model(Base):
     completion_price_per_1k_micros: Mapped[int] = mapped_column(Micros)
     backends: Mapped[list] = mapped_column(JSON)
     default_max_tokens: Mapped[int] = mapped_column(Integer, default=256)
+    # Tokens to hold per content part of a type the gateway cannot count, by type ({"image_url": 85}); a part of a
+    # type not listed here is refused. None: text only.
+    content_part_tokens: Mapped[dict | None] = mapped_column(JSON)
     managed_by: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(Stamp, default=utcnow)
 

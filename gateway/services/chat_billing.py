@@ -22,7 +22,8 @@ from typing import AsyncIterator
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Json
-from sqlalchemy import bindparam, select
+from sqlalchemy import JSON, bindparam, func, insert, literal_column, select, true, union_all, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from gateway import audit, context
@@ -32,91 +33,103 @@ from gateway.security import new_id
 from gateway.services import ledger
 
 # ---- the statements ------------------------------------------------------------------------------------------------
+# Each is written once with SQLAlchemy Core. SQLite runs them through SQLAlchemy (the ledger's functions); for
+# PostgreSQL they are compiled once, here, to psycopg's SQL, and run on psycopg's asyncio connections.
 
 KEYS, ORGS, MODELS = ApiKey.__table__, Org.__table__, Model.__table__
-_ADMISSION_COLUMNS = (KEYS.c.id, KEYS.c.org_id, ORGS.c.slug, KEYS.c.prefix, KEYS.c.revoked_at,
-                      ORGS.c.name.label("org_name"), ORGS.c.account_id, ORGS.c.budget_limit_micros,
-                      ORGS.c.allowed_models, ORGS.c.rate_limit_requests, ORGS.c.rate_limit_window_seconds,
-                      MODELS.c.name.label("model_name"), MODELS.c.prompt_price_per_1k_micros,
-                      MODELS.c.completion_price_per_1k_micros, MODELS.c.backends, MODELS.c.default_max_tokens)
+ACCOUNTS, RESERVATIONS, ENTRIES, POSTINGS = ledger.ACCOUNTS, ledger.RESERVATIONS, ledger.ENTRIES, ledger.POSTINGS
+EVENTS = audit.EVENTS
+
 # Who is calling (by key hash), their org, and the model they ask for (None columns when there is no such model).
-ADMISSION = (select(*_ADMISSION_COLUMNS)
+ADMISSION = (select(KEYS.c.id, KEYS.c.org_id, ORGS.c.slug, KEYS.c.prefix, KEYS.c.revoked_at,
+                    ORGS.c.name.label("org_name"), ORGS.c.account_id, ORGS.c.budget_limit_micros,
+                    ORGS.c.allowed_models, ORGS.c.rate_limit_requests, ORGS.c.rate_limit_window_seconds,
+                    MODELS.c.name.label("model_name"), MODELS.c.prompt_price_per_1k_micros,
+                    MODELS.c.completion_price_per_1k_micros, MODELS.c.backends, MODELS.c.default_max_tokens,
+                    MODELS.c.content_part_tokens)
              .select_from(KEYS.join(ORGS, ORGS.c.id == KEYS.c.org_id)
                           .outerjoin(MODELS, MODELS.c.name == bindparam("model")))
              .where(KEYS.c.key_hash == bindparam("key_hash")))
 
-_PG_ADMISSION = """
-SELECT k.id, k.org_id, o.slug, k.prefix, k.revoked_at, o.name AS org_name, o.account_id, o.budget_limit_micros,
-       o.allowed_models, o.rate_limit_requests, o.rate_limit_window_seconds, m.name AS model_name,
-       m.prompt_price_per_1k_micros, m.completion_price_per_1k_micros, m.backends, m.default_max_tokens
-FROM api_keys k JOIN orgs o ON o.id = k.org_id LEFT OUTER JOIN models m ON m.name = %(model)s
-WHERE k.key_hash = %(key_hash)s
-"""
 
-_PG_HOLD = """
-WITH held AS (
-    UPDATE accounts SET available_micros = available_micros - %(amount)s, held_micros = held_micros + %(amount)s
-    WHERE id = %(account_id)s AND available_micros >= %(amount)s
-      AND (CAST(%(budget_limit)s AS BIGINT) IS NULL OR held_micros + spent_micros + %(amount)s <= %(budget_limit)s)
-    RETURNING id
-), reservation AS (
-    INSERT INTO reservations (id, account_id, amount_micros, status, expires_at, created_at, request_id)
-    SELECT %(reservation_id)s, id, %(amount)s, 'pending', %(expires_at)s, %(now)s, %(request_id)s FROM held
-    RETURNING id
-), entry AS (
-    INSERT INTO ledger_entries (id, kind, account_id, reservation_id, request_id, created_at)
-    SELECT %(entry_id)s, 'reserve', %(account_id)s, id, %(request_id)s, %(now)s FROM reservation
-    RETURNING id
-)
-INSERT INTO ledger_postings (entry_id, account_id, bucket, amount_micros)
-SELECT entry.id, %(account_id)s, moves.bucket, moves.amount
-FROM entry CROSS JOIN (VALUES ('available', -CAST(%(amount)s AS BIGINT)), ('held', CAST(%(amount)s AS BIGINT)))
-    AS moves (bucket, amount)
-RETURNING entry_id
-"""
+def _constant(text: str):
+    return literal_column(f"'{text}'")
 
-# Finalize (actual is a number) or release (actual is NULL): the reservation moves only while it is pending,
-# unexpired and holds at least `actual`; the account, the entry, its non-zero postings and the audit event follow.
-_PG_SETTLE = """
-WITH moved AS (
-    UPDATE reservations SET status = %(status)s, settled_at = %(now)s, actual_micros = CAST(%(actual)s AS BIGINT)
-    WHERE id = %(reservation_id)s AND status = 'pending' AND expires_at > %(now)s
-      AND amount_micros >= COALESCE(CAST(%(actual)s AS BIGINT), 0)
-    RETURNING account_id, amount_micros, amount_micros - COALESCE(CAST(%(actual)s AS BIGINT), 0) AS returned
-), account AS (
-    UPDATE accounts SET held_micros = accounts.held_micros - moved.amount_micros,
-        spent_micros = accounts.spent_micros + COALESCE(CAST(%(actual)s AS BIGINT), 0),
-        available_micros = accounts.available_micros + moved.returned
-    FROM moved WHERE accounts.id = moved.account_id
-    RETURNING accounts.id
-), entry AS (
-    INSERT INTO ledger_entries (id, kind, account_id, reservation_id, request_id, created_at)
-    SELECT %(entry_id)s, %(kind)s, account_id, %(reservation_id)s, %(request_id)s, %(now)s FROM moved
-    RETURNING id, account_id
-), postings AS (
-    INSERT INTO ledger_postings (entry_id, account_id, bucket, amount_micros)
-    SELECT entry.id, entry.account_id, moves.bucket, moves.amount
-    FROM entry CROSS JOIN moved CROSS JOIN LATERAL (VALUES ('held', -moved.amount_micros),
-        ('spent', COALESCE(CAST(%(actual)s AS BIGINT), 0)), ('available', moved.returned)) AS moves (bucket, amount)
-    WHERE moves.amount <> 0
-    RETURNING entry_id
-), event AS (
-    INSERT INTO audit_events (at, actor_type, actor_id, action, target, outcome, reason, request_id, trace_id, org,
-                              details)
-    SELECT %(now)s, %(actor_type)s, %(actor_id)s, 'chat.completion', %(target)s, %(outcome)s, %(reason)s,
-           %(request_id)s, %(trace_id)s, %(org)s, %(details)s
-    FROM moved
-    RETURNING id
-)
-SELECT account_id FROM moved
-"""
+
+def _hold_statement():
+    """The ledger's HOLD (credit and budget rule), then the reservation, its entry and its two postings, each
+    written only when the part before it was."""
+    held = ledger.HOLD.returning(ACCOUNTS.c.id).cte("held")
+    reservation = insert(RESERVATIONS).from_select(
+        ["id", "account_id", "amount_micros", "status", "expires_at", "created_at", "request_id"],
+        select(bindparam("reservation_id"), held.c.id, ledger.AMOUNT, _constant("pending"),
+               bindparam("expires_at", type_=RESERVATIONS.c.expires_at.type), bindparam("now"),
+               bindparam("request_id"))).returning(RESERVATIONS.c.id).cte("reservation")
+    entry = insert(ENTRIES).from_select(
+        ["id", "kind", "account_id", "reservation_id", "request_id", "created_at"],
+        select(bindparam("entry_id"), _constant("reserve"), bindparam("account"), reservation.c.id,
+               bindparam("request_id"), bindparam("now", type_=ENTRIES.c.created_at.type))
+    ).returning(ENTRIES.c.id).cte("entry")
+    moves = union_all(select(entry.c.id, bindparam("account"), _constant("available"), -ledger.AMOUNT),
+                      select(entry.c.id, bindparam("account"), _constant("held"), ledger.AMOUNT))
+    return insert(POSTINGS).from_select(["entry_id", "account_id", "bucket", "amount_micros"], moves).returning(
+        POSTINGS.c.entry_id)
+
+
+def _settle_statement():
+    """The ledger's MOVE_PENDING (finalize at `actual`, beyond the hold when it must, or release when `actual` is
+    NULL), then the account, the entry, its non-zero postings and the audit event, each only if the move was made."""
+    spent = func.coalesce(ledger.ACTUAL, 0)
+    moved = ledger.MOVE_PENDING.returning(
+        RESERVATIONS.c.account_id, RESERVATIONS.c.amount_micros,
+        (RESERVATIONS.c.amount_micros - spent).label("returned")).cte("moved")
+    account = update(ACCOUNTS).where(ACCOUNTS.c.id == moved.c.account_id).values(
+        held_micros=ACCOUNTS.c.held_micros - moved.c.amount_micros, spent_micros=ACCOUNTS.c.spent_micros + spent,
+        available_micros=ACCOUNTS.c.available_micros + moved.c.returned).returning(ACCOUNTS.c.id).cte("account")
+    entry = insert(ENTRIES).from_select(
+        ["id", "kind", "account_id", "reservation_id", "request_id", "created_at"],
+        select(bindparam("entry_id"), bindparam("kind"), moved.c.account_id, bindparam("reservation"),
+               bindparam("request_id"), bindparam("now"))).returning(ENTRIES.c.id, ENTRIES.c.account_id).cte("entry")
+    on_entry = entry.join(moved, true())
+    moves = union_all(*(select(entry.c.id, entry.c.account_id, _constant(bucket), amount)
+                        .select_from(on_entry).where(amount != 0)
+                        for bucket, amount in (("held", -moved.c.amount_micros), ("spent", spent),
+                                               ("available", moved.c.returned))))
+    postings = insert(POSTINGS).from_select(["entry_id", "account_id", "bucket", "amount_micros"], moves).returning(
+        POSTINGS.c.entry_id).cte("postings")
+    event = insert(EVENTS).from_select(
+        ["at", "actor_type", "actor_id", "action", "target", "outcome", "reason", "request_id", "trace_id", "org",
+         "details"],
+        select(bindparam("now"), bindparam("actor_type"), bindparam("actor_id"), _constant("chat.completion"),
+               bindparam("target"), bindparam("outcome"), bindparam("reason"), bindparam("request_id"),
+               bindparam("trace_id"), bindparam("org"), bindparam("details", type_=JSON)).select_from(moved)
+    ).returning(EVENTS.c.id).cte("event")
+    return select(moved.c.account_id).add_cte(account, postings, event)
+
+
+class PgStatement:
+    """A Core statement compiled once for psycopg: `%(name)s` parameters, typed where PostgreSQL needs it, and the
+    values of the parameters SQLAlchemy made for the statement's constants."""
+
+    def __init__(self, statement):
+        compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+        self.sql = str(compiled)
+        self.constants = {name: value for name, value in compiled.params.items() if value is not None}
+
+    def params(self, values: dict) -> dict:
+        return {**self.constants, **values} if self.constants else values
+
+
+_PG_ADMISSION = PgStatement(ADMISSION)
+_PG_HOLD = PgStatement(_hold_statement())
+_PG_SETTLE = PgStatement(_settle_statement())
 
 
 def _settle_params(reservation_id: str, actual: int | None, *, actor: audit.Actor, target: str, org: str,
                    outcome: str = "allowed", reason: str | None = None, details: dict | None = None) -> dict:
-    return {"status": "released" if actual is None else "finalized",
-            "kind": "release" if actual is None else "finalize", "actual": actual, "now": utcnow(),
-            "reservation_id": reservation_id, "entry_id": new_id("le"), "request_id": context.current_request_id(),
+    return {"new_status": "released" if actual is None else "finalized",
+            "kind": "release" if actual is None else "finalize", "actual": actual, "at_least": 0, "now": utcnow(),
+            "reservation": reservation_id, "entry_id": new_id("le"), "request_id": context.current_request_id(),
             "actor_type": actor.type, "actor_id": actor.id, "target": target, "outcome": outcome, "reason": reason,
             "trace_id": context.current_trace_id(), "org": org, "details": Json(details) if details else None}
 
@@ -144,7 +157,9 @@ class ChatStore:
 
     async def settle(self, reservation_id: str, actual: int | None, **audited) -> bool:
         """Finalize at `actual` (or release, when None) and audit it (`audited`: actor, target, org, outcome,
-        reason, details), as one change; False when the reservation could no longer move (nothing was written)."""
+        reason, details), as one change; False when the reservation could no longer move (nothing was written).
+        An `actual` above the hold is charged in full, the difference taken from the available credit and recorded
+        as the reservation's `overrun_micros`."""
         return await self._in_thread(_settle_sync, self.db, reservation_id, actual, audited)
 
     async def shortfall(self, account_id: str, amount: int, budget_limit: int | None) -> ledger.Shortfall:
@@ -207,14 +222,14 @@ class PgChatStore(ChatStore):
         for conn in idle:
             await conn.close()
 
-    async def _one(self, statement: str, params: dict, *, again_if_broken: bool = False):
+    async def _one(self, statement: PgStatement, params: dict, *, again_if_broken: bool = False):
         """Run one statement and return its first row. `again_if_broken`: for reads, run it once more on a new
         connection when the pooled one turned out dead (the first request after a database restart)."""
         for last_try in (not again_if_broken, True):
             conn = None  # stays None when no connection could be opened
             try:
                 async with self._connection() as conn:
-                    cursor = await conn.execute(statement, params)
+                    cursor = await conn.execute(statement.sql, statement.params(params))
                     return await cursor.fetchone()
             except psycopg.OperationalError:
                 if last_try or conn is None or not conn.broken:
@@ -228,7 +243,7 @@ class PgChatStore(ChatStore):
         now = utcnow()
         reservation_id = new_id("res")
         placed = await self._one(_PG_HOLD, {
-            "amount": amount, "budget_limit": budget_limit, "account_id": account_id,
+            "amount": amount, "budget_limit": budget_limit, "account": account_id,
             "reservation_id": reservation_id, "expires_at": now + timedelta(seconds=ttl_seconds), "now": now,
             "request_id": request_id, "entry_id": new_id("le")})
         return reservation_id if placed is not None else None
@@ -264,7 +279,7 @@ def _settle_sync(db, reservation_id: str, actual: int | None, audited: dict) -> 
             if actual is None:
                 ledger.release(session, reservation_id, context.current_request_id())
             else:
-                ledger.finalize(session, reservation_id, actual, context.current_request_id())
+                ledger.finalize(session, reservation_id, actual, context.current_request_id(), beyond_hold=True)
             audit.record(session, audited.pop("actor"), "chat.completion", **audited)
         return True
     except ApiError:  # not pending (expired, moved) or unknown: the transaction rolled back
@@ -274,9 +289,7 @@ def _settle_sync(db, reservation_id: str, actual: int | None, audited: dict) -> 
 def _why_not_settled_sync(db, reservation_id: str, actual: int | None) -> str:
     with db.sessions() as session:
         try:
-            reservation = ledger.load_reservation(session, reservation_id)
-            if actual is not None and actual > reservation.amount_micros:
-                return ledger.actual_exceeds_reserved(reservation, actual).message
+            ledger.load_reservation(session, reservation_id)
             return ledger.not_pending(session, reservation_id, "released" if actual is None else "finalized").message
         except ApiError as refusal:
             return refusal.message
@@ -284,7 +297,4 @@ def _why_not_settled_sync(db, reservation_id: str, actual: int | None) -> str:
 
 def _shortfall_sync(db, account_id: str, amount: int, budget_limit: int | None) -> ledger.Shortfall:
     with db.sessions() as session:
-        account = ledger.get_account(session, account_id)
-        if budget_limit is not None and account.held_micros + account.spent_micros + amount > budget_limit:
-            return ledger.Shortfall("budget_exceeded", account)
-        return ledger.Shortfall("insufficient_credit", account)
+        return ledger.shortfall(session, account_id, amount, budget_limit)

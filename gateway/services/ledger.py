@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.errors import ApiError
@@ -30,17 +30,25 @@ POSTINGS = LedgerPosting.__table__
 
 # The statements of every reservation, built once (building and keying a statement per call cost more than
 # running it on SQLite). Bind names differ from column names, which SQLAlchemy reserves for SET values.
-_HOLD = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account"),
-                               ACCOUNTS.c.available_micros >= bindparam("amount")).values(
-    available_micros=ACCOUNTS.c.available_micros - bindparam("amount"),
-    held_micros=ACCOUNTS.c.held_micros + bindparam("amount"))
-_HOLD_WITHIN = _HOLD.where(ACCOUNTS.c.held_micros + ACCOUNTS.c.spent_micros + bindparam("amount")
-                           <= bindparam("budget_limit"))
-_MOVE_PENDING = update(RESERVATIONS).where(
+# The chat path's PostgreSQL statements (gateway/services/chat_billing.py) are built from the same pieces.
+AMOUNT = bindparam("amount", type_=BigInteger)
+BUDGET_LIMIT = bindparam("budget_limit", type_=BigInteger)  # None: the account has no budget limit
+ACTUAL = bindparam("actual", type_=BigInteger)  # None: a release
+# The budget rule, written once: what the account holds and has spent, plus this amount, stays within the limit.
+WITHIN_BUDGET = or_(BUDGET_LIMIT.is_(None),
+                    ACCOUNTS.c.held_micros + ACCOUNTS.c.spent_micros + AMOUNT <= BUDGET_LIMIT)
+HOLD = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account"), ACCOUNTS.c.available_micros >= AMOUNT,
+                              WITHIN_BUDGET).values(
+    available_micros=ACCOUNTS.c.available_micros - AMOUNT, held_micros=ACCOUNTS.c.held_micros + AMOUNT)
+# Why a hold was refused: the account as it is now, judged by the same budget rule.
+SHORTFALL = select(*ACCOUNTS.c, WITHIN_BUDGET.label("within_budget")).where(ACCOUNTS.c.id == bindparam("account"))
+# A pending, unexpired reservation holding at least `at_least` moves; a charge above its amount is its overrun.
+MOVE_PENDING = update(RESERVATIONS).where(
     RESERVATIONS.c.id == bindparam("reservation"), RESERVATIONS.c.status == "pending",
     RESERVATIONS.c.expires_at > bindparam("now"), RESERVATIONS.c.amount_micros >= bindparam("at_least")).values(
-    status=bindparam("new_status"), settled_at=bindparam("now"), actual_micros=bindparam("actual")).returning(
-    *RESERVATIONS.c)
+    status=bindparam("new_status"), settled_at=bindparam("now"), actual_micros=ACTUAL,
+    overrun_micros=case((ACTUAL > RESERVATIONS.c.amount_micros, ACTUAL - RESERVATIONS.c.amount_micros)))
+_MOVE_PENDING = MOVE_PENDING.returning(*RESERVATIONS.c)
 _SETTLE_ACCOUNT = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account")).values(
     held_micros=ACCOUNTS.c.held_micros - bindparam("held"), spent_micros=ACCOUNTS.c.spent_micros + bindparam("spent"),
     available_micros=ACCOUNTS.c.available_micros + bindparam("returned"))
@@ -119,10 +127,19 @@ def mint(session: Session, account_id: str, amount: int, reason: str, request_id
 class Shortfall(Exception):
     """A hold could not be placed; `reason` is 'insufficient_credit' or 'budget_exceeded'."""
 
-    def __init__(self, reason: str, account: Account):
+    def __init__(self, reason: str, account):
         super().__init__(reason)
         self.reason = reason
         self.account = balances(account)  # a snapshot: the session's rollback would expire (detach) the row
+
+
+def shortfall(session: Session, account_id: str, amount: int, budget_limit: int | None) -> Shortfall:
+    """Why a hold of `amount` is refused, from the account's balances as they are now (404 for no account)."""
+    account = session.connection().execute(SHORTFALL, {"account": account_id, "amount": amount,
+                                                      "budget_limit": budget_limit}).first()
+    if account is None:
+        get_account(session, account_id)  # raises the 404
+    return Shortfall("insufficient_credit" if account.within_budget else "budget_exceeded", account)
 
 
 def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, *,
@@ -130,14 +147,9 @@ def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, 
     """Hold `amount` on the account, atomically checking credit and (optionally) the budget limit.
     Returns the new reservation as a detached object (it is written with a plain INSERT)."""
     conn = session.connection()
-    result = conn.execute(_HOLD if budget_limit is None else _HOLD_WITHIN,
-                          {"account": account_id, "amount": amount, "budget_limit": budget_limit})
+    result = conn.execute(HOLD, {"account": account_id, "amount": amount, "budget_limit": budget_limit})
     if result.rowcount != 1:
-        account = get_account(session, account_id)
-        session.refresh(account)
-        if budget_limit is not None and account.held_micros + account.spent_micros + amount > budget_limit:
-            raise Shortfall("budget_exceeded", account)
-        raise Shortfall("insufficient_credit", account)
+        raise shortfall(session, account_id, amount, budget_limit)
     now = utcnow()
     fields = {"id": new_id("res"), "account_id": account_id, "amount_micros": amount, "actual_micros": None,
               "status": "pending", "expires_at": now + timedelta(seconds=ttl_seconds), "created_at": now,
@@ -174,19 +186,24 @@ def load_reservation(session: Session, reservation_id: str) -> Reservation:
     return reservation
 
 
-def _move_pending(session: Session, reservation_id: str, new_status: str, actual: int | None = None):
-    """Move a pending, unexpired reservation (holding at least `actual`) to `new_status`, in one conditional
+def _move_pending(session: Session, reservation_id: str, new_status: str, actual: int | None = None,
+                  at_least: int = 0):
+    """Move a pending, unexpired reservation (holding at least `at_least`) to `new_status`, in one conditional
     UPDATE; its row as it is now, or None when it did not qualify."""
     return session.connection().execute(_MOVE_PENDING, {
-        "reservation": reservation_id, "now": utcnow(), "at_least": actual or 0, "new_status": new_status,
+        "reservation": reservation_id, "now": utcnow(), "at_least": at_least, "new_status": new_status,
         "actual": actual}).first()
 
 
-def finalize(session: Session, reservation_id: str, actual: int, request_id: str | None = None) -> Reservation:
-    row = _move_pending(session, reservation_id, "finalized", actual)
+def finalize(session: Session, reservation_id: str, actual: int, request_id: str | None = None, *,
+             beyond_hold: bool = False) -> Reservation:
+    """Charge `actual` and return the rest of the hold. Above the amount held it is refused (422), unless
+    `beyond_hold` (the chat path: a backend reported more than the bound), when the difference is taken from the
+    available credit (even below zero: usage is never charged less) and recorded as the reservation's overrun."""
+    row = _move_pending(session, reservation_id, "finalized", actual, at_least=0 if beyond_hold else actual)
     if row is None:  # find out why, for the message: unknown, more than was held, or no longer pending
         reservation = load_reservation(session, reservation_id)
-        if actual > reservation.amount_micros:
+        if actual > reservation.amount_micros and not beyond_hold:
             raise actual_exceeds_reserved(reservation, actual)
         raise not_pending(session, reservation_id, "finalized")
     amount = row.amount_micros
@@ -242,6 +259,7 @@ def expire_due(session: Session, *, account_id: str | None = None, limit: int = 
 def reservation_json(reservation: Reservation) -> dict:
     return {"id": reservation.id, "account_id": reservation.account_id, "status": reservation.status,
             "amount_micros": reservation.amount_micros, "actual_micros": reservation.actual_micros,
+            "overrun_micros": reservation.overrun_micros,
             "expires_at": as_utc(reservation.expires_at).isoformat(),
             "created_at": as_utc(reservation.created_at).isoformat() if reservation.created_at else None}
 

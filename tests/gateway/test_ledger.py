@@ -284,16 +284,48 @@ def test_chat_store_moves_a_reservation_once_and_says_why_not_after(db):
     assert not mine(reconcile(db), account)
 
 
-def test_chat_store_never_charges_more_than_was_held(db):
-    account = funded(db, 10 * USD)
+def test_chat_store_charges_an_overrun_in_full_and_marks_the_reservation(db):
+    """A backend reporting more than the hold: usage x price is charged, the difference comes from available
+    credit (below zero if it must: a charge is never less than usage), and the reservation records the overrun."""
+    account = funded(db, 3 * USD)
 
     async def work(store):
         res = await store.hold(account, USD, 300, budget_limit=None, request_id="req")
-        return await settle(store, res, 2 * USD), await store.why_not_settled(res, 2 * USD)
+        other = await store.hold(account, USD, 300, budget_limit=None, request_id="req-2")
+        return res, other, await settle(store, res, 4 * USD)
 
-    settled, why = on_chat_store(db, work)
-    assert settled is False and "is above the 1000000 reserved" in why, why
-    assert balances(db, account) == (10 * USD, 9 * USD, USD, 0)
+    res, other, settled = on_chat_store(db, work)
+    assert settled is True
+    assert balances(db, account) == (3 * USD, -2 * USD, USD, 4 * USD)  # 3 minted: 1 held by `other`, 4 spent
+    with db.sessions() as s:
+        reservation = s.get(Reservation, res)
+        assert (reservation.status, reservation.actual_micros, reservation.overrun_micros) == (
+            "finalized", 4 * USD, 3 * USD)
+        assert s.get(Reservation, other).overrun_micros is None
+    assert not mine(reconcile(db), account)
+
+
+def test_chat_store_charge_within_the_hold_is_no_overrun(db):
+    account = funded(db, 3 * USD)
+
+    async def work(store):
+        res = await store.hold(account, USD, 300, budget_limit=None, request_id="req")
+        return res, await settle(store, res, USD)
+
+    res, settled = on_chat_store(db, work)
+    with db.sessions() as s:
+        assert settled is True and s.get(Reservation, res).overrun_micros is None
+    assert balances(db, account) == (3 * USD, 2 * USD, 0, USD)
+
+
+def test_the_billing_api_still_refuses_a_finalize_above_the_hold_but_the_chat_path_charges_it(db):
+    account = funded(db, 10 * USD)
+    res = reserve(db, account, USD)
+    with pytest.raises(ApiError) as refused, db.transaction() as s:
+        ledger.finalize(s, res, 2 * USD)
+    assert refused.value.code == "actual_exceeds_reserved"
+    with db.transaction() as s:
+        assert ledger.finalize(s, res, 2 * USD, beyond_hold=True).overrun_micros == USD
 
 
 def test_chat_store_thirty_holds_at_once_against_a_budget_for_ten(db):
