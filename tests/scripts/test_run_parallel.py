@@ -1,16 +1,14 @@
-"""Tests of scripts/run-parallel (and scripts/flake-check).
+"""Tests of the parallel runner (tools/parallel, behind scripts/run-parallel).
 
-The splitting functions are tested directly. The runner itself is run, as a user runs it, on a throwaway behave
-project in a temp folder (its own features/, steps/, environment.py and behave.ini, this repository's support/
-linked in, a copy of scripts/run-parallel) against a tiny HTTP server standing in for a deployment
-(-D stack=external): no gateway starts, and this repository's allure-results/ and reports/ are never touched.
+The splitting functions are tested directly. The runner itself is run as `python -m tools.parallel` on a throwaway
+behave project in a temp folder (its own features/, steps/, environment.py and behave.ini, this repository's
+support/ and tools/ linked in) against a tiny HTTP server standing in for a deployment (-D stack=external): no
+gateway starts, and this repository's allure-results/ and reports/ are never touched.
 Every scenario of the throwaway suite appends "worker location" to a log, so the tests can see who ran what,
 in which order.
 """
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import random
@@ -26,24 +24,17 @@ from pathlib import Path
 
 import pytest
 
+from tools.parallel.cli import parse_args
+from tools.parallel.history import UNKNOWN_SERIAL_SECONDS, estimate
+from tools.parallel.model import RunError, Scenario
+from tools.parallel.planning import parse_shard, plan, plan_workers, serial_mode, shard
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "run-parallel"
-
-
-def load_runner():
-    loader = importlib.machinery.SourceFileLoader("run_parallel", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("run_parallel", loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_parallel"] = module  # dataclasses look their module up there
-    loader.exec_module(module)
-    return module
-
-
-rp = load_runner()
+RUNNER = [sys.executable, "-m", "tools.parallel"]
 
 
 def scenarios(count: int, files: int = 4) -> list:
-    return [rp.Scenario(location=f"features/a/f{i % files}.feature:{10 + i}", file=f"features/a/f{i % files}.feature",
+    return [Scenario(location=f"features/a/f{i % files}.feature:{10 + i}", file=f"features/a/f{i % files}.feature",
                         line=10 + i, feature=f"F{i % files}", name=f"scenario {i}", estimate=1.0 + (i * 7) % 5)
             for i in range(count)]
 
@@ -54,7 +45,7 @@ def scenarios(count: int, files: int = 4) -> list:
 @pytest.mark.parametrize("total", [1, 2, 3, 5, 8])
 def test_shards_together_hold_each_scenario_exactly_once(total):
     items = scenarios(23)
-    seen = Counter(s.location for i in range(1, total + 1) for s in rp.shard(items, i, total, {}))
+    seen = Counter(s.location for i in range(1, total + 1) for s in shard(items, i, total, {}))
     assert seen == Counter(s.location for s in items)
 
 
@@ -63,17 +54,17 @@ def test_shards_are_the_same_whatever_the_order_scenarios_were_found_in():
     shuffled = list(items)
     random.Random(7).shuffle(shuffled)
     for i in (1, 2, 3):
-        assert [s.location for s in rp.shard(items, i, 3, {})] == [s.location for s in rp.shard(shuffled, i, 3, {})]
+        assert [s.location for s in shard(items, i, 3, {})] == [s.location for s in shard(shuffled, i, 3, {})]
 
 
 def test_shards_ignore_local_history_but_follow_a_given_timings_file():
     items = scenarios(12)
     for s in items:
         s.estimate = 100.0 if s.line == 10 else 1.0  # this machine's history must not move scenarios between shards
-    plain = [sorted(s.location for s in rp.shard(items, i, 3, {})) for i in (1, 2, 3)]
+    plain = [sorted(s.location for s in shard(items, i, 3, {})) for i in (1, 2, 3)]
     assert sorted(len(part) for part in plain) == [4, 4, 4]
     heavy = {**{s.timing_key: 1.0 for s in items}, items[0].timing_key: 50.0}
-    weighted = [sorted(s.location for s in rp.shard(items, i, 3, heavy)) for i in (1, 2, 3)]
+    weighted = [sorted(s.location for s in shard(items, i, 3, heavy)) for i in (1, 2, 3)]
     holder = next(part for part in weighted if items[0].location in part)
     assert len(holder) < 4, f"the long scenario's shard should hold fewer scenarios, got {weighted}"
     assert sorted(loc for part in weighted for loc in part) == sorted(s.location for s in items)
@@ -81,7 +72,7 @@ def test_shards_ignore_local_history_but_follow_a_given_timings_file():
 
 def test_workers_get_longest_first_balanced_loads():
     items = scenarios(20)
-    parts = rp.plan_workers(items, 3, None)
+    parts = plan_workers(items, 3, None)
     loads = [sum(s.estimate for s in part) for part in parts]
     assert max(loads) - min(loads) <= max(s.estimate for s in items)
     assert sorted(s.location for part in parts for s in part) == sorted(s.location for s in items)
@@ -89,20 +80,20 @@ def test_workers_get_longest_first_balanced_loads():
 
 def test_random_order_is_repeatable_by_seed_and_differs_between_seeds():
     items = scenarios(20)
-    plan = lambda seed: [[s.location for s in part] for part in rp.plan_workers(items, 2, random.Random(seed))]  # noqa: E731
+    plan = lambda seed: [[s.location for s in part] for part in plan_workers(items, 2, random.Random(seed))]  # noqa: E731
     assert plan(11) == plan(11)
     assert plan(11) != plan(12)
     assert sorted(loc for part in plan(12) for loc in part) == sorted(s.location for s in items)
 
 
 def test_more_workers_than_scenarios_starts_only_the_needed_ones():
-    assert [w.name for w in rp.plan(scenarios(2), 8, "serial", "after", None)] == ["w1", "w2"]
-    assert [w.name for w in rp.plan(scenarios(2), 8, "serial", "private", None)] == ["w1", "w2"]
-    assert [w.name for w in rp.plan(with_serial(scenarios(2), 1), 8, "serial", "private", None)] == ["w1", "private"]
+    assert [w.name for w in plan(scenarios(2), 8, "serial", "after", None)] == ["w1", "w2"]
+    assert [w.name for w in plan(scenarios(2), 8, "serial", "private", None)] == ["w1", "w2"]
+    assert [w.name for w in plan(with_serial(scenarios(2), 1), 8, "serial", "private", None)] == ["w1", "private"]
 
 
 def test_with_no_serial_scenario_selected_every_worker_shares_the_one_stack():
-    workers = rp.plan(scenarios(6), 2, "serial", "private", None)
+    workers = plan(scenarios(6), 2, "serial", "private", None)
     assert [(w.name, w.own_stack) for w in workers] == [("w1", False), ("w2", False)]
     assert sorted(s.location for w in workers for s in w.scenarios) == sorted(s.location for s in scenarios(6))
 
@@ -116,7 +107,7 @@ def with_serial(items: list, count: int, seconds: float = 10.0) -> list:
 
 def test_the_private_worker_runs_the_serial_scenarios_first_and_is_balanced_with_the_shared_ones():
     items = with_serial(scenarios(30), 3)
-    workers = rp.plan(items, 3, "serial", "private", None)
+    workers = plan(items, 3, "serial", "private", None)
     assert [w.name for w in workers] == ["w1", "w2", "private"]
     private = workers[-1]
     assert private.scenarios[:3] == sorted(items[:3], key=lambda s: (s.file, s.line))
@@ -131,13 +122,13 @@ def test_the_private_worker_runs_the_serial_scenarios_first_and_is_balanced_with
 
 def test_serial_scenarios_longer_than_the_rest_leave_the_private_worker_no_ordinary_ones():
     items = with_serial(scenarios(10), 2, seconds=100.0)
-    workers = rp.plan(items, 2, "serial", "private", None)
+    workers = plan(items, 2, "serial", "private", None)
     assert [(w.name, len(w.scenarios)) for w in workers] == [("w1", 8), ("private", 2)]
 
 
 def test_with_one_job_the_private_worker_runs_everything_on_its_own_stack():
     items = with_serial(scenarios(12), 2)
-    workers = rp.plan(items, 1, "serial", "private", None)
+    workers = plan(items, 1, "serial", "private", None)
     assert [w.name for w in workers] == ["private"]
     assert [s.location for s in workers[0].scenarios[:2]] == [items[0].location, items[1].location]
     assert len(workers[0].scenarios) == 12
@@ -145,7 +136,7 @@ def test_with_one_job_the_private_worker_runs_everything_on_its_own_stack():
 
 def test_after_mode_keeps_the_serial_scenarios_for_one_worker_that_starts_when_the_others_are_done():
     items = with_serial(scenarios(12), 2)
-    workers = rp.plan(items, 2, "serial", "after", None)
+    workers = plan(items, 2, "serial", "after", None)
     assert [(w.name, w.own_stack, w.after) for w in workers] == [("w1", False, False), ("w2", False, False),
                                                                 ("serial", True, True)]
     assert {s.location for s in workers[-1].scenarios} == {items[0].location, items[1].location}
@@ -153,12 +144,12 @@ def test_after_mode_keeps_the_serial_scenarios_for_one_worker_that_starts_when_t
 
 def test_random_order_deals_the_private_worker_repeatably_by_seed():
     items = with_serial(scenarios(24), 3)
-    plan = lambda seed: [(w.name, [s.location for s in w.scenarios])  # noqa: E731
-                         for w in rp.plan(items, 2, "serial", "private", random.Random(seed))]
-    assert plan(5) == plan(5)
-    assert plan(5) != plan(6)
-    assert sorted(loc for _, locs in plan(6) for loc in locs) == sorted(s.location for s in items)
-    assert {s.location for s in items[:3]} <= set(dict(plan(6))["private"])
+    dealt = lambda seed: [(w.name, [s.location for s in w.scenarios])  # noqa: E731
+                          for w in plan(items, 2, "serial", "private", random.Random(seed))]
+    assert dealt(5) == dealt(5)
+    assert dealt(5) != dealt(6)
+    assert sorted(loc for _, locs in dealt(6) for loc in locs) == sorted(s.location for s in items)
+    assert {s.location for s in items[:3]} <= set(dict(dealt(6))["private"])
 
 
 @pytest.mark.parametrize("defines, environ, expected", [
@@ -169,26 +160,26 @@ def test_a_private_stack_is_used_unless_the_stack_is_an_external_deployment(defi
     monkeypatch.delenv("SUITE_STACK", raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    assert rp.serial_mode("auto", defines) == expected
-    assert rp.serial_mode("after", {}) == "after" and rp.serial_mode("private", {"stack": "external"}) == "private"
+    assert serial_mode("auto", defines) == expected
+    assert serial_mode("after", {}) == "after" and serial_mode("private", {"stack": "external"}) == "private"
 
 
 def test_a_serial_scenario_without_history_is_not_taken_for_a_short_one():
     items = scenarios(6)
     items[0].tags = ["serial"]
     known = {s.timing_key: 0.2 for s in items[2:]}
-    assert rp.estimate(items, known, {}, "serial") == 4
-    assert items[0].estimate == rp.UNKNOWN_SERIAL_SECONDS and items[1].estimate == 0.2
+    assert estimate(items, known, {}, "serial") == 4
+    assert items[0].estimate == UNKNOWN_SERIAL_SECONDS and items[1].estimate == 0.2
 
 
 @pytest.mark.parametrize("text", ["0/3", "4/3", "x", "1/0", "1-3"])
 def test_a_bad_shard_is_refused(text):
-    with pytest.raises(rp.RunError):
-        rp.parse_shard(text)
+    with pytest.raises(RunError):
+        parse_shard(text)
 
 
 def test_allure_names_cover_rules_and_outline_rows():
-    s = rp.Scenario(location="f:1", file="f", line=1, feature="Budgets", rule="Limits", name="Spending 1.00 -- @1.2")
+    s = Scenario(location="f:1", file="f", line=1, feature="Budgets", rule="Limits", name="Spending 1.00 -- @1.2")
     assert s.allure_names() == {"Budgets: Spending 1.00", "Budgets: Limits: Spending 1.00"}
 
 
@@ -343,8 +334,7 @@ def project(tmp_path):
     (tmp_path / "environment.py").write_text(ENVIRONMENT)
     (tmp_path / "behave.ini").write_text(BEHAVE_INI)
     (tmp_path / "support").symlink_to(ROOT / "support")
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(SCRIPT, tmp_path / "scripts" / "run-parallel")
+    (tmp_path / "tools").symlink_to(ROOT / "tools")
     return tmp_path
 
 
@@ -375,10 +365,14 @@ def run(project: Path, deployment: str, *args: str, env: dict | None = None, ext
     if log.exists():
         log.unlink()
     defines = ["-D", "stack=external", "-D", f"base_url={deployment}"] if external else []
-    done = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), *defines, *args], cwd=project,
-                          capture_output=True, text=True, timeout=240,
+    done = subprocess.run([*RUNNER, *defines, *args], cwd=project, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "FAKE_RUN_LOG": str(log), **(env or {})})
     return Run(project, done)
+
+
+def check_results(project: Path, folder: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*RUNNER, "--check-results", folder], cwd=project, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_every_scenario_runs_once_across_workers_and_serial_ones_alone_afterwards(project, deployment):
@@ -396,8 +390,7 @@ def test_every_scenario_runs_once_across_workers_and_serial_ones_alone_afterward
     # One Allure folder for all workers, one result per scenario; JUnit kept apart per worker.
     assert len(result.allure_results()) == ALL
     assert {p.name for p in (project / "reports" / "junit").iterdir()} == {"w1", "w2", "w3", "serial"}
-    check = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), "--check-results",
-                            "allure-results"], cwd=project, capture_output=True, text=True, timeout=120)
+    check = check_results(project, "allure-results")
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"each of the {ALL} scenarios appears exactly once" in check.stdout
 
@@ -441,8 +434,7 @@ def test_check_results_notices_a_scenario_reported_twice_or_missing(project, dep
     first, *_, last = sorted(results.glob("*-result.json"))
     shutil.copy(first, results / "duplicate-result.json")
     last.unlink()  # (chosen before the copy: the copy's name may sort last)
-    check = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), "--check-results",
-                            "allure-results"], cwd=project, capture_output=True, text=True, timeout=120)
+    check = check_results(project, "allure-results")
     assert check.returncode == 1, check.stdout
     assert "NOT each scenario exactly once" in check.stdout
 
@@ -458,8 +450,7 @@ def test_three_shards_together_run_each_scenario_exactly_once(project, deploymen
         for path in (project / "allure-results").iterdir():
             shutil.copy(path, merged / path.name)
     assert sum(seen.values()) == ALL and set(seen.values()) == {1}, seen
-    check = subprocess.run([sys.executable, str(project / "scripts" / "run-parallel"), "--check-results",
-                            str(merged)], cwd=project, capture_output=True, text=True, timeout=120)
+    check = check_results(project, str(merged))
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -539,8 +530,24 @@ def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):
 
 
 def test_behave_options_with_values_are_passed_through_not_taken_for_paths():
-    args = rp.parse_args(["-j", "2", "-n", "Gamma two", "features/x", "--stop", "-e", "foo.*", "-D", "a=b",
+    args = parse_args(["-j", "2", "-n", "Gamma two", "features/x", "--stop", "-e", "foo.*", "-D", "a=b",
                           "--seed", "3", "--tags", "@fast"])
     assert args.paths == ["features/x"]
     assert args.behave_extra == ["--name=Gamma two", "--stop", "--exclude=foo.*"]
     assert (args.jobs, args.define, args.order, args.seed, args.tags) == (2, ["a=b"], "random", 3, ["@fast"])
+
+
+def test_scripts_run_parallel_runs_the_runner_with_the_projects_venv():
+    done = subprocess.run([str(ROOT / "scripts" / "run-parallel"), "-D", "oops"], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (2, "run-parallel: -D 'oops' is not NAME=VALUE\n"), done
+
+
+def test_scripts_run_parallel_without_a_venv_says_to_bootstrap(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    for name in ("run-parallel", "lib.sh"):
+        shutil.copy(ROOT / "scripts" / name, tmp_path / "scripts" / name)
+    done = subprocess.run([str(tmp_path / "scripts" / "run-parallel"), "--list"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr == f"run-parallel: no .venv in {tmp_path}: run scripts/bootstrap first\n", done.stderr

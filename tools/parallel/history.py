@@ -1,0 +1,98 @@
+"""Durations of earlier runs: reports/timings.json (kept by every run) and the last run's Allure results."""
+from __future__ import annotations
+
+import configparser
+import glob
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from tools.parallel.model import PASSED, ROOT, TIMINGS_FILE, Scenario, Worker
+
+UNKNOWN_SERIAL_SECONDS = 5.0
+
+
+def allure_folder() -> Path:
+    """The folder behave.ini sends the Allure formatter's output to."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "behave.ini")
+    if parser.has_section("behave"):
+        formats = parser.get("behave", "format", fallback="").split()
+        outfiles = parser.get("behave", "outfiles", fallback="").split()
+        aliases = dict(parser.items("behave.formatters")) if parser.has_section("behave.formatters") else {}
+        for index, name in enumerate(formats):
+            target = aliases.get(name, name)
+            if "allure" in target.lower() and index < len(outfiles):
+                return (ROOT / outfiles[index]).resolve()
+    return ROOT / "allure-results"
+
+
+def load_allure_results(folders: list[Path]) -> list[dict]:
+    results = []
+    for folder in folders:
+        for path in sorted(glob.glob(str(folder / "*-result.json"))):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    results.append(json.load(handle))
+            except (OSError, ValueError):
+                continue
+    return results
+
+
+def read_timings(path: Path) -> dict[str, float]:
+    """{timing key: seconds} from a timings file; OSError, ValueError or AttributeError when it cannot be read."""
+    return {k: float(v) for k, v in json.loads(Path(path).read_text()).items()}
+
+
+def previous_durations(results_dir: Path) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """(timing key -> seconds) from reports/timings.json, (Allure fullName -> seconds) from the last run."""
+    by_key: dict[str, float] = {}
+    if TIMINGS_FILE.exists():
+        try:
+            by_key = read_timings(TIMINGS_FILE)
+        except (OSError, ValueError, AttributeError):
+            by_key = {}
+    by_name: dict[str, list[float]] = defaultdict(list)
+    for result in load_allure_results([results_dir]):
+        if result.get("fullName") and result.get("start") and result.get("stop"):
+            by_name[" ".join(result["fullName"].split())].append((result["stop"] - result["start"]) / 1000)
+    return by_key, by_name
+
+
+def estimate(scenarios: list[Scenario], by_key: dict[str, float], by_name: dict[str, list[float]],
+             serial_tag: str | None = None) -> int:
+    """Sets each scenario's estimate; returns how many came from history. Without history a scenario weighs
+    the median of the known ones, an @serial one at least UNKNOWN_SERIAL_SECONDS (they restart processes, wait
+    out timeouts, run loads: counting them short would pile ordinary scenarios onto the private worker)."""
+    known = 0
+    for s in scenarios:
+        seconds = by_key.get(s.timing_key)
+        if seconds is None:
+            seen = [d for n in s.allure_names() for d in by_name.get(n, [])]
+            seconds = sum(seen) / len(seen) if seen else None
+        if seconds is not None:
+            s.estimate, known = max(seconds, 0.01), known + 1
+        else:
+            s.estimate = -1.0
+    measured = [s.estimate for s in scenarios if s.estimate > 0]
+    default = statistics.median(measured) if measured else 1.0
+    for s in scenarios:
+        if s.estimate < 0:
+            s.estimate = max(default, UNKNOWN_SERIAL_SECONDS) if serial_tag in s.tags else default
+    return known
+
+
+def save_timings(workers: list[Worker]) -> None:
+    """The passed scenarios' durations into reports/timings.json, on top of what earlier runs left there."""
+    try:
+        timings = read_timings(TIMINGS_FILE) if TIMINGS_FILE.exists() else {}
+    except (OSError, ValueError, AttributeError):
+        timings = {}
+    for worker in workers:
+        for s in worker.scenarios:
+            outcome = worker.outcomes.get(s.location, {})
+            if outcome.get("status") == PASSED and outcome.get("seconds"):
+                timings[s.timing_key] = round(outcome["seconds"], 3)
+    TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    TIMINGS_FILE.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")

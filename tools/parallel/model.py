@@ -1,0 +1,88 @@
+"""What a parallel run is made of: the selected scenarios, the workers that run them, and where their files go."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.project import project_root
+
+ROOT = project_root()
+REPORTS = ROOT / "reports"
+PARALLEL_DIR = REPORTS / "parallel"
+JUNIT_DIR = REPORTS / "junit"
+TIMINGS_FILE = REPORTS / "timings.json"
+PASSED, SKIPPED, NOT_RUN = "passed", "skipped", "not run"
+
+
+class RunError(Exception):
+    """The run cannot start; the message says what to do (exit 2)."""
+
+
+class Interrupted(Exception):
+    pass
+
+
+def kind_of(status: str) -> str:
+    """passed, skipped, not run, or failed (behave's failed, error, undefined...)."""
+    return status if status in (PASSED, SKIPPED, NOT_RUN) else "failed"
+
+
+@dataclass
+class Scenario:
+    location: str
+    file: str
+    line: int
+    feature: str
+    name: str
+    rule: str | None = None
+    tags: list[str] = field(default_factory=list)
+    estimate: float = 1.0
+
+    @property
+    def stable_key(self) -> str:
+        """The same on every machine for the same checkout: decides shard membership and tie-breaks."""
+        return hashlib.sha1(f"{self.location}:{self.name}".encode()).hexdigest()
+
+    @property
+    def timing_key(self) -> str:
+        """Survives lines moving when a file is edited (the name of an outline row includes its row id)."""
+        return f"{self.file}::{self.name}"
+
+    def allure_names(self) -> set[str]:
+        """The fullName an Allure result of this scenario carries (with or without its Rule)."""
+        base = " ".join(self.name.split(" -- ")[0].split())
+        names = {f"{self.feature}: {base}"}
+        if self.rule:
+            names.add(f"{self.feature}: {self.rule}: {base}")
+        return {" ".join(n.split()) for n in names}
+
+
+@dataclass
+class Worker:
+    name: str
+    scenarios: list[Scenario]
+    own_stack: bool = False  # brings up a stack of its own (the private worker, or the @serial one run after)
+    after: bool = False  # starts only when the shared-stack workers are done
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    seconds: float = 0.0
+    exit_code: int | None = None
+    outcomes: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def estimate(self) -> float:
+        return sum(s.estimate for s in self.scenarios)
+
+    def locations_file(self) -> Path:
+        return PARALLEL_DIR / f"{self.name}.locations"
+
+    def log_file(self) -> Path:
+        return PARALLEL_DIR / f"{self.name}.log"
+
+    def json_file(self) -> Path:
+        return PARALLEL_DIR / f"{self.name}.json"
+
+    def junit_dir(self) -> Path:
+        return JUNIT_DIR / self.name

@@ -1,0 +1,111 @@
+"""The plan: which machine (--shard) and which worker runs which scenario, balanced by estimated duration."""
+from __future__ import annotations
+
+import os
+import random
+import statistics
+
+from tools.parallel.model import RunError, Scenario, Worker
+
+# Hooks, cleanups and formatters per scenario, beyond the step durations that estimates are made of (measured).
+SCENARIO_OVERHEAD_SECONDS = 0.01
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, total = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise RunError(f"--shard {text!r} is not I/N (e.g. --shard 1/3)") from None
+    if total < 1 or not 1 <= index <= total:
+        raise RunError(f"--shard {text!r}: I must be between 1 and N (e.g. --shard 1/3)")
+    return index, total
+
+
+def deal(scenarios: list[Scenario], bins: int, weight=lambda s: s.estimate, ordered: bool = False,
+         loads: list[float] | None = None) -> list[list[Scenario]]:
+    """Greedy longest-first balancing: each scenario goes to the least loaded bin (lowest index on ties).
+    `ordered` keeps the given order instead of sorting longest first (random order); `loads` are what
+    the bins already hold."""
+    loads = list(loads) if loads is not None else [0.0] * bins
+    dealt: list[list[Scenario]] = [[] for _ in range(bins)]
+    items = scenarios if ordered else sorted(scenarios, key=lambda s: (-weight(s), s.stable_key))
+    for scenario in items:
+        target = min(range(bins), key=lambda k: (loads[k], k))
+        dealt[target].append(scenario)
+        loads[target] += weight(scenario)
+    return dealt
+
+
+def shard(scenarios: list[Scenario], index: int, total: int, weights: dict[str, float]) -> list[Scenario]:
+    """The index-th (1-based) of total parts. Depends only on the checkout and the weights file, never on
+    this machine's history, so every machine computes the same split."""
+    known = [w for w in weights.values() if w > 0]
+    default = statistics.median(known) if known else 1.0
+
+    def weight(s: Scenario) -> float:
+        return weights.get(s.timing_key, default) if weights else 1.0
+
+    return deal(scenarios, total, weight=weight)[index - 1]
+
+
+def shard_selection(scenarios: list[Scenario], index: int, total: int, weights: dict[str, float],
+                    serial_tag: str) -> list[Scenario]:
+    """This machine's part: ordinary and @serial scenarios are split apart, so every shard gets its share of both."""
+    serial = [s for s in scenarios if serial_tag in s.tags]
+    ordinary = [s for s in scenarios if serial_tag not in s.tags]
+    return shard(ordinary, index, total, weights) + shard(serial, index, total, weights)
+
+
+def plan_workers(parallel: list[Scenario], jobs: int, rng: random.Random | None,
+                 loads: list[float] | None = None) -> list[list[Scenario]]:
+    """`jobs` parts, balanced longest first (or dealt in a seeded random order); with `loads`, what each part
+    already holds. Empty parts are kept, so a part's index says which worker it is for."""
+    if rng is not None:
+        items = sorted(parallel, key=lambda s: s.stable_key)
+        rng.shuffle(items)
+        return deal(items, jobs, weight=cost, ordered=True, loads=loads)
+    return [sorted(part, key=lambda s: (s.file, s.line)) for part in deal(parallel, jobs, weight=cost, loads=loads)]
+
+
+def cost(s: Scenario) -> float:
+    """What a scenario adds to its worker's time: its steps, plus behave's own work around them."""
+    return s.estimate + SCENARIO_OVERHEAD_SECONDS
+
+
+def serial_mode(requested: str, defines: dict[str, str]) -> str:
+    """'private' or 'after'. A stack the runner can start twice (local, compose) gives the private worker a stack
+    of its own; on an external deployment the second "stack" would be the same one, so @serial runs after."""
+    if requested != "auto":
+        return requested
+    stack = defines.get("stack") or os.environ.get("SUITE_STACK") or "local"
+    return "after" if stack == "external" else "private"
+
+
+def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: random.Random | None
+         ) -> list[Worker]:
+    """The workers and what each runs.
+
+    private: N-1 shared-stack workers w1.. and one private worker; the private one holds the @serial scenarios
+    (first, in defined order) and is dealt ordinary ones on top of their durations like any other worker.
+    With no @serial scenario selected there is no private worker: all N share the one stack.
+    after: N shared-stack workers, then one `serial` worker with the @serial scenarios only."""
+    serial = [s for s in scenarios if serial_tag in s.tags]
+    ordinary = [s for s in scenarios if serial_tag not in s.tags]
+    serial.sort(key=lambda s: s.stable_key)
+    if rng is not None:
+        rng.shuffle(serial)
+    else:
+        serial.sort(key=lambda s: (s.file, s.line))
+    if mode == "after" or not serial:  # nothing needs a stack of its own: every worker shares the one stack
+        workers = [Worker(f"w{k + 1}", part) for k, part in enumerate(plan_workers(ordinary, jobs, rng)) if part]
+        if serial:
+            workers.append(Worker("serial", serial, own_stack=True, after=True))
+        return workers
+    parts = plan_workers(ordinary, jobs, rng, loads=[0.0] * (jobs - 1) + [sum(cost(s) for s in serial)])
+    workers = [Worker(f"w{k + 1}", part) for k, part in enumerate(parts[:-1]) if part]
+    private = serial + parts[-1]
+    if rng is not None:  # random order mixes them, so no scenario always follows a fault or a restart
+        rng.shuffle(private)
+    if private:
+        workers.append(Worker("private", private, own_stack=True))
+    return workers

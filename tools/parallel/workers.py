@@ -1,0 +1,137 @@
+"""The behave processes: the dry run that lists the selection, and the workers (start, wait, stop, outcomes)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from support.harness.redaction import mask_url
+from tools.defines import define_args
+from tools.parallel.model import NOT_RUN, PARALLEL_DIR, PASSED, ROOT, SKIPPED, RunError, Scenario, Worker, kind_of
+
+PYTHON = sys.executable
+
+
+def selection_args(args) -> list[str]:
+    return [f"--tags={expr}" for expr in args.tags] + list(args.behave_extra)
+
+
+def collect_scenarios(args, defines: dict[str, str]) -> list[Scenario]:
+    """The scenarios the paths and tags select, from a behave dry run (tools.parallel.collect)."""
+    with tempfile.TemporaryDirectory(prefix="run-parallel-") as scratch:
+        out = Path(scratch) / "plan.json"
+        argv = [PYTHON, "-m", "tools.parallel.collect", str(out), *selection_args(args), *define_args(defines),
+                *args.paths]
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        if not out.exists():
+            output = (done.stdout + done.stderr).strip().splitlines()
+            raise RunError("behave could not collect the scenarios (exit "
+                           f"{done.returncode}):\n  " + "\n  ".join(output[-25:]))
+        raw = json.loads(out.read_text())
+    return [Scenario(**item) for item in raw]
+
+
+def worker_command(worker: Worker, args, defines: dict[str, str]) -> list[str]:
+    return [PYTHON, "-m", "behave", "--runner", "tools.parallel.ordered_runner:OrderedRunner",
+            "-f", "json", "-o", str(worker.json_file().relative_to(ROOT)),
+            "--junit-directory", str(worker.junit_dir().relative_to(ROOT)),
+            *selection_args(args), *define_args(defines),
+            f"@{worker.locations_file().relative_to(ROOT)}"]
+
+
+def start_worker(worker: Worker, args, defines: dict[str, str]) -> None:
+    # behave reads the paths of an @file relative to the file's folder.
+    worker.locations_file().write_text("".join(
+        os.path.relpath(ROOT / s.location, worker.locations_file().parent) + "\n" for s in worker.scenarios))
+    command = worker_command(worker, args, defines)
+    shown = [f"database_url={mask_url(a.split('=', 1)[1])}" if a.startswith("database_url=") else a for a in command]
+    (PARALLEL_DIR / f"{worker.name}.command").write_text(" ".join(shown) + "\n")
+    log = open(worker.log_file(), "wb")
+    worker.started = time.monotonic()
+    worker.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    log.close()
+
+
+def wait_workers(workers: list[Worker], until: list[Worker] | None = None) -> None:
+    """Notes each of `workers` as it finishes; returns once every one of `until` (default: all) has."""
+    running = [w for w in workers if w.exit_code is None]
+    awaited = [w for w in (workers if until is None else until) if w.exit_code is None]
+    while any(w.exit_code is None for w in awaited):
+        for worker in list(running):
+            code = worker.process.poll()
+            if code is None:
+                continue
+            worker.exit_code = code
+            worker.seconds = time.monotonic() - worker.started
+            running.remove(worker)
+            read_outcomes(worker)
+            counts = Counter(kind_of(o["status"]) for o in worker.outcomes.values())
+            print(f"run-parallel: {worker.name} finished in {worker.seconds:.1f} s: {counts[PASSED]} passed, "
+                  f"{counts['failed'] + counts[NOT_RUN]} failed or not run, {counts[SKIPPED]} skipped (exit {code})",
+                  flush=True)
+        if any(w.exit_code is None for w in awaited):
+            time.sleep(0.1)  # the polling period: a worker's end is noticed within it
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    for worker in workers:
+        if worker.process is not None and worker.process.poll() is None:
+            try:
+                os.killpg(worker.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+    for worker in workers:
+        if worker.process is not None:
+            try:
+                worker.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.process.pid, signal.SIGKILL)
+                worker.process.wait(timeout=15)
+
+
+def reported_outcomes(json_file: Path) -> dict[str, dict]:
+    """location -> {status, seconds, error} of each scenario in a behave JSON report (none if it is unreadable)."""
+    reported: dict[str, dict] = {}
+    try:
+        features = json.loads(json_file.read_text())
+    except (OSError, ValueError):
+        features = []
+    for feature in features or []:
+        for element in feature.get("elements", []):
+            if element.get("type") == "background":
+                continue
+            steps = element.get("steps", [])
+            seconds = sum((step.get("result") or {}).get("duration") or 0 for step in steps)
+            problem = next(((step.get("result") or {}).get("error_message") or
+                            f"step {(step.get('result') or {}).get('status')}: {step.get('keyword', '')} "
+                            f"{step.get('name', '')}".strip()
+                            for step in steps
+                            if (step.get("result") or {}).get("status") not in (None, "passed", "skipped")),
+                           None)
+            if isinstance(problem, list):  # behave's JSON report splits a message into lines
+                problem = "\n".join(problem)
+            reported[element.get("location")] = {"status": element.get("status"), "seconds": seconds,
+                                                 "error": problem}
+    return reported
+
+
+def read_outcomes(worker: Worker) -> None:
+    """Each planned scenario's status from the worker's behave JSON report; planned but absent = not run."""
+    reported = reported_outcomes(worker.json_file())
+    log = worker.log_file().relative_to(ROOT)
+    for s in worker.scenarios:
+        seen = reported.get(s.location)
+        if seen is not None and seen["status"] == SKIPPED:
+            # It was selected by its location, so a step or hook skipped it (e.g. a capability this stack lacks).
+            seen = {**seen, "error": f"skipped at run time by a step or hook; see {log}"}
+        elif seen is None or seen["status"] in ("untested", None):
+            seen = {"status": NOT_RUN, "seconds": 0.0,
+                    "error": f"no result from worker {worker.name} (exit {worker.exit_code}); see {log}"}
+        worker.outcomes[s.location] = {**seen, "name": s.name, "worker": worker.name}
