@@ -122,23 +122,25 @@ def api_key(request: Request, rt: RuntimeDep) -> Principal:
     return Principal(Actor("api_key", found.id), org_id=found.org_id, org_slug=found.slug, key_id=found.id)
 
 
-def service(request: Request, rt: RuntimeDep) -> Principal:
+def _shared_secret_principal(request: Request, rt: Runtime, kind: str, secret: str, audience: str,
+                             wanted: str) -> Principal:
+    """A `kind` caller (service or admin) with an HS256 token signed with `secret` for `audience`."""
+    action = f"auth.{kind}_token"
     token = _bearer(request)
     if not token:
-        raise _unauthorized(rt, request, "auth.service_token", "a service token (HS256, aud billing-s2s) is required")
+        raise _unauthorized(rt, request, action, f"{wanted} is required")
     try:
-        claims = verify_shared_secret_token(token, secret=rt.settings.internal_jwt_secret, audience=SERVICE_AUDIENCE)
+        claims = verify_shared_secret_token(token, secret=secret, audience=audience)
     except TokenError as exc:
-        raise _unauthorized(rt, request, "auth.service_token", str(exc))
-    return Principal(Actor("service", str(claims.get("sub") or "service")), claims=claims)
+        raise _unauthorized(rt, request, action, str(exc))
+    return Principal(Actor(kind, str(claims.get("sub") or kind)), claims=claims)
+
+
+def service(request: Request, rt: RuntimeDep) -> Principal:
+    return _shared_secret_principal(request, rt, "service", rt.settings.internal_jwt_secret, SERVICE_AUDIENCE,
+                                    "a service token (HS256, aud billing-s2s)")
 
 
 def admin(request: Request, rt: RuntimeDep) -> Principal:
-    token = _bearer(request)
-    if not token:
-        raise _unauthorized(rt, request, "auth.admin_token", "an admin token (HS256, aud billing-admin) is required")
-    try:
-        claims = verify_shared_secret_token(token, secret=rt.settings.admin_jwt_secret, audience=ADMIN_AUDIENCE)
-    except TokenError as exc:
-        raise _unauthorized(rt, request, "auth.admin_token", str(exc))
-    return Principal(Actor("admin", str(claims.get("sub") or "admin")), claims=claims)
+    return _shared_secret_principal(request, rt, "admin", rt.settings.admin_jwt_secret, ADMIN_AUDIENCE,
+                                    "an admin token (HS256, aud billing-admin)")

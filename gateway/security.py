@@ -184,13 +184,32 @@ def issue_user_token(keyring: KeyRing, *, issuer: str, user_id: str, typ: str, t
     return token, claims
 
 
-def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) -> dict:
+def _header(token: str, algorithm: str) -> dict:
+    """The token's header (not yet verified); a token signed with another algorithm is refused."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise TokenError("the token is not a well-formed JWT")
-    if header.get("alg") != "ES256":
-        raise TokenError(f"the token's algorithm {header.get('alg')!r} is not accepted (ES256 only)")
+    if header.get("alg") != algorithm:
+        raise TokenError(f"the token's algorithm {header.get('alg')!r} is not accepted ({algorithm} only)")
+    return header
+
+
+_WHY_REFUSED = ((jwt.ExpiredSignatureError, "the token has expired"),
+                (jwt.ImmatureSignatureError, "the token is not valid yet"),
+                (jwt.InvalidIssuerError, "the token's issuer is not this gateway"),
+                (jwt.InvalidSignatureError, "the token's signature does not verify"))
+
+
+def _why_refused(exc: jwt.PyJWTError, wrong_audience: str) -> str:
+    """What a refused token is told, from PyJWT's verdict."""
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return wrong_audience
+    return next((why for kind, why in _WHY_REFUSED if isinstance(exc, kind)), f"the token is not valid: {exc}")
+
+
+def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) -> dict:
+    header = _header(token, "ES256")
     if header.get("typ") != typ:
         raise TokenError(f"the token's type {header.get('typ')!r} is not accepted here (expected {typ!r})")
     kid = header.get("kid")
@@ -205,18 +224,8 @@ def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) ->
                                      "strict_aud": True}, leeway=5)
     except jwt.MissingRequiredClaimError as exc:
         raise TokenError(f"the token lacks the required claim {exc.claim!r}")
-    except jwt.ExpiredSignatureError:
-        raise TokenError("the token has expired")
-    except jwt.ImmatureSignatureError:
-        raise TokenError("the token is not valid yet")
-    except jwt.InvalidAudienceError:
-        raise TokenError("the token's audience is not this gateway")
-    except jwt.InvalidIssuerError:
-        raise TokenError("the token's issuer is not this gateway")
-    except jwt.InvalidSignatureError:
-        raise TokenError("the token's signature does not verify")
     except jwt.PyJWTError as exc:
-        raise TokenError(f"the token is not valid: {exc}")
+        raise TokenError(_why_refused(exc, "the token's audience is not this gateway"))
     if claims.get("token_use") != typ:
         raise TokenError(f"the token is not an {typ} token")
     return claims
@@ -225,22 +234,9 @@ def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) ->
 # ---- service and admin tokens (HS256) --------------------------------------------------------------------------
 
 def verify_shared_secret_token(token: str, *, secret: str, audience: str) -> dict:
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise TokenError("the token is not a well-formed JWT")
-    if header.get("alg") != "HS256":
-        raise TokenError(f"the token's algorithm {header.get('alg')!r} is not accepted (HS256 only)")
+    _header(token, "HS256")
     try:
         return jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
                           options={"require": ["exp", "aud"]}, leeway=5)
-    except jwt.ExpiredSignatureError:
-        raise TokenError("the token has expired")
-    except jwt.ImmatureSignatureError:
-        raise TokenError("the token is not valid yet")
-    except jwt.InvalidAudienceError:
-        raise TokenError(f"the token's audience is not {audience!r}")
-    except jwt.InvalidSignatureError:
-        raise TokenError("the token's signature does not verify")
     except jwt.PyJWTError as exc:
-        raise TokenError(f"the token is not valid: {exc}")
+        raise TokenError(_why_refused(exc, f"the token's audience is not {audience!r}"))

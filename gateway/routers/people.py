@@ -11,11 +11,12 @@ from sqlalchemy import func, select, update
 from gateway import audit
 from gateway.audit import Actor
 from gateway.bodies import RequestBody
+from gateway.errors import ApiError
 from gateway.models import Invitation, Membership, Org, User, utcnow
 from gateway.permissions import ROLES, outranks_or_equals
 from gateway.principals import Principal, deny, user
 from gateway.routers.orgs import new_invitation, valid_email
-from gateway.runtime import RuntimeDep
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import hash_password, new_id, sha256_hex, verify_password
 from gateway.services.ledger import as_utc
 from gateway.services.orgs import lock_org, not_in_org, org_for_member
@@ -115,6 +116,24 @@ def _owners(session, org_id: str) -> int:
                           .where(Membership.org_id == org_id, Membership.role == "owner"))
 
 
+def _not_a_member(slug: str, user_id: str) -> tuple[int, str, str]:
+    return 404, "member_not_found", f"User '{user_id}' is not a member of org '{slug}'."
+
+
+def _last_owner(slug: str, user_id: str) -> tuple[int, str, str]:
+    return (409, "last_owner", f"Refused: user '{user_id}' is the last owner of org '{slug}'; make someone else "
+            f"owner first.")
+
+
+def _refuse(rt: Runtime, principal: Principal, problem: tuple[int, str, str], action: str, slug: str,
+            user_id: str) -> ApiError:
+    status, code, message = problem
+    if status == 404:
+        return not_in_org(rt, principal, code=code, message=message, action=action, target=f"user:{user_id}",
+                          org=slug)
+    return deny(rt, status, code, message, actor=principal.actor, action=action, target=f"user:{user_id}", org=slug)
+
+
 @router.patch("/orgs/{slug}/members/{user_id}")
 def change_role(slug: str, user_id: str, body: RoleChange, rt: RuntimeDep, principal: Principal = Depends(user)):
     org, _ = org_for_member(rt, principal, slug, "members.change_role")
@@ -123,10 +142,9 @@ def change_role(slug: str, user_id: str, body: RoleChange, rt: RuntimeDep, princ
         lock_org(session, org.id)  # two owners stepping down at once must not leave the org without one
         membership = session.get(Membership, (org.id, user_id))
         if membership is None:
-            problem = (404, "member_not_found", f"User '{user_id}' is not a member of org '{slug}'.")
+            problem = _not_a_member(slug, user_id)
         elif membership.role == "owner" and body.role != "owner" and _owners(session, org.id) <= 1:
-            problem = (409, "last_owner", f"Refused: user '{user_id}' is the last owner of org '{slug}'; make "
-                       f"someone else owner first.")
+            problem = _last_owner(slug, user_id)
         else:
             before = membership.role
             session.execute(update(Membership).where(Membership.org_id == org.id, Membership.user_id == user_id)
@@ -134,12 +152,7 @@ def change_role(slug: str, user_id: str, body: RoleChange, rt: RuntimeDep, princ
             audit.record(session, principal.actor, "members.change_role", target=f"user:{user_id}", org=slug,
                          details={"from": before, "to": body.role})
             return {"user_id": user_id, "role": body.role}
-    status, code, message = problem
-    if status == 404:
-        raise not_in_org(rt, principal, code=code, message=message, action="members.change_role",
-                         target=f"user:{user_id}", org=slug)
-    raise deny(rt, status, code, message, actor=principal.actor, action="members.change_role",
-               target=f"user:{user_id}", org=slug)
+    raise _refuse(rt, principal, problem, "members.change_role", slug, user_id)
 
 
 @router.delete("/orgs/{slug}/members/{user_id}", status_code=204)
@@ -150,21 +163,15 @@ def remove_member(slug: str, user_id: str, rt: RuntimeDep, principal: Principal 
         lock_org(session, org.id)
         membership = session.get(Membership, (org.id, user_id))
         if membership is None:
-            problem = (404, "member_not_found", f"User '{user_id}' is not a member of org '{slug}'.")
+            problem = _not_a_member(slug, user_id)
         elif membership.role == "owner" and role != "owner":
             problem = (403, "forbidden", f"Forbidden: a {role} cannot remove an owner of org '{slug}'.")
         elif membership.role == "owner" and _owners(session, org.id) <= 1:
-            problem = (409, "last_owner", f"Refused: user '{user_id}' is the last owner of org '{slug}'; make "
-                       f"someone else owner first.")
+            problem = _last_owner(slug, user_id)
         else:
             target_role = membership.role
             session.delete(membership)
             audit.record(session, principal.actor, "members.remove", target=f"user:{user_id}", org=slug,
                          details={"role": target_role})
             return Response(status_code=204)
-    status, code, message = problem
-    if status == 404:
-        raise not_in_org(rt, principal, code=code, message=message, action="members.remove",
-                         target=f"user:{user_id}", org=slug)
-    raise deny(rt, status, code, message, actor=principal.actor, action="members.remove",
-               target=f"user:{user_id}", org=slug)
+    raise _refuse(rt, principal, problem, "members.remove", slug, user_id)

@@ -7,11 +7,14 @@ from the JWKS and its tokens are refused. Every change reloads this process's ke
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from gateway import audit
+from gateway.audit import Actor
 from gateway.models import SigningKey, utcnow
 from gateway.principals import Principal, admin, deny
 from gateway.runtime import Runtime, RuntimeDep
@@ -53,59 +56,57 @@ def publish(rt: RuntimeDep, principal: Principal = Depends(admin)):
     return JSONResponse(result, status_code=201)
 
 
-def _refuse(rt: Runtime, principal: Principal, status: int, code: str, message: str, action: str, kid: str):
-    return deny(rt, status, code, message, actor=principal.actor, action=action, target=f"signing_key:{kid}")
-
-
-@router.post("/{kid}/activate")
-def activate(kid: str, rt: RuntimeDep, principal: Principal = Depends(admin)):
-    action = "signing_keys.activate"
-    problem = None
+def _change_key(rt: Runtime, principal: Principal, kid: str, action: str, change: Callable) -> dict:
+    """`change(session, keys, key, actor, action)` on the locked keys answers (problem, result): a problem is
+    refused (audited once this transaction has ended), a result is returned once this process's key ring has
+    reloaded."""
     with rt.db.transaction() as session:
         keys = _all_locked(session)
         key = keys.get(kid)
         if key is None:
-            problem = (404, "signing_key_not_found", f"Signing key '{kid}' does not exist.")
-        elif key.state == "retired":
-            problem = (409, "signing_key_retired", f"Refused: signing key '{kid}' is retired and cannot sign again; "
-                       f"publish a new key instead.")
+            problem, result = (404, "signing_key_not_found", f"Signing key '{kid}' does not exist."), None
         else:
-            previous = [k for k in keys.values() if k.state == "active" and k.kid != kid]
-            for old in previous:
-                old.state = "retiring"
-            changed = key.state != "active"
-            key.state = "active"
-            audit.record(session, principal.actor, action, target=f"signing_key:{kid}",  # once per request
-                         reason=None if changed else "the key already signed; nothing changed",
-                         details={"previous": [k.kid for k in previous]})
-            result = {**key_json(key), "previous": [{"kid": k.kid, "state": k.state} for k in previous]}
+            problem, result = change(session, keys, key, principal.actor, action)
     if problem is not None:
-        raise _refuse(rt, principal, *problem, action, kid)
+        raise deny(rt, *problem, actor=principal.actor, action=action, target=f"signing_key:{kid}")
     rt.keyring.reload()
     return result
+
+
+def _activate(session, keys: dict[str, SigningKey], key: SigningKey, actor: Actor, action: str):
+    if key.state == "retired":
+        return (409, "signing_key_retired", f"Refused: signing key '{key.kid}' is retired and cannot sign again; "
+                f"publish a new key instead."), None
+    previous = [k for k in keys.values() if k.state == "active" and k.kid != key.kid]
+    for old in previous:
+        old.state = "retiring"
+    changed = key.state != "active"
+    key.state = "active"
+    audit.record(session, actor, action, target=f"signing_key:{key.kid}",  # once per request
+                 reason=None if changed else "the key already signed; nothing changed",
+                 details={"previous": [k.kid for k in previous]})
+    return None, {**key_json(key), "previous": [{"kid": k.kid, "state": k.state} for k in previous]}
+
+
+def _retire(session, keys: dict[str, SigningKey], key: SigningKey, actor: Actor, action: str):
+    if key.state == "active":
+        return (409, "signing_key_active", f"Refused: signing key '{key.kid}' signs new tokens; activate another "
+                f"key before retiring this one."), None
+    if key.state == "retired":  # nothing changes, but the request is on record like any other
+        audit.record(session, actor, action, target=f"signing_key:{key.kid}",
+                     reason="the key was already retired; nothing changed")
+    else:
+        key.state = "retired"
+        key.retired_at = utcnow()
+        audit.record(session, actor, action, target=f"signing_key:{key.kid}")
+    return None, key_json(key)
+
+
+@router.post("/{kid}/activate")
+def activate(kid: str, rt: RuntimeDep, principal: Principal = Depends(admin)):
+    return _change_key(rt, principal, kid, "signing_keys.activate", _activate)
 
 
 @router.post("/{kid}/retire")
 def retire(kid: str, rt: RuntimeDep, principal: Principal = Depends(admin)):
-    action = "signing_keys.retire"
-    problem = None
-    with rt.db.transaction() as session:
-        key = _all_locked(session).get(kid)
-        if key is None:
-            problem = (404, "signing_key_not_found", f"Signing key '{kid}' does not exist.")
-        elif key.state == "active":
-            problem = (409, "signing_key_active", f"Refused: signing key '{kid}' signs new tokens; activate "
-                       f"another key before retiring this one.")
-        else:
-            if key.state != "retired":
-                key.state = "retired"
-                key.retired_at = utcnow()
-                audit.record(session, principal.actor, action, target=f"signing_key:{kid}")
-            else:  # nothing changes, but the request is on record like any other
-                audit.record(session, principal.actor, action, target=f"signing_key:{kid}",
-                             reason="the key was already retired; nothing changed")
-            result = key_json(key)
-    if problem is not None:
-        raise _refuse(rt, principal, *problem, action, kid)
-    rt.keyring.reload()
-    return result
+    return _change_key(rt, principal, kid, "signing_keys.retire", _retire)
