@@ -29,7 +29,7 @@ def require_keys_dir(path: str) -> Path:
 
 def generate_keys(folder: Path) -> Path:
     """A fresh keys folder for a stack the suite starts, written by scripts/keygen as a user would."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "keygen"), "--out", str(folder)],
+    done = subprocess.run([sys.executable, "-m", "tools.keygen", "--out", str(folder)], cwd=ROOT,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise SuiteSetupError(f"scripts/keygen failed: {done.stderr.strip()}")

@@ -1,4 +1,5 @@
-"""Tests of scripts/keygen, run as the suite runs it: <venv python> scripts/keygen --out DIR."""
+"""Tests of tools/keygen.py, run as the suite runs it (<venv python> -m tools.keygen --out DIR), and of its shim
+scripts/keygen."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from tools.keygen import RefusedError, generate_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYGEN = ROOT / "scripts" / "keygen"
@@ -23,7 +27,7 @@ SECRET_MODE_FILES = ["signing-key.pem", "internal-jwt.secret", "admin-jwt.secret
 
 def keygen(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(KEYGEN), *args],
+        [sys.executable, "-m", "tools.keygen", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -53,9 +57,21 @@ def thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:
     return b64url(hashlib.sha256(canonical.encode()).digest())
 
 
-def test_is_an_executable_python3_script():
+@pytest.mark.parametrize("python", [[], [sys.executable]], ids=["run", "run by python"])
+def test_the_shim_is_an_executable_python3_script_that_runs_keygen(tmp_path, python):
     assert KEYGEN.read_text().startswith("#!/usr/bin/env python3\n")
     assert os.access(KEYGEN, os.X_OK)
+    done = subprocess.run([*python, str(KEYGEN), "--out", "keys"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == sorted(FILES)
+
+
+def test_generate_keys_refuses_before_writing_anything(tmp_path):
+    (tmp_path / "signing-key.kid").write_text("keep me")
+    with pytest.raises(RefusedError, match="signing-key.kid"):
+        generate_keys(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["signing-key.kid"]
 
 
 def test_help():
