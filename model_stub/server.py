@@ -51,7 +51,8 @@ with its ``finish_reason``, a usage chunk (``"choices": []``) when ``stream_opti
 would get without ``stream`` and ``stream_options``. ``chunk_delay_ms`` passes between events. ``stream_fault``
 fires after ``after_chunks`` content chunks (after the last one when there are fewer): ``error`` ends the
 stream with an OpenAI error event and no ``[DONE]``; ``hang`` writes nothing more until the client goes away or
-as ``hang`` mode below; ``drop`` closes the connection mid-body. A streamed call's record has ``"stream":
+it is released as in ``hang`` mode below (then the connection closes mid-body); ``drop`` closes the connection
+mid-body. The server stopping also cuts a running stream. A streamed call's record has ``"stream":
 {"content_chunks_sent", "completion_tokens_sent", "finished", "client_went_away", "ended"}``, updated as the
 stream is written: ``completion_tokens_sent`` sums, over choices, the tokens of the content written so far;
 ``finished`` is true once ``[DONE]`` is written, ``ended`` once the stream is over for any reason.

@@ -73,6 +73,15 @@ def wait_for_record(client: httpx.Client, ns: str, awaited: str, holds) -> dict:
         raise AssertionError(f"awaited a stream record where {awaited}; last seen: {seen}") from exc
 
 
+def ended_record(client: httpx.Client, ns: str) -> dict:
+    return wait_for_record(client, ns, "the stream has ended", lambda stream: stream["ended"])
+
+
+def record_of(chunks: int, tokens: int, finished: bool = False, client_went_away: bool = False) -> dict:
+    return {"content_chunks_sent": chunks, "completion_tokens_sent": tokens, "finished": finished,
+            "client_went_away": client_went_away, "ended": True}
+
+
 def test_a_stream_is_the_whole_answer_in_order(client, ns):
     body = chat_body("stream me please", n=2)
     whole = chat(client, ns, body).json()
@@ -135,14 +144,9 @@ def test_stream_usage_overrides_what_the_request_asks(client, ns, stream_usage, 
 
 def test_a_streamed_call_is_recorded_with_what_was_sent(client, ns):
     events = streamed(client, ns, chat_body("record this", n=3))
-    assert wait_for_record(client, ns, "the stream has ended", lambda stream: stream["ended"]) == {
-        "content_chunks_sent": len(content_chunks(events)),
-        "completion_tokens_sent": 3 * 5,  # "Echo: record this" is 17 characters
-        "finished": True,
-        "client_went_away": False,
-        "ended": True,
-    }
+    # "Echo: record this" is 17 characters: 5 chunks and 5 tokens a choice
     assert len(content_chunks(events)) == 3 * 5
+    assert ended_record(client, ns) == record_of(chunks=15, tokens=15, finished=True)
 
 
 def test_chunks_are_spaced_by_the_delay_and_the_record_shows_a_running_stream(client, ns):
@@ -166,7 +170,7 @@ def test_a_client_going_away_mid_stream_is_recorded(client, ns):
     with client.stream("POST", stream_url(ns), json=chat_body(LONG_QUESTION, max_tokens=100, stream=True)) as resp:
         events = sse_events(resp)
         received = [next(events) for _ in range(4)]  # the role chunk and three pieces
-    record = wait_for_record(client, ns, "the stream has ended", lambda stream: stream["ended"])
+    record = ended_record(client, ns)
     assert record["client_went_away"] is True and record["finished"] is False
     assert 3 <= record["content_chunks_sent"] < 52
     assert record["completion_tokens_sent"] == record["content_chunks_sent"]  # 4 ASCII characters a chunk
@@ -180,8 +184,7 @@ def test_fault_error_ends_the_stream_with_an_openai_error(client, ns):
     assert events[-1] == {"error": {"message": events[-1]["error"]["message"], "type": "server_error",
                                     "code": "stream_failed"}}
     assert "[DONE]" not in events
-    assert wait_for_record(client, ns, "the stream has ended", lambda stream: stream["ended"]) == {"content_chunks_sent": 2, "completion_tokens_sent": 2, "finished": False,
-                                         "client_went_away": False, "ended": True}
+    assert ended_record(client, ns) == record_of(chunks=2, tokens=2)
 
 
 @pytest.mark.parametrize("after_chunks, pieces", [(0, []), (1000, ["Echo", ": hi"])])
@@ -200,8 +203,7 @@ def test_fault_drop_cuts_the_connection_mid_body(stub, client, ns):
         with client.stream("POST", stream_url(ns), json=chat_body(LONG_QUESTION, stream=True)) as response:
             received += sse_events(response)
     assert len(content_chunks(received)) == 3
-    assert wait_for_record(client, ns, "the stream has ended", lambda stream: stream["ended"]) == {"content_chunks_sent": 3, "completion_tokens_sent": 3, "finished": False,
-                                         "client_went_away": False, "ended": True}
+    assert ended_record(client, ns) == record_of(chunks=3, tokens=3)
     assert "Exception in ASGI application" not in stub.stderr()
 
 
@@ -215,8 +217,7 @@ def test_fault_hang_waits_until_the_client_goes_away(client, ns):
     assert len(content_chunks(received)) == 2
     record = wait_for_record(client, ns, "the hung stream has seen its client go",
                              lambda stream: stream["client_went_away"])
-    assert record == {"content_chunks_sent": 2, "completion_tokens_sent": 2, "finished": False,
-                      "client_went_away": True, "ended": True}
+    assert record == record_of(chunks=2, tokens=2, client_went_away=True)
 
 
 def test_fault_hang_is_released_by_a_behaviour_change(stub, client, ns):
@@ -235,8 +236,7 @@ def test_fault_hang_is_released_by_a_behaviour_change(stub, client, ns):
         wait_for_record(client, ns, "one piece was sent", lambda stream: stream["content_chunks_sent"] == 1)
         set_behaviour(client, ns)
         assert len(content_chunks(future.result(timeout=10))) == 1
-    record = wait_for_record(client, ns, "the released stream has ended", lambda stream: stream["ended"])
-    assert record["client_went_away"] is False and record["finished"] is False
+    assert ended_record(client, ns) == record_of(chunks=1, tokens=1)
 
 
 def test_a_streamed_request_has_the_id_of_the_same_request_whole(client, ns):
