@@ -1,0 +1,237 @@
+"""Prints the gateway's added latency on the chat path and its throughput with budget enforcement on, then checks
+the ledger for overspend. Runs on an embedded stack (model stub + gateway as child processes), once per database.
+
+    scripts/bench-gateway [--database sqlite] [--database postgresql://postgres@127.0.0.1:5432/postgres]
+                          [--latency-samples 400] [--requests 4000] [--concurrency 16]
+
+Measurements, per database, in this order (MEASUREMENTS; each is one function that prints its figures and
+states its goals):
+  1. latency: one keep-alive connection to the gateway and one straight to the stub, requests alternating, the same
+     chat body; median and p99 of each and the difference (the gateway's added latency).
+  2. throughput: `--requests` chat completions over `--concurrency` keep-alive connections; the org has a budget
+     limit, so every request goes through the budget check, the hold and the finalize.
+  3. exhaustion: the budget is lowered to what was spent plus 50 requests' worth, then 200 requests are sent at the
+     same concurrency: at most 50 may be answered, the rest must be 402.
+  4. ledger: straight from the database, the org's spend is within its limit, nothing is held, the spend equals the
+     answered requests times their price, and the ledger's postings agree with the account's balances.
+Goals on 2 cores: added median latency < 5 ms, >= 300 req/s on PostgreSQL, zero overspend.
+The load generator is a minimal asyncio HTTP/1.1 client, so that it takes as little of the 2 cores as it can.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from tools.benchmarks.chat_client import COST, Connection, Setup
+from tools.benchmarks.common import (POSTGRES_SERVER, cpu_seconds, embedded_stack, label, load_average,
+                                     machine_ticks, percentile, postgres_cpu_seconds)
+
+EXHAUST_AFFORDABLE = 50
+EXHAUST_REQUESTS = 200
+LATENCY_WARMUP = 50
+
+
+@dataclass
+class Bench:
+    """One database's run: what the measurements share, and the goals they state."""
+    kind: str  # SQLite or PostgreSQL
+    args: argparse.Namespace
+    setup: Setup
+    pids: dict[str, int | None]  # the stack's processes (gateway, model-stub), for their CPU time
+    limit: int  # the org's budget limit now
+    answered: int = 0  # chat requests answered 200 so far
+    goals: list[tuple[str, bool]] = field(default_factory=list)
+
+    def goal(self, text: str, met: bool) -> None:
+        self.goals.append((text, met))
+
+
+# ---- the measurements ----------------------------------------------------------------------------------------------
+
+def measure_latency(bench: Bench) -> None:
+    lat = asyncio.run(latency(bench.setup, bench.args.latency_samples, LATENCY_WARMUP))
+    bench.answered += lat["answered"]
+    print(f"latency, {bench.args.latency_samples} sequential requests each (ms): stub direct p50 "
+          f"{lat['direct_p50']:.2f} p99 {lat['direct_p99']:.2f} | via gateway p50 {lat['gateway_p50']:.2f} p99 "
+          f"{lat['gateway_p99']:.2f} | added p50 {lat['added_p50']:.2f} p99 {lat['added_p99']:.2f}", flush=True)
+    bench.goal(f"added median latency {lat['added_p50']:.2f} ms < 5 ms", lat["added_p50"] < 5)
+
+
+def measure_throughput(bench: Bench) -> None:
+    requests = bench.args.requests
+    before = {name: cpu_seconds(pid) for name, pid in bench.pids.items()}
+    own_before, machine_before, pg_before = time.process_time(), machine_ticks(), postgres_cpu_seconds()
+    thr = asyncio.run(load(bench.setup, requests, bench.args.concurrency))
+    cpu = {name: (cpu_seconds(pid) - before[name]) * 1000 / requests for name, pid in bench.pids.items()}
+    cpu["load generator"] = (time.process_time() - own_before) * 1000 / requests
+    if bench.kind == "PostgreSQL":
+        cpu["postgres"] = (postgres_cpu_seconds() - pg_before) * 1000 / requests
+    machine_after = machine_ticks()
+    busy = ((machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
+            if machine_after[1] > machine_before[1] else float("nan"))
+    bench.answered += thr["statuses"].get(200, 0)
+    print(f"throughput, {requests} requests at concurrency {bench.args.concurrency}, budget enforced: "
+          f"{thr['rate']:.0f} req/s (statuses {thr['statuses']}, p50 {thr['p50']:.1f} ms, p99 {thr['p99']:.1f} ms)")
+    print(f"machine CPU busy in the throughput phase: {busy:.0%} of {os.cpu_count()} cores")
+    print("CPU per request in the throughput phase (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+          + f"; load average now {load_average()} on {os.cpu_count()} cores", flush=True)
+    if bench.kind == "PostgreSQL":
+        bench.goal(f"throughput {thr['rate']:.0f} req/s >= 300", thr["rate"] >= 300)
+
+
+def measure_exhaustion(bench: Bench) -> None:
+    bench.limit = bench.setup.usage()["spent_micros"] + EXHAUST_AFFORDABLE * COST
+    bench.setup.set_budget(bench.limit)
+    exh = asyncio.run(load(bench.setup, EXHAUST_REQUESTS, bench.args.concurrency))
+    bench.answered += exh["statuses"].get(200, 0)
+    print(f"exhaustion, budget left for {EXHAUST_AFFORDABLE}, {EXHAUST_REQUESTS} sent: statuses {exh['statuses']}",
+          flush=True)
+    bench.goal("every refusal in the exhaustion phase was 402",
+               set(exh["statuses"]) <= {200, 402} and exh["statuses"].get(200, 0) <= EXHAUST_AFFORDABLE)
+
+
+def check_ledger(bench: Bench) -> None:
+    check = ledger_check(bench.setup, bench.answered, bench.limit)
+    print(f"ledger: spent {check['spent']} of limit {check['limit']} micro-USD, {check['finalized']} finalize "
+          f"entries for {bench.answered} answered; " + ("no overspend, ledger agrees" if not check["problems"]
+                                                       else "PROBLEMS: " + "; ".join(check["problems"])), flush=True)
+    bench.goal("zero overspend, ledger agrees", not check["problems"])
+
+
+MEASUREMENTS = (measure_latency, measure_throughput, measure_exhaustion, check_ledger)
+
+
+def planned_requests(args) -> int:
+    """Chat requests the measurements send before the exhaustion phase (the budget and credit are sized by it)."""
+    return args.latency_samples + LATENCY_WARMUP + args.requests
+
+
+# ---- the load ------------------------------------------------------------------------------------------------------
+
+async def latency(setup: Setup, samples: int, warmup: int) -> dict:
+    gateway = await Connection(setup.base).open()
+    stub = await Connection(setup.stub_url).open()
+    body = setup.body()
+    auth = {"Authorization": f"Bearer {setup.key}"}
+    via, direct = [], []
+    try:
+        for i in range(warmup + samples):
+            t0 = time.perf_counter()
+            status, _ = await gateway.post("/v1/chat/completions", body, auth)
+            t1 = time.perf_counter()
+            stub_status, _ = await stub.post(setup.stub_path, body, {})
+            t2 = time.perf_counter()
+            if status != 200 or stub_status != 200:
+                raise SystemExit(f"bench: latency phase got gateway {status}, stub {stub_status}")
+            if i >= warmup:
+                via.append((t1 - t0) * 1000)
+                direct.append((t2 - t1) * 1000)
+    finally:
+        gateway.close()
+        stub.close()
+    return {"answered": warmup + samples,
+            "direct_p50": statistics.median(direct), "direct_p99": percentile(direct, 0.99),
+            "gateway_p50": statistics.median(via), "gateway_p99": percentile(via, 0.99),
+            "added_p50": statistics.median(via) - statistics.median(direct),
+            "added_p99": percentile(via, 0.99) - percentile(direct, 0.99)}
+
+
+async def load(setup: Setup, total: int, concurrency: int) -> dict:
+    body = setup.body()
+    auth = {"Authorization": f"Bearer {setup.key}"}
+    statuses: dict[int, int] = {}
+    remaining = [total]
+    latencies = []
+
+    async def worker():
+        connection = await Connection(setup.base).open()
+        try:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                t0 = time.perf_counter()
+                status, _ = await connection.post("/v1/chat/completions", body, auth)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            connection.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    return {"statuses": statuses, "elapsed": elapsed, "rate": total / elapsed,
+            "p50": statistics.median(latencies), "p99": percentile(latencies, 0.99)}
+
+
+def ledger_check(setup: Setup, answered: int, limit: int) -> dict:
+    db = setup.db
+    accounts, postings, reservations, entries = (db.table(n) for n in ("accounts", "ledger_postings", "reservations",
+                                                                        "ledger_entries"))
+    with db.engine.connect() as conn:
+        account = conn.execute(select(accounts).where(accounts.c.id == setup.account_id)).mappings().one()
+        buckets = dict(conn.execute(select(postings.c.bucket, func.sum(postings.c.amount_micros))
+                                    .where(postings.c.account_id == setup.account_id)
+                                    .group_by(postings.c.bucket)).all())
+        pending = conn.scalar(select(func.count()).select_from(reservations).where(
+            reservations.c.account_id == setup.account_id, reservations.c.status == "pending"))
+        finalized = conn.scalar(select(func.count()).select_from(entries).where(
+            entries.c.account_id == setup.account_id, entries.c.kind == "finalize"))
+    problems = []
+    if account["spent_micros"] + account["held_micros"] > limit:
+        problems.append(f"OVERSPEND: spent {account['spent_micros']} + held {account['held_micros']} > limit {limit}")
+    if account["spent_micros"] != answered * COST:
+        problems.append(f"spent {account['spent_micros']} != {answered} answered x {COST}")
+    if finalized != answered:
+        problems.append(f"{finalized} finalize entries for {answered} answered requests")
+    if pending or account["held_micros"]:
+        problems.append(f"{pending} reservations still pending, {account['held_micros']} held")
+    for bucket in ("available", "held", "spent"):
+        if int(buckets.get(bucket) or 0) != account[f"{bucket}_micros"]:
+            problems.append(f"ledger {bucket} {buckets.get(bucket)} != account {account[f'{bucket}_micros']}")
+    return {"spent": account["spent_micros"], "limit": limit, "finalized": finalized, "problems": problems}
+
+
+# ---- per database, and main ------------------------------------------------------------------------------------------
+
+def run(database: str, args) -> Bench:
+    with embedded_stack(database) as (stack, endpoints):
+        setup = Setup(endpoints, "sqlite" if database == "sqlite" else "pg")
+        budget = 2 * planned_requests(args) * COST
+        setup.run(budget_micros=budget, credit_micros=2 * budget)
+        processes = getattr(stack, "processes", {})
+        pids = {name: getattr(getattr(processes.get(name), "process", None), "pid", None)
+                for name in ("gateway", "model-stub")}
+        bench = Bench(label(database), args, setup, pids, limit=budget)
+        print(f"\n== {bench.kind} ==", flush=True)
+        try:
+            for measure in MEASUREMENTS:
+                measure(bench)
+        finally:
+            setup.db.dispose()
+    return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench-gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--database", action="append",
+                        help="sqlite, or a PostgreSQL server URL (a fresh database is made and dropped); repeatable")
+    parser.add_argument("--latency-samples", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args(argv)
+    benches = [run(database, args) for database in args.database or ["sqlite", POSTGRES_SERVER]]
+    print("\n== goals ==")
+    for bench in benches:
+        for text, met in bench.goals:
+            print(f"{bench.kind}: {'met   ' if met else 'MISSED'} {text}")
+    return 0 if all(met for bench in benches for _, met in bench.goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
