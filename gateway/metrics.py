@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route and status, latency, reservations by state."""
+"""Prometheus metrics: requests by route and status, latency, reservations by state, and the chat path's own:
+streamed requests by outcome, time to first token, and charges beyond the hold (overruns)."""
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,6 +16,16 @@ LATENCY = Histogram("gateway_http_request_duration_seconds", "HTTP request laten
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 UPSTREAM = Counter("gateway_upstream_calls_total", "Calls to model backends", ["backend", "outcome"],
                    registry=REGISTRY)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "gateway_chat_time_to_first_token_seconds", "Streamed chat completions: from the request's arrival to the first "
+    "chunk with generated text passed on", ["backend"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+STREAMS = Counter("gateway_chat_streams_total", "Streamed chat completions by how they ended "
+                  "(completed, backend_failed, client_disconnected)", ["outcome"], registry=REGISTRY)
+OVERRUNS = Counter("gateway_chat_overruns_total", "Chat completions whose reported usage cost more than their hold "
+                   "(charged in full)", ["backend"], registry=REGISTRY)
+OVERRUN_MICROS = Counter("gateway_chat_overrun_micros_total", "Micro-USD charged beyond the holds of overruns",
+                         ["backend"], registry=REGISTRY)
 
 _runtime = None
 

@@ -1,36 +1,42 @@
-"""OpenAI-compatible model traffic for API keys: reserve the worst case, route, charge the actual usage.
+"""OpenAI-compatible model traffic for API keys: hold a true upper bound, route, charge what the backend reports.
 
-A chat request reads its key, org and model in one statement, holds its worst case on the org's account, calls
-the backends, then finalizes (or releases) the hold and audits it as one change. The database work goes through
-the runtime's chat store (gateway/services/chat_billing.py): on PostgreSQL three statements on the event loop, on
-SQLite the ledger's functions on worker threads. Refusals are audited in a transaction of their own."""
+A chat request reads its key, org and model in one statement, bounds its cost from the request alone
+(gateway/services/token_bounds.py) and holds that on the org's account, calls the backends, then finalizes the
+hold at the reported usage (beyond it if it must: an overrun) or releases it, and audits it as one change. The
+database work goes through the runtime's chat store (gateway/services/chat_billing.py): on PostgreSQL three
+statements on the event loop, on SQLite the ledger's functions on worker threads. A streamed request is relayed
+chunk by chunk (gateway/services/streaming.py) and settled when its stream ends. With an Idempotency-Key, a retry
+of a finished request replays its answer. Refusals are audited in a transaction of their own."""
 from __future__ import annotations
 
 import asyncio
 import json
-import math
+import logging
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from gateway import audit
-from gateway.errors import ApiError
-from gateway.models import Model, Org
+from gateway import audit, metrics
 from gateway.audit import Actor
+from gateway.errors import ApiError
+from gateway.logs import log as log_fields
+from gateway.models import Model, Org
 from gateway.principals import (NO_API_KEY, Principal, Refusal, api_key, api_key_refusal, api_key_token,
                                  unauthorized)
-from gateway.runtime import Runtime, runtime
-from gateway.services import ledger
+from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import sha256_hex
-from gateway.services.routing import (RouteResult, call_in_order, cost_micros, estimate_prompt_tokens,
-                                      worst_case_seconds)
+from gateway.services import idempotency, ledger, token_bounds
+from gateway.services.routing import RouteResult, call_in_order, cost_micros, worst_case_seconds
+from gateway.services.streaming import StreamRelay, Tally, error_event
 
 router = APIRouter(prefix="/v1")
+log = logging.getLogger("gateway.chat")
 
-MAX_TOKENS_LIMIT = 100_000
 MAX_MODEL_NAME = 200
 
 
@@ -40,7 +46,7 @@ def _visible_models(session, org: Org) -> list[Model]:
 
 
 @router.get("/models")
-def list_models(principal: Principal = Depends(api_key), rt: Runtime = Depends(runtime)):
+def list_models(rt: RuntimeDep, principal: Principal = Depends(api_key)):
     with rt.db.sessions() as session:
         org = session.get(Org, principal.org_id)
         models = _visible_models(session, org)
@@ -73,12 +79,7 @@ def _parse(raw: bytes) -> dict:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise ApiError(400, "invalid_request", f"messages[{i}] must be an object with a string 'role'.",
                            param=f"messages[{i}]")
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (type(max_tokens) is not int or not 1 <= max_tokens <= MAX_TOKENS_LIMIT):
-        raise ApiError(400, "invalid_request", f"'max_tokens' must be an integer from 1 to {MAX_TOKENS_LIMIT}.",
-                       param="max_tokens")
-    if body.get("stream"):
-        raise ApiError(400, "unsupported", "Streaming is not supported by this gateway.", param="stream")
+    token_bounds.validate_shape(body)
     return body
 
 
@@ -90,6 +91,33 @@ def _encode(payload: dict) -> bytes:
                        "\\ud800), which is not text.")
 
 
+def upstream_body(body: dict, default_max_tokens: int) -> dict:
+    """What the backends are sent: the client's body, with the completion limit the hold was priced at made
+    explicit, and a streamed request always asking for the usage chunk (so the charge is exact)."""
+    out = dict(body)
+    given = [field for field in token_bounds.LIMIT_FIELDS if body.get(field) is not None]
+    if not given:
+        out["max_tokens"] = default_max_tokens
+    elif len(given) == 2:  # the smaller wins, whichever of the two a backend reads
+        out["max_tokens"] = out["max_completion_tokens"] = token_bounds.completion_limit(body, default_max_tokens)
+    if body.get("stream"):
+        out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return out
+
+
+@dataclass
+class KeyClaim:
+    """This request's hold on its Idempotency-Key (`chat:<org id>` scope)."""
+    scope: str
+    key: str
+
+    async def complete(self, rt: Runtime, status: int, stored: dict) -> None:
+        await rt.in_db_thread(idempotency.complete, rt.db, self.scope, self.key, status, stored)
+
+    async def forget(self, rt: Runtime) -> None:
+        await rt.in_db_thread(idempotency.forget, rt.db, self.scope, self.key)
+
+
 @dataclass
 class Admitted:
     principal: Principal
@@ -98,15 +126,24 @@ class Admitted:
     prompt_price: int
     completion_price: int
     backends: list
-    max_tokens: int
-    messages: list
     payload: bytes
+    prompt_bound: int  # tokens
+    completion_bound: int  # tokens, every choice
     reservation_id: str
     held_micros: int
+    stream: bool
+    forward_usage: bool
+    claim: KeyClaim | None
+    started: float
+
+    @property
+    def audited(self) -> dict:
+        return {"actor": self.principal.actor, "target": f"model:{self.model}", "org": self.org_slug}
 
 
-async def _admit(rt: Runtime, request: Request, raw: bytes, request_id: str) -> Admitted:
-    """Who is calling, what they ask, whether they may, and the hold on their budget."""
+async def _admit(rt: Runtime, request: Request, raw: bytes, started: float) -> Admitted | Response:
+    """Who is calling, what they ask, whether they may, and the hold on their budget (or, for a retried
+    Idempotency-Key, the first answer again)."""
     token = api_key_token(request)
     if token is None:
         raise await _refused(rt, unauthorized(request, "auth.api_key", NO_API_KEY))
@@ -124,18 +161,24 @@ async def _admit(rt: Runtime, request: Request, raw: bytes, request_id: str) -> 
     principal = Principal(Actor("api_key", row.id), org_id=row.org_id, org_slug=row.slug, key_id=row.id)
     refusal = _refusal(rt, principal, row, name)
     if refusal is None:
-        max_tokens = body.get("max_tokens") or row.default_max_tokens
-        worst = cost_micros(estimate_prompt_tokens(body["messages"]), max_tokens,
-                            row.prompt_price_per_1k_micros, row.completion_price_per_1k_micros)
-        payload = _encode({**body, "max_tokens": max_tokens})
+        prompt = token_bounds.prompt_bound(body, row.content_part_tokens, row.model_name)
+        completion = token_bounds.completion_limit(body, row.default_max_tokens) * token_bounds.choices(body)
+        worst = cost_micros(prompt, completion, row.prompt_price_per_1k_micros, row.completion_price_per_1k_micros)
+        payload = _encode(upstream_body(body, row.default_max_tokens))
         ttl = rt.settings.reservation_margin_seconds + worst_case_seconds(
             row.backends, rt.settings.upstream_timeout_seconds, rt.settings.upstream_connect_timeout_seconds)
+        claim, replay = await _claim_key(rt, request, principal, row, body, ttl)
+        if replay is not None:
+            return replay
         reservation_id = await rt.chat_store.hold(row.account_id, worst, ttl, budget_limit=row.budget_limit_micros,
-                                                  request_id=request_id)
+                                                  request_id=request.state.request_id)
         if reservation_id is not None:
             return Admitted(principal, row.slug, row.model_name, row.prompt_price_per_1k_micros,
-                            row.completion_price_per_1k_micros, list(row.backends or []), max_tokens,
-                            body["messages"], payload, reservation_id, worst)
+                            row.completion_price_per_1k_micros, list(row.backends or []), payload, prompt,
+                            completion, reservation_id, worst, bool(body.get("stream")),
+                            bool((body.get("stream_options") or {}).get("include_usage")), claim, started)
+        if claim is not None:  # refused before anything ran: a retry is judged afresh
+            await claim.forget(rt)
         short = await rt.chat_store.shortfall(row.account_id, worst, row.budget_limit_micros)
         refusal = _shortfall(principal, row, name, short, worst)
     raise await _refused(rt, refusal)
@@ -176,55 +219,106 @@ def _shortfall(principal: Principal, row, name: str, short: ledger.Shortfall, wo
                                           "held_micros": account.held_micros, "needed_micros": worst})
 
 
+# ---- Idempotency-Key ---------------------------------------------------------------------------------------------
+
+async def _claim_key(rt: Runtime, request: Request, principal: Principal, row, body: dict,
+                     ttl: float) -> tuple[KeyClaim | None, Response | None]:
+    """(this request's claim on its Idempotency-Key, None), or (None, the first request's answer replayed).
+    A request still in progress is 409 until its hold could have expired (`ttl`); another body is 422."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None, None
+    claim = KeyClaim(f"chat:{principal.org_id}", key)
+    try:
+        replay = await rt.in_db_thread(idempotency.claim, rt.db, claim.scope, key, idempotency.body_hash(body),
+                                       timedelta(seconds=ttl))
+    except ApiError as exc:
+        if exc.status in (409, 422):
+            raise await _refused(rt, Refusal(exc.status, exc.code, exc.message, principal.actor, "chat.completion",
+                                             target=f"model:{row.model_name}", org=row.slug))
+        raise
+    if replay is None:
+        return claim, None
+    await rt.in_db_thread(_audit_replay, rt, principal, row)
+    return None, _replayed(*replay)
+
+
+def _audit_replay(rt: Runtime, principal: Principal, row) -> None:
+    with rt.db.transaction() as session:
+        audit.record(session, principal.actor, "chat.completion", target=f"model:{row.model_name}", org=row.slug,
+                     reason="Idempotency-Key replay: the first answer was returned again; no backend was called "
+                            "and nothing was charged", details={"replayed": True})
+
+
+def _replayed(status: int, stored: dict) -> Response:
+    headers = {"Idempotent-Replayed": "true", "X-Gateway-Backend": stored.get("backend") or ""}
+    if "events" in stored:
+        return Response("".join(f"{event}\n\n" for event in stored["events"]).encode("utf-8"), status_code=status,
+                        media_type="text/event-stream; charset=utf-8", headers=headers)
+    return Response(stored["raw"].encode("utf-8"), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+# ---- charging ------------------------------------------------------------------------------------------------------
+
 def _count(value) -> int | None:
     return value if type(value) is int and 0 <= value <= 10 ** 9 else None
 
 
-def usage_tokens(answer: dict, messages: list, max_tokens: int) -> tuple[int, int, bool]:
-    """(prompt, completion, reported): the backend's usage, or an estimate when it is missing or malformed
-    (prompt from the request, completion from the answer's text, at most max_tokens)."""
-    usage = answer.get("usage")
+def reported_usage(usage) -> tuple[int, int] | None:
+    """(prompt, completion) tokens from a backend's `usage`, or None when it is missing or malformed."""
     if isinstance(usage, dict):
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         if prompt is not None and completion is not None:
-            return prompt, completion, True
-    chars = 0
-    choices = answer.get("choices")
-    for choice in choices if isinstance(choices, list) else []:
-        message = choice.get("message") if isinstance(choice, dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-    return estimate_prompt_tokens(messages), min(max_tokens, math.ceil(chars / 4)), False
-
-
-async def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> int | None:
-    """Finalize at the actual cost (or release) and audit it, as one change.
-    Returns what was charged, or None when the hold could no longer be finalized."""
-    target = f"model:{admitted.model}"
-    attempts = [a.__dict__ for a in result.attempts]
-    audited = {"actor": admitted.principal.actor, "target": target, "org": admitted.org_slug}
-    if result.answered and result.status < 400:
-        prompt, completion, reported = usage_tokens(result.body, admitted.messages, admitted.max_tokens)
-        actual = cost_micros(prompt, completion, admitted.prompt_price, admitted.completion_price)
-        charged = min(actual, admitted.held_micros)  # never past the hold, so never past the budget
-        details = {"backend": result.backend, "charged_micros": charged,
-                   "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "reported": reported},
-                   "reservation_id": admitted.reservation_id, "attempts": attempts}
-        if await rt.chat_store.settle(admitted.reservation_id, charged, **audited, details=details):
-            return charged
-    else:
-        charged = None
-        reason = (f"backend {result.backend} refused the request with {result.status}" if result.answered
-                  else "every backend failed: " + ", ".join(f"{a.backend} {a.outcome}" for a in result.attempts))
-        if await rt.chat_store.settle(admitted.reservation_id, None, **audited, reason=reason,
-                                      outcome="allowed" if result.answered else "failed",
-                                      details={"reservation_id": admitted.reservation_id, "attempts": attempts}):
-            return 0
-    # The hold expired while the backend was answering (or was moved): nothing to charge or release.
-    why = await rt.chat_store.why_not_settled(admitted.reservation_id, charged)
-    await rt.in_db_thread(_record_unsettled, rt, admitted, why, attempts)
+            return prompt, completion
     return None
+
+
+def usage_tokens(admitted: Admitted, usage, generated_bytes: int) -> tuple[int, int, bool]:
+    """(prompt, completion, reported): the backend's usage; without one, the bounds: the request's prompt bound
+    and the UTF-8 bytes of the generated text, at most the completion bound."""
+    reported = reported_usage(usage)
+    if reported is not None:
+        return *reported, True
+    return admitted.prompt_bound, min(admitted.completion_bound, generated_bytes), False
+
+
+async def _charge(rt: Runtime, admitted: Admitted, backend: str, usage, generated_bytes: int, details: dict, *,
+                  outcome: str = "allowed", reason: str | None = None) -> int | None:
+    """Finalize at usage x price (above the hold too: an overrun, audited and counted) and audit it, as one change.
+    Returns what was charged, or None when the hold could no longer be finalized."""
+    prompt, completion, reported = usage_tokens(admitted, usage, generated_bytes)
+    actual = cost_micros(prompt, completion, admitted.prompt_price, admitted.completion_price)
+    details = {"backend": backend, "charged_micros": actual, "held_micros": admitted.held_micros,
+               "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "reported": reported},
+               "reservation_id": admitted.reservation_id, **details}
+    overrun = actual - admitted.held_micros
+    if overrun > 0:
+        details["overrun_micros"] = overrun
+        reason = "; ".join(filter(None, [reason, f"overrun: the backend reported usage costing {ledger.usd(actual)}, "
+                                                 f"{ledger.usd(overrun)} more than the {ledger.usd(admitted.held_micros)} "
+                                                 f"held; charged in full"]))
+        metrics.OVERRUNS.labels(backend).inc()
+        metrics.OVERRUN_MICROS.labels(backend).inc(overrun)
+        log_fields(log, logging.WARNING, "a backend reported more usage than the hold", backend=backend,
+                   reservation_id=admitted.reservation_id, held_micros=admitted.held_micros, charged_micros=actual)
+    if await rt.chat_store.settle(admitted.reservation_id, actual, **admitted.audited, outcome=outcome,
+                                  reason=reason, details=details):
+        return actual
+    await _unsettled(rt, admitted, actual, details.get("attempts", []))
+    return None
+
+
+async def _release(rt: Runtime, admitted: Admitted, reason: str, details: dict, outcome: str) -> None:
+    if not await rt.chat_store.settle(admitted.reservation_id, None, **admitted.audited, outcome=outcome,
+                                      reason=reason, details={"reservation_id": admitted.reservation_id, **details}):
+        await _unsettled(rt, admitted, None, details.get("attempts", []))
+
+
+async def _unsettled(rt: Runtime, admitted: Admitted, actual: int | None, attempts: list) -> None:
+    """The hold expired while the backend was answering (or was moved): nothing to charge or release."""
+    why = await rt.chat_store.why_not_settled(admitted.reservation_id, actual)
+    await rt.in_db_thread(_record_unsettled, rt, admitted, why, attempts)
 
 
 def _record_unsettled(rt: Runtime, admitted: Admitted, why: str, attempts: list) -> None:
@@ -234,13 +328,70 @@ def _record_unsettled(rt: Runtime, admitted: Admitted, why: str, attempts: list)
                      details={"reservation_id": admitted.reservation_id, "attempts": attempts})
 
 
-async def _release_quietly(rt: Runtime, admitted: Admitted) -> None:
-    """Give the hold back when the request ends before it could be settled (say the client went away)."""
-    await rt.chat_store.settle(admitted.reservation_id, None, actor=admitted.principal.actor,
-                               target=f"model:{admitted.model}", org=admitted.org_slug, outcome="failed",
-                               reason="the request ended before a backend answered",
-                               details={"reservation_id": admitted.reservation_id})
+async def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> None:
+    """A whole answer (or none): charge it or release the hold, and record it for its Idempotency-Key."""
+    attempts = {"attempts": [a.__dict__ for a in result.attempts]}
+    if result.answered and result.status < 400:
+        await _charge(rt, admitted, result.backend, result.body.get("usage"),
+                      token_bounds.answer_text_len(result.body), attempts)
+    elif result.answered:
+        await _release(rt, admitted, f"backend {result.backend} refused the request with {result.status}", attempts,
+                       "allowed")
+    else:
+        await _release(rt, admitted, "every backend failed: " + ", ".join(f"{a.backend} {a.outcome}"
+                                                                          for a in result.attempts), attempts, "failed")
+    if admitted.claim is None:
+        return
+    if result.answered and result.body is not None:
+        await admitted.claim.complete(rt, result.status, {"raw": result.raw.decode("utf-8", "replace"),
+                                                          "backend": result.backend})
+    else:  # no answer to replay (every backend failed, or a refusal that was not JSON): a retry runs again
+        await admitted.claim.forget(rt)
 
+
+async def _end_unanswered(rt: Runtime, admitted: Admitted) -> None:
+    """Give the hold and the key back when the request ends before a backend answered (say the client went away)."""
+    await _release(rt, admitted, "the request ended before a backend answered", {}, "failed")
+    if admitted.claim is not None:
+        await admitted.claim.forget(rt)
+
+
+# ---- streaming -----------------------------------------------------------------------------------------------------
+
+STREAM_ENDINGS = {
+    "completed": ("allowed", None),
+    "backend_failed": ("failed", "backend {backend} failed mid-stream ({detail}); charged for what was delivered"),
+    "client_disconnected": ("allowed", "the client went away mid-stream; charged for what was generated up to then, "
+                                       "the rest of the hold returned"),
+}
+
+
+def _relay(rt: Runtime, admitted: Admitted, result: RouteResult) -> StreamRelay:
+    attempts = [a.__dict__ for a in result.attempts]
+
+    async def finish(tally: Tally) -> None:
+        outcome, reason = STREAM_ENDINGS[tally.outcome]
+        stream = {"outcome": tally.outcome, "content_chunks": tally.content_chunks,
+                  "generated_bytes": tally.generated_bytes}
+        await _charge(rt, admitted, result.backend, tally.usage, tally.generated_bytes,
+                      {"attempts": attempts, "stream": stream}, outcome=outcome,
+                      reason=reason and reason.format(backend=result.backend, detail=tally.detail))
+        metrics.STREAMS.labels(tally.outcome).inc()
+        if tally.first_token_at is not None:
+            metrics.TIME_TO_FIRST_TOKEN.labels(result.backend).observe(tally.first_token_at - admitted.started)
+        if admitted.claim is not None:
+            events = tally.events
+            if tally.outcome == "client_disconnected":  # what a retry gets: the answer as it was cut
+                events.append(error_event("The first request with this Idempotency-Key ended when its client went "
+                                          "away; this is what was generated up to then.", "client_disconnected")
+                              .decode("utf-8"))
+            await admitted.claim.complete(rt, 200, {"events": events, "backend": result.backend})
+
+    return StreamRelay(result.stream, admitted.forward_usage, finish,
+                       backend_header={"X-Gateway-Backend": result.backend}, record=admitted.claim is not None)
+
+
+# ---- the route -----------------------------------------------------------------------------------------------------
 
 def _answer(result: RouteResult) -> Response:
     headers = {"X-Gateway-Backend": result.backend}
@@ -252,15 +403,20 @@ def _answer(result: RouteResult) -> Response:
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, rt: Runtime = Depends(runtime)):
-    admitted = await _admit(rt, request, await request.body(), request.state.request_id)
+async def chat_completions(request: Request, rt: RuntimeDep):
+    admitted = await _admit(rt, request, await request.body(), time.perf_counter())
+    if isinstance(admitted, Response):  # an Idempotency-Key replay
+        return admitted
     try:
         result = await call_in_order(rt.upstream, admitted.backends, admitted.payload,
                                      default_timeout=rt.settings.upstream_timeout_seconds,
-                                     connect_timeout=rt.settings.upstream_connect_timeout_seconds)
+                                     connect_timeout=rt.settings.upstream_connect_timeout_seconds,
+                                     stream=admitted.stream)
     except BaseException:
-        await asyncio.shield(_release_quietly(rt, admitted))
+        await asyncio.shield(_end_unanswered(rt, admitted))
         raise
+    if result.stream is not None:
+        return _relay(rt, admitted, result)
     await _settle(rt, admitted, result)
     if not result.answered:
         tried = "; ".join(f"{a.backend}: {a.outcome}{f' {a.status}' if a.status else ''}" for a in result.attempts)

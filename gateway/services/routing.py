@@ -1,4 +1,6 @@
 """Calling a model's backends in route order: fall back on 5xx, timeout or connection error, never on 4xx.
+A streamed request falls back the same way until the first event of a backend's stream has been read, never after:
+from then on the client may have it (gateway/services/streaming.py).
 
 The upstream client is aiohttp (an asyncio client, so a slow backend never blocks the server): on the chat path it
 costs a third of the CPU that httpx did, which is most of what the gateway adds to a request."""
@@ -14,15 +16,11 @@ import aiohttp
 
 from gateway import context, metrics
 from gateway.logs import log as log_fields
+from gateway.services.streaming import EventSource, StreamBroken, is_event_stream
 
 log = logging.getLogger("gateway.routing")
 
 MAX_BACKEND_ANSWER_BYTES = 16 * 1024 * 1024  # a backend's answer above this is treated as a failure
-
-
-def estimate_prompt_tokens(messages: list) -> int:
-    chars = sum(len(m.get("content")) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
-    return math.ceil(chars / 4)
 
 
 def cost_micros(prompt_tokens: int, completion_tokens: int, prompt_price_per_1k: int,
@@ -65,6 +63,7 @@ class RouteResult:
     raw: bytes | None  # the answer exactly as the backend sent it
     content_type: str | None
     attempts: list[Attempt]
+    stream: EventSource | None = None  # a streamed answer, its first event read, the rest still with the backend
 
     @property
     def answered(self) -> bool:
@@ -96,40 +95,64 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _attempt(upstream: Upstream, backend, payload: bytes, headers: dict, timeout: aiohttp.ClientTimeout):
-    """One backend: (Attempt, raw answer, parsed answer, content type)."""
+async def _attempt(upstream: Upstream, backend, payload: bytes, headers: dict, timeout: aiohttp.ClientTimeout,
+                   stream: bool):
+    """One backend: (Attempt, raw answer, parsed answer, content type, event source of a streamed answer)."""
     name = backend_name(backend)
     url = backend.get("url") if isinstance(backend, dict) else None
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        return Attempt(name, "misconfigured", detail="the backend has no http(s) url"), None, None, None
+        return Attempt(name, "misconfigured", detail="the backend has no http(s) url"), None, None, None, None
+    status = response = None
     try:
-        async with upstream.session.post(url, data=payload, headers=headers, timeout=timeout,
-                                         allow_redirects=False) as response:
-            raw = await _read_capped(response)
-            status, content_type = response.status, response.headers.get("Content-Type")
+        response = await upstream.session.post(url, data=payload, headers=headers, timeout=timeout,
+                                               allow_redirects=False)
+        status, content_type = response.status, response.headers.get("Content-Type")
+        if stream and status < 300 and is_event_stream(content_type):
+            source = EventSource(name, response)
+            await source.open()
+            response = None  # the relay reads the rest and closes it
+            return Attempt(name, "ok", status), None, None, content_type, source
+        raw = await _read_capped(response)
     except asyncio.TimeoutError as exc:  # aiohttp's timeouts are asyncio.TimeoutError subclasses
-        return Attempt(name, "timeout", detail=type(exc).__name__), None, None, None
+        return Attempt(name, "timeout", status, type(exc).__name__), None, None, None, None
     except (aiohttp.ClientError, OSError, ValueError) as exc:  # refused, reset, dropped, bad URL, bad answer
-        return Attempt(name, "connection_error", detail=type(exc).__name__), None, None, None
-    if raw is None:
-        return Attempt(name, "server_error", status, f"answer over {MAX_BACKEND_ANSWER_BYTES} bytes"), None, None, None
-    if status >= 500:
-        return Attempt(name, "server_error", status), None, None, None
+        return Attempt(name, "connection_error", status, type(exc).__name__), None, None, None, None
+    except StreamBroken as exc:
+        return Attempt(name, "server_error", status, f"streaming: {exc}"), None, None, None, None
+    finally:
+        if response is not None:
+            response.close() if stream else response.release()
+    failed = _failure(status, raw, stream)
+    if failed is not None:
+        return Attempt(name, "server_error", status, failed or None), None, None, None, None
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, RecursionError):
         body = None
     if status < 400 and not isinstance(body, dict):
-        return Attempt(name, "server_error", status, "the answer was not a JSON object"), None, None, None
-    if 300 <= status < 400:
-        return Attempt(name, "server_error", status, "the backend redirected"), None, None, None
+        return Attempt(name, "server_error", status, "the answer was not a JSON object"), None, None, None, None
     outcome = "ok" if status < 400 else "client_error"
-    return Attempt(name, outcome, status), raw, body if isinstance(body, dict) else None, content_type
+    return Attempt(name, outcome, status), raw, body if isinstance(body, dict) else None, content_type, None
+
+
+def _failure(status: int, raw: bytes | None, stream: bool) -> str | None:
+    """Why an answer read whole counts as a server error (fallback), or None."""
+    if raw is None:
+        return f"answer over {MAX_BACKEND_ANSWER_BYTES} bytes"
+    if status >= 500:
+        return ""
+    if 300 <= status < 400:
+        return "the backend redirected"
+    if stream and status < 300:
+        return "a streamed request was answered without an event stream"
+    return None
 
 
 async def call_in_order(upstream: Upstream, backends: list, payload: bytes, *, default_timeout: float,
-                        connect_timeout: float) -> RouteResult:
-    """Send the JSON `payload` to each backend in turn until one answers (2xx, or a 4xx that is returned as is)."""
+                        connect_timeout: float, stream: bool = False) -> RouteResult:
+    """Send the JSON `payload` to each backend in turn until one answers (2xx, or a 4xx that is returned as is).
+    `stream`: a 2xx must be an event stream, and is returned open, its first event read (`RouteResult.stream`).
+    A backend's timeout bounds its whole answer, streamed or not."""
     correlation = context.current()
     attempts: list[Attempt] = []
     for backend in backends or []:
@@ -139,11 +162,12 @@ async def call_in_order(upstream: Upstream, backends: list, payload: bytes, *, d
             headers["traceparent"] = correlation.child_traceparent()
         seconds = backend_timeout(backend, default_timeout)
         timeout = aiohttp.ClientTimeout(total=seconds, connect=min(connect_timeout, seconds))
-        attempt, raw, body, content_type = await _attempt(upstream, backend, payload, headers, timeout)
+        attempt, raw, body, content_type, source = await _attempt(upstream, backend, payload, headers, timeout,
+                                                                  stream)
         attempts.append(attempt)
         metrics.UPSTREAM.labels(attempt.backend, attempt.outcome).inc()
         if attempt.outcome in ("ok", "client_error"):
-            return RouteResult(attempt.backend, attempt.status, body, raw, content_type, attempts)
+            return RouteResult(attempt.backend, attempt.status, body, raw, content_type, attempts, source)
         log_fields(log, logging.WARNING, "backend failed, trying the next one", backend=attempt.backend,
                    outcome=attempt.outcome, status=attempt.status, detail=attempt.detail)
     return RouteResult(None, None, None, None, None, attempts)

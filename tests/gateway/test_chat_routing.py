@@ -14,7 +14,7 @@ from gateway.runtime import RateLimiter
 from gateway.services import routing
 from gateway.services.routing import RouteResult, Upstream, call_in_order
 
-MESSAGES = [{"role": "user", "content": "Hello, gateway"}]  # 14 characters: 4 prompt tokens by estimate
+MESSAGES = [{"role": "user", "content": "Hello, gateway"}]
 
 
 # ---- parsing -------------------------------------------------------------------------------------------------------
@@ -29,7 +29,16 @@ MESSAGES = [{"role": "user", "content": "Hello, gateway"}]  # 14 characters: 4 p
     (json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": True}).encode(), "max_tokens"),
     (json.dumps({"model": "m", "messages": MESSAGES, "max_tokens": 0}).encode(), "max_tokens"),
     (json.dumps({"model": "m", "messages": ["hi"]}).encode(), "messages[0]"),
-    (json.dumps({"model": "m", "messages": MESSAGES, "stream": True}).encode(), "Streaming"),
+    (json.dumps({"model": "m", "messages": MESSAGES, "stream": "yes"}).encode(), "'stream'"),
+    (json.dumps({"model": "m", "messages": MESSAGES, "stream_options": {"include_usage": True}}).encode(),
+     "only allowed when 'stream' is true"),
+    (json.dumps({"model": "m", "messages": MESSAGES, "stream": True, "stream_options": []}).encode(),
+     "'stream_options' must be an object"),
+    (json.dumps({"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": 1}})
+     .encode(), "stream_options.include_usage"),
+    (json.dumps({"model": "m", "messages": MESSAGES, "n": 9}).encode(), "'n' must be an integer from 1 to 8"),
+    (json.dumps({"model": "m", "messages": MESSAGES, "n": 0}).encode(), "'n'"),
+    (json.dumps({"model": "m", "messages": MESSAGES, "max_completion_tokens": 0}).encode(), "max_completion_tokens"),
 ])
 def test_a_malformed_body_is_a_400_naming_the_problem(raw, words):
     with pytest.raises(ApiError) as refused:
@@ -48,22 +57,14 @@ def test_a_lone_surrogate_is_refused_when_the_payload_is_encoded():
 # ---- usage ---------------------------------------------------------------------------------------------------------
 
 def test_reported_usage_is_used_as_is():
-    assert chat.usage_tokens({"usage": {"prompt_tokens": 7, "completion_tokens": 3}}, MESSAGES, 32) == (7, 3, True)
+    assert chat.reported_usage({"prompt_tokens": 7, "completion_tokens": 3}) == (7, 3)
 
 
 @pytest.mark.parametrize("usage", [None, "lots", {"prompt_tokens": "7", "completion_tokens": 3},
                                    {"prompt_tokens": -1, "completion_tokens": 3},
                                    {"prompt_tokens": True, "completion_tokens": 3}, {"prompt_tokens": 7}])
-def test_missing_or_malformed_usage_is_estimated_from_the_request_and_the_answer(usage):
-    answer = {"choices": [{"message": {"content": "x" * 40}}]}
-    if usage is not None:
-        answer["usage"] = usage
-    assert chat.usage_tokens(answer, MESSAGES, 32) == (4, 10, False)
-    assert chat.usage_tokens(answer, MESSAGES, 6) == (4, 6, False)  # never more than max_tokens
-
-
-def test_an_answer_without_choices_is_estimated_at_no_completion():
-    assert chat.usage_tokens({"choices": "nope"}, MESSAGES, 32) == (4, 0, False)
+def test_missing_or_malformed_usage_is_not_usage(usage):
+    assert chat.reported_usage(usage) is None
 
 
 # ---- calling backends ----------------------------------------------------------------------------------------------
