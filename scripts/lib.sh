@@ -9,6 +9,7 @@ log() { printf '[%s] %s\n' "$LOG_PREFIX" "$*" >&2; }
 die() { log "ERROR: $*"; exit "${DIE_STATUS:-1}"; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="${2:-$(now)}" 'BEGIN { printf "%.1f", b - a }'; }  # seconds from $1 to $2 (or now)
+usage() { sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }  # the script's header comment
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # System packages (a Docker engine, Chromium, debootstrap) are installed only in CI or when asked for.
