@@ -34,14 +34,16 @@ POSTINGS = LedgerPosting.__table__
 AMOUNT = bindparam("amount", type_=BigInteger)
 BUDGET_LIMIT = bindparam("budget_limit", type_=BigInteger)  # None: the account has no budget limit
 ACTUAL = bindparam("actual", type_=BigInteger)  # None: a release
-# The budget rule, written once: what the account holds and has spent, plus this amount, stays within the limit.
+# The two rules of a hold, written once: the credit covers the amount, and what the account holds and has spent,
+# plus the amount, stays within the budget limit.
+HAS_CREDIT = ACCOUNTS.c.available_micros >= AMOUNT
 WITHIN_BUDGET = or_(BUDGET_LIMIT.is_(None),
                     ACCOUNTS.c.held_micros + ACCOUNTS.c.spent_micros + AMOUNT <= BUDGET_LIMIT)
-HOLD = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account"), ACCOUNTS.c.available_micros >= AMOUNT,
-                              WITHIN_BUDGET).values(
+HOLD = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account"), HAS_CREDIT, WITHIN_BUDGET).values(
     available_micros=ACCOUNTS.c.available_micros - AMOUNT, held_micros=ACCOUNTS.c.held_micros + AMOUNT)
-# Why a hold was refused: the account as it is now, judged by the same budget rule.
-SHORTFALL = select(*ACCOUNTS.c, WITHIN_BUDGET.label("within_budget")).where(ACCOUNTS.c.id == bindparam("account"))
+# Why a hold was refused: the account as it is now, judged by the same rules.
+SHORTFALL = select(*ACCOUNTS.c, HAS_CREDIT.label("has_credit"), WITHIN_BUDGET.label("within_budget")).where(
+    ACCOUNTS.c.id == bindparam("account"))
 # A pending, unexpired reservation holding at least `at_least` moves; a charge above its amount is its overrun.
 MOVE_PENDING = update(RESERVATIONS).where(
     RESERVATIONS.c.id == bindparam("reservation"), RESERVATIONS.c.status == "pending",
@@ -139,7 +141,10 @@ def shortfall(session: Session, account_id: str, amount: int, budget_limit: int 
                                                       "budget_limit": budget_limit}).first()
     if account is None:
         get_account(session, account_id)  # raises the 404
-    return Shortfall("insufficient_credit" if account.within_budget else "budget_exceeded", account)
+    # Both rules may pass by now (holds settled since the refusal, returning what they did not spend): the refusal
+    # is then put down to the budget when there is one, since that is what concurrent requests of an org use up.
+    within = account.within_budget and not (account.has_credit and budget_limit is not None)
+    return Shortfall("insufficient_credit" if within else "budget_exceeded", account)
 
 
 def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, *,

@@ -268,6 +268,21 @@ def test_chat_store_refuses_a_hold_past_the_budget_and_writes_nothing(db):
     assert not mine(reconcile(db), account)
 
 
+def test_a_refusal_whose_rules_pass_by_now_is_put_down_to_the_budget(db):
+    """Holds above their charge: by the time the refusal is explained, a settlement may have made room again."""
+    account = funded(db, 10 * USD)
+
+    async def work(store):
+        first = await store.hold(account, 3 * USD, 300, budget_limit=4 * USD, request_id="req-1")
+        refused = await store.hold(account, 2 * USD, 300, budget_limit=4 * USD, request_id="req-2")
+        await settle(store, first, USD)  # charged 1 of its 3: 3 of the 4 are free again
+        return refused, await store.shortfall(account, 2 * USD, 4 * USD), await store.shortfall(account, 2 * USD, None)
+
+    refused, with_budget, without = on_chat_store(db, work)
+    assert refused is None
+    assert (with_budget.reason, without.reason) == ("budget_exceeded", "insufficient_credit")
+
+
 def test_chat_store_moves_a_reservation_once_and_says_why_not_after(db):
     account = funded(db, 10 * USD)
 
