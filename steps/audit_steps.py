@@ -5,35 +5,15 @@ from datetime import datetime
 
 from behave import given, then, when
 
+from support.client.assertions import expect_equal, expect_status, expect_true
+from support.domain.audit_trail import HEX32, Actor, leaks
 from support.harness import step_types  # noqa: F401  (registers {name:Name}, {pronoun:Pronoun}, ...)
-from support.harness.assertions import expect_equal, expect_status, expect_true
 from support.harness.waits import wait_until
-from support.domain.audit_log import HEX32, Actor, AuditTrail, last_audited_request, leaks, secrets_handled
 
 TARGETS = {"a key": "key", "an invitation": "invitation", "the org": "org", "a user": "user", "a model": "model",
            "an account": "account", "a reservation": "reservation", "its route": None}
 OUTCOMES = ("allowed", "denied", "failed")
-
-
-def trail(context) -> AuditTrail:
-    found = getattr(context, "audit_trail", None)
-    if found is None or found.platform is not context.platform:
-        context.audit_trail = found = AuditTrail(context.platform, context.db)
-    return found
-
-
-def actor_of(context, words: str) -> Actor:
-    """'the platform' -> a platform admin; 'the service' -> a billing service (S2S token); 'the key "ci"' -> that
-    API key; 'an anonymous caller'; a name -> that person."""
-    if words == "the platform":
-        return Actor("admin")
-    if words == "the service":
-        return Actor("service")
-    if words == "an anonymous caller":
-        return Actor("anonymous")
-    if words.startswith('the key "'):
-        return Actor("api_key", context.world.key(words.split('"')[1]).id)
-    return Actor("user", context.world.person(words).user_id)
+BAD_TRACEPARENT = "00-" + "g" * 32 + "-00f067aa0ba902b7-01"
 
 
 # ---- one event per request -------------------------------------------------------------------------------------
@@ -42,9 +22,9 @@ def actor_of(context, words: str) -> Actor:
 def one_event(context, action, actor, target, outcome):
     expect_true(outcome in OUTCOMES, f"The outcome {outcome!r} is none of {OUTCOMES}")
     expect_true(target in TARGETS, f"The target {target!r} is none of {sorted(TARGETS)}")
-    exchange = last_audited_request(context.api)
-    event = trail(context).expect_one_event(exchange, action=action, actor=actor_of(context, actor),
-                                            outcome=outcome)
+    audit = context.state.audit
+    exchange = audit.last_audited_request()
+    event = audit.expect_one_event(exchange, action=action, actor=audit.actor(actor), outcome=outcome)
     shown = str(event.get("target") or "")
     kind = TARGETS[target]
     if kind is None:
@@ -53,15 +33,16 @@ def one_event(context, action, actor, target, outcome):
     else:
         expect_true(shown.startswith(f"{kind}:") and len(shown) > len(kind) + 1, f"Expected the event's target to "
                     f"name {target} ({kind}:<id>), but it was {shown!r}", exchange)
-    context.audit_event = event
+    context.state.world.audit.event = event
 
 
 @then('the audit log of "{org}" shows, each with the request id the suite sent:')
 def audit_shows(context, org):
-    events = context.platform.audit(org)
-    sent = {e.request_id: e for e in context.api.exchanges}
+    state = context.state
+    events = state.platform.audit(org)
+    sent = {e.request_id: e for e in state.api.exchanges}
     for row in context.table:
-        actor = actor_of(context, row["actor"])
+        actor = state.audit.actor(row["actor"])
         matches = [e for e in events if e["action"] == row["action"] and e["outcome"] == row["outcome"]
                    and actor.matches(e)]
         expect_true(bool(matches), f"Expected an audit event {row['action']} by {row['actor']} with outcome "
@@ -74,32 +55,34 @@ def audit_shows(context, org):
 
 @when('{name:Name} accepts {pronoun:Pronoun} invitation')
 def accepts_invitation(context, name, pronoun):
-    context.response = context.platform.accept_invitation(name)
+    state = context.state
+    state.world.last.answer = state.platform.accept_invitation(name)
 
 
 @when('a caller without credentials asks to issue an API key for "{org}"')
 def anonymous_key_request(context, org):
-    context.response = context.api.post(f"/orgs/{context.world.org(org).slug}/keys", json_body={"name": "anonymous"})
-    expect_status(context.response, 401, "a request without credentials to issue an API key")
+    state = context.state
+    state.world.last.answer = state.identity.issue_key_as(None, org, "anonymous")
+    expect_status(state.world.last.answer, 401, "a request without credentials to issue an API key")
 
 
 # ---- correlation -------------------------------------------------------------------------------------------------
 
 @then("the answer, its audit event and the model's backend carry the request id and the trace the caller sent")
 def correlated_everywhere(context):
-    exchange = context.response
+    state = context.state
+    exchange = state.world.answer()
     expect_status(exchange, 200, "the chat completion")
-    rid, trace = exchange.request_id, context.api.trace_id
+    rid, trace = exchange.request_id, state.api.trace_id
     expect_equal(exchange.served_request_id, rid, "the X-Request-ID of the answer", exchange)
     bearer = exchange.request_headers.get("Authorization", "").partition(" ")[2]
-    [key] = [k for k in context.world.keys.values() if k.secret == bearer]
-    event = trail(context).expect_one_event(exchange, action="chat.completion", actor=Actor("api_key", key.id),
-                                            outcome="allowed")
+    [key] = [k for k in state.world.keys.values() if k.secret == bearer]
+    event = state.audit.expect_one_event(exchange, action="chat.completion", actor=Actor("api_key", key.id),
+                                         outcome="allowed")
     expect_equal(event["trace_id"], trace, "the trace id of the audit event", exchange)
-    backend = context.model_backends[exchange.response_headers.get("X-Gateway-Backend") or "primary"]
-    calls = [c for c in context.backends.calls(backend)
-             if {k.lower(): v for k, v in c["headers"].items()}.get("x-request-id") == rid]
-    expect_true(len(calls) == 1, f"Expected the {backend.name} backend to have been called once with X-Request-ID "
+    backend = exchange.response_headers.get("X-Gateway-Backend") or "primary"
+    calls = state.routing.calls_with_request_id(backend, rid)
+    expect_true(len(calls) == 1, f"Expected the {backend} backend to have been called once with X-Request-ID "
                 f"{rid}, but it saw {len(calls)} such call(s)", exchange)
     headers = {k.lower(): v for k, v in calls[0]["headers"].items()}
     parent = headers.get("traceparent") or ""
@@ -113,13 +96,14 @@ def correlated_everywhere(context):
 
 @then("every gateway log line about that request is a JSON object with its request id and trace id")
 def log_lines_correlated(context):
-    exchange = last_audited_request(context.api)
-    if not context.stack.logs(1).get("gateway"):
-        context.scenario.skip(f"the {context.stack.name} stack offers no gateway log to read")
+    state = context.state
+    exchange = state.audit.last_audited_request()
+    if not state.stack.logs(1).get("gateway"):
+        context.scenario.skip(f"the {state.stack.name} stack offers no gateway log to read")
         return
     # The access line is written once the answer has gone out, so it may trail the answer by a moment.
     lines = wait_until(f"the gateway's access line for request {exchange.request_id}",
-                       lambda: context.stack.logs(2000).get("gateway") or [],
+                       lambda: state.stack.logs(2000).get("gateway") or [],
                        lambda seen: any(exchange.request_id in line and exchange.path in line for line in seen),
                        timeout=5, describe=lambda seen: f"{len(seen)} lines, the last: {seen[-3:]}")
     parsed, not_json = [], []
@@ -141,52 +125,52 @@ def log_lines_correlated(context):
     strays = [p for p in about if p.get("request_id") != exchange.request_id]
     expect_true(not strays, f"Expected every log line about {exchange.method} {exchange.path} to carry request id "
                 f"{exchange.request_id}, but these carried another: {strays}", exchange)
-    wrong_trace = [p for p in mine if p.get("trace_id") != context.api.trace_id]
+    wrong_trace = [p for p in mine if p.get("trace_id") != state.api.trace_id]
     expect_true(not wrong_trace, f"Expected the log lines of request {exchange.request_id} to carry trace id "
-                f"{context.api.trace_id}, but these did not: {wrong_trace}", exchange)
+                f"{state.api.trace_id}, but these did not: {wrong_trace}", exchange)
 
 
 @when('{name:Name} issues the API key "{key}" for "{org}" with no request id')
 def issues_key_anonymously(context, name, key, org):
-    context.response = context.api.post(f"/orgs/{context.world.org(org).slug}/keys",
-                                        token=context.platform.access_token(name), json_body={"name": key},
-                                        headers={"X-Request-ID": None})
-    expect_status(context.response, 201, f"{name} issuing the API key {key!r} without a request id")
+    state = context.state
+    state.world.last.answer = state.identity.issue_key_as(name, org, key, headers={"X-Request-ID": None})
+    expect_status(state.world.last.answer, 201, f"{name} issuing the API key {key!r} without a request id")
 
 
 @when('{name:Name} issues the API key "{key}" for "{org}" with a malformed traceparent')
 def issues_key_with_bad_trace(context, name, key, org):
-    context.bad_traceparent = "00-" + "g" * 32 + "-00f067aa0ba902b7-01"
-    context.response = context.api.post(f"/orgs/{context.world.org(org).slug}/keys",
-                                        token=context.platform.access_token(name), json_body={"name": key},
-                                        headers={"traceparent": context.bad_traceparent})
-    expect_status(context.response, 201, f"{name} issuing the API key {key!r} with a malformed traceparent")
+    state = context.state
+    state.world.audit.bad_traceparent = BAD_TRACEPARENT
+    state.world.last.answer = state.identity.issue_key_as(name, org, key, headers={"traceparent": BAD_TRACEPARENT})
+    expect_status(state.world.last.answer, 201, f"{name} issuing the API key {key!r} with a malformed traceparent")
 
 
 @then("the gateway answers with a request id it made up, and the audit event carries that id")
 def made_up_request_id(context):
-    exchange = context.response
+    state = context.state
+    exchange = state.world.answer()
     expect_true("X-Request-ID" not in exchange.request_headers, "The request was meant to go without a request id, "
                 "but the suite sent one", exchange)
     made_up = exchange.served_request_id
     expect_true(bool(made_up) and re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", made_up or "") is not None,
                 f"Expected the answer to carry a request id made up by the gateway, but X-Request-ID was "
                 f"{made_up!r}", exchange)
-    events, read = trail(context).platform_events(request_id=made_up)
+    events, read = state.audit.platform_events(request_id=made_up)
     expect_true(len(events) == 1 and events[0]["action"] == "keys.create", f"Expected exactly the keys.create "
                 f"event under the made-up request id {made_up}, but found {events}", read)
 
 
 @then("the gateway starts a new trace for the request, and the audit event carries that trace")
 def new_trace(context):
-    exchange = context.response
-    events, read = trail(context).platform_events(request_id=exchange.request_id)
+    state = context.state
+    exchange = state.world.answer()
+    events, read = state.audit.platform_events(request_id=exchange.request_id)
     expect_true(len(events) == 1, f"Expected one audit event for request {exchange.request_id}, found {events}",
                 read)
     trace = events[0].get("trace_id") or ""
     expect_true(HEX32.match(trace) is not None and set(trace) != {"0"}, f"Expected the audit event to carry a new "
                 f"valid trace id (32 lowercase hex digits), but it carried {trace!r}", read)
-    expect_true(trace not in (context.api.trace_id, "g" * 32), f"Expected a new trace, not the one the caller sent "
+    expect_true(trace not in (state.api.trace_id, "g" * 32), f"Expected a new trace, not the one the caller sent "
                 f"({trace})", read)
 
 
@@ -198,19 +182,20 @@ REQUIRED_KINDS = ("password", "access token", "refresh token", "API key", "invit
 @then('none of the secrets this scenario handled appears in the audit log of "{org}", read through the API or '
       'from the database')
 def no_secrets(context, org):
-    held = secrets_handled(context.api, context.keys, context.world)
+    state = context.state
+    audit = state.audit
+    held = audit.secrets_handled()
     kinds = set(held.values())
     missing = [k for k in REQUIRED_KINDS if k not in kinds]
     expect_true(not missing, f"Expected this scenario to have handled every kind of secret ({', '.join(REQUIRED_KINDS)}"
                 f") so the check means something, but it handled none of: {missing}")
-    audit = trail(context)
     owner_view = audit.org_page(org, limit=1000)
     expect_status(owner_view, 200, f"the owner reading the audit log of {org!r}")
-    admin_views = [audit.platform_events(request_id=e.request_id)[1] for e in context.api.exchanges
+    admin_views = [audit.platform_events(request_id=e.request_id)[1] for e in state.api.exchanges
                    if e.method in ("POST", "PUT", "PATCH", "DELETE")]
-    stored = audit.stored_events(request_id_prefix=context.api.request_id_prefix)
+    stored = audit.stored_events(request_id_prefix=state.api.request_id_prefix)
     expect_true(len(stored) >= 6, f"Expected the scenario's changes in the database's audit log, but found only "
-                f"{len(stored)} event(s) under request ids {context.api.request_id_prefix}.*", owner_view)
+                f"{len(stored)} event(s) under request ids {state.api.request_id_prefix}.*", owner_view)
     for name, text in ([("the org's audit log", owner_view.text)]
                        + [(f"the platform's audit log for {v.path}", v.text) for v in admin_views]
                        + [("the database's audit rows", json.dumps(stored, default=str))]):
@@ -224,64 +209,67 @@ def no_secrets(context, org):
 @given('{name:Name} has made {count:d} changes to "{org}", one after another')
 @given('{name:Name} has made {count:d} change to "{org}", one after another')
 def made_changes(context, name, count, org):
-    context.changes = []
+    state = context.state
+    state.world.audit.changes = []
     for number in range(1, count + 1):
-        exchange = context.platform.issue_key(name, org, f"change-{number}")
+        exchange = state.platform.issue_key(name, org, f"change-{number}")
         expect_status(exchange, 201, f"{name} making change {number} (issuing a key)")
-        context.changes.append(exchange)
-
-
-def _event_of(context, org, exchange) -> dict:
-    events = trail(context).org_events(org, request_id=exchange.request_id)
-    expect_true(len(events) == 1, f"Expected one event for request {exchange.request_id}, found {events}", exchange)
-    return events[0]
+        state.world.audit.changes.append(exchange)
 
 
 @when('{name:Name} looks for the denied "{action}" events of "{org}"')
 def looks_for_denied(context, name, action, org):
-    context.found_events = trail(context).org_events(org, name, action=action, outcome="denied")
+    state = context.state
+    state.world.audit.found = state.audit.org_events(org, name, action=action, outcome="denied")
 
 
 @then("{name:Name} finds exactly {other:Name}'s attempt")
 def finds_attempt(context, name, other):
-    attempt = context.response
-    found = context.found_events
+    world = context.state.world
+    attempt = world.answer()
+    found = world.audit.found
     expect_true([e["request_id"] for e in found] == [attempt.request_id], f"Expected {name} to find exactly "
                 f"{other}'s attempt (request {attempt.request_id}), but the search found "
                 f"{[(e['action'], e['outcome'], e['request_id']) for e in found]}", attempt)
-    expect_equal(found[0]["actor"]["id"], context.world.person(other).user_id, "the actor of the event found")
+    expect_equal(found[0]["actor"]["id"], world.person(other).user_id, "the actor of the event found")
 
 
 @when('{name:Name} reads the audit log of "{org}" from the second change until the third')
 def reads_range(context, name, org):
-    second, third = (_event_of(context, org, e) for e in context.changes[1:3])
+    state = context.state
+    reads = state.world.audit
+    second, third = (state.audit.event_of(org, e) for e in reads.changes[1:3])
     start, end = datetime.fromisoformat(second["at"]), datetime.fromisoformat(third["at"])
     expect_true(start < end, f"Expected the second change ({second['at']}) to be stamped before the third "
                 f"({third['at']})")
-    context.expected_events = [second]
-    context.found_events = trail(context).org_events(org, name, since=second["at"], until=third["at"])
+    reads.expected = [second]
+    reads.found = state.audit.org_events(org, name, since=second["at"], until=third["at"])
 
 
 @then("{name:Name} finds exactly the second change")
 def finds_second(context, name):
-    found = [(e["id"], e["action"]) for e in context.found_events]
-    expected = [(e["id"], e["action"]) for e in context.expected_events]
+    reads = context.state.world.audit
+    found = [(e["id"], e["action"]) for e in reads.found]
+    expected = [(e["id"], e["action"]) for e in reads.expected]
     expect_equal(found, expected, "the events between the second change and the third (since inclusive, until "
                  "exclusive)")
 
 
 @when('{name:Name} reads the audit log of "{org}" {size:d} events at a time')
 def reads_pages(context, name, org, size):
-    context.page_size = size
-    context.pages = trail(context).org_pages(org, size, name)
-    context.whole_log = trail(context).org_events(org, name)
+    state = context.state
+    reads = state.world.audit
+    reads.page_size = size
+    reads.pages = state.audit.org_pages(org, size, name)
+    reads.whole_log = state.audit.org_events(org, name)
 
 
 @then("the pages hold every event of the log exactly once, newest first, and the last page says there is no more")
 def pages_hold_everything(context):
-    pages, size = context.pages, context.page_size
+    reads = context.state.world.audit
+    pages, size = reads.pages, reads.page_size
     ids = [e["id"] for page in pages for e in page.json()["events"]]
-    expected = [e["id"] for e in context.whole_log]
+    expected = [e["id"] for e in reads.whole_log]
     expect_true(len(pages) >= 2, f"Expected the log of {len(expected)} events to take several pages of {size}, "
                 f"but it came in {len(pages)}", pages[-1])
     expect_equal(ids, expected, f"the event ids over {len(pages)} pages of {size} (the whole log, read at once, "
@@ -293,14 +281,16 @@ def pages_hold_everything(context):
 
 @when("a platform admin looks up the request of {name:Name}'s change in the platform's audit log")
 def admin_looks_up(context, name):
-    exchange = context.changes[-1]
-    context.found_events, context.lookup = trail(context).platform_events(request_id=exchange.request_id)
+    state = context.state
+    reads = state.world.audit
+    reads.found, reads.lookup = state.audit.platform_events(request_id=reads.changes[-1].request_id)
 
 
 @then('the platform admin finds exactly that change, in the org "{org}"')
 def admin_finds(context, org):
-    change = context.changes[-1]
-    found = context.found_events
+    world = context.state.world
+    reads = world.audit
+    change, found = reads.changes[-1], reads.found
     expect_true(len(found) == 1 and found[0]["action"] == "keys.create", f"Expected exactly the keys.create event "
-                f"of request {change.request_id}, but the platform's log gave {found}", context.lookup)
-    expect_equal(found[0]["org"], context.world.org(org).slug, "the org of the event", context.lookup)
+                f"of request {change.request_id}, but the platform's log gave {found}", reads.lookup)
+    expect_equal(found[0]["org"], world.org(org).slug, "the org of the event", reads.lookup)

@@ -6,45 +6,22 @@ import re
 
 from behave import given, then, when
 
-from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.domain.convergence import Declarations
+from support.client.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.domain.convergence import DEFAULT_PRICES
 from support.harness.money import micros, usd
 from support.harness.waits import wait_until
 
 SETTLE_SECONDS = 15  # how long a Given waits for its own declaration to be applied
 
 
-def declarations(context) -> Declarations:
-    if getattr(context, "declarations", None) is None:
-        context.declarations = Declarations(context.endpoints.config_repo, context.api, context.keys, context.ns,
-                                            context.world, context.backends.backend_base_url)
-        context.add_cleanup(context.declarations.cleanup)
-    return context.declarations
-
-
 def quoted(text: str) -> list[str]:
     return re.findall(r'"([^"]+)"', text)
 
 
-def applied_and_synced(context, timeout: float, *, synced: bool):
-    decl = declarations(context)
-    commit = decl.last_commit
-    holds = (lambda s: decl.synced(s, commit)) if synced else (lambda s: decl.applied(s, commit))
-    awaited = (f"the configuration to be Synced at commit {commit[:12]} (applied, with no drift or error on this "
-               f"scenario's objects: {sorted(decl.mine())})" if synced
-               else f"the gateway to apply commit {commit[:12]}")
-    return decl.await_status(awaited, holds, timeout=timeout)
-
-
-def use_declared_model(context, model: str, backends) -> None:
-    """Let the model steps (chat requests, backend and charge checks) know the model declared in git."""
-    context.world.models[model] = context.ns.name(model)
-    context.model_backends = getattr(context, "model_backends", {})
-    for backend in backends:
-        context.model_backends[backend.name] = backend
-        context.add_cleanup(context.backends.reset, backend)
-    context.model_prices = getattr(context, "model_prices", {})
-    context.model_prices[model] = (1000, 2000)
+def _declare_model(state, model: str, backends: str) -> None:
+    """Commit the model to git, and let the chat steps know it (requests, backends, charges)."""
+    declared = state.routing.adopt(model, quoted(backends), DEFAULT_PRICES)
+    state.convergence.declare_model(model, list(declared.backends.values()), declared.prices)
 
 
 # ---- Given: a declaration already in force ------------------------------------------------------------------------
@@ -52,91 +29,91 @@ def use_declared_model(context, model: str, backends) -> None:
 # (longer sentence first: behave takes the first definition that matches)
 @given('"{org}" is declared in git with a budget of {amount} and self-heal on')
 def org_declared_self_healing(context, org, amount):
-    declarations(context).declare_org(org, micros(amount), self_heal=True)
-    declarations(context).sync_and_settle()
-    applied_and_synced(context, SETTLE_SECONDS, synced=True)
+    declarations = context.state.convergence
+    declarations.declare_org(org, micros(amount), self_heal=True)
+    declarations.sync_and_settle()
+    declarations.await_commit(SETTLE_SECONDS, synced=True)
 
 
 @given('"{org}" is declared in git with a budget of {amount}')
 def org_declared(context, org, amount):
-    declarations(context).declare_org(org, micros(amount))
-    declarations(context).sync_and_settle()
-    applied_and_synced(context, SETTLE_SECONDS, synced=True)
+    declarations = context.state.convergence
+    declarations.declare_org(org, micros(amount))
+    declarations.sync_and_settle()
+    declarations.await_commit(SETTLE_SECONDS, synced=True)
 
 
 @given('the model "{model}" is declared in git, routed to its {backends}')
 def model_declared(context, model, backends):
-    decl = declarations(context)
-    routed = decl.model_backends(model, quoted(backends))
-    decl.declare_model(model, routed)
-    use_declared_model(context, model, routed)
-    decl.sync_and_settle()
-    applied_and_synced(context, SETTLE_SECONDS, synced=True)
+    state = context.state
+    _declare_model(state, model, backends)
+    state.convergence.sync_and_settle()
+    state.convergence.await_commit(SETTLE_SECONDS, synced=True)
 
 
 @given('{person} holds the API key "{key}" for "{org}"')
 def holds_key(context, person, key, org):
-    expect_status(context.platform.issue_key(person, org, key), 201, f"{person} issuing the API key {key!r}")
+    expect_status(context.state.platform.issue_key(person, org, key), 201, f"{person} issuing the API key {key!r}")
 
 
 # ---- When: commits, changes outside git, triggers -----------------------------------------------------------------
 
 @when('the operator commits a budget of {amount} for "{org}" together with {problem} for "{other}"')
 def commit_budget_and_broken_file(context, amount, org, problem, other):
-    context.broken_problem, context.broken_org = problem, other
-    declarations(context).commit_budget_with_broken_file(org, micros(amount), problem, other)
+    state = context.state
+    state.world.declared.broken_problem, state.world.declared.broken_org = problem, other
+    state.convergence.commit_budget_with_broken_file(org, micros(amount), problem, other)
 
 
 @when('the operator commits a budget of {amount} for "{org}"')
 def commit_budget(context, amount, org):
-    declarations(context).commit_budget(org, micros(amount))
+    context.state.convergence.commit_budget(org, micros(amount))
 
 
 @when('the operator removes "{org}" from git')
 def remove_org(context, org):
-    declarations(context).remove_org(org)
+    context.state.convergence.remove_org(org)
 
 
 @when('the operator declares the model "{model}" in git, routed to its {backends}')
 @when('the operator reroutes "{model}" in git to its {backends}')
 def declare_model(context, model, backends):
-    decl = declarations(context)
-    routed = decl.model_backends(model, quoted(backends))
-    decl.declare_model(model, routed)
-    use_declared_model(context, model, routed)
+    _declare_model(context.state, model, backends)
 
 
 @when('{person} raises the budget of "{org}" to {amount} through the API')
 def raise_budget_through_api(context, person, org, amount):
-    context.response = context.platform.set_budget(person, org, micros(amount))
-    expect_status(context.response, 200, f"{person} setting the budget of {org!r} to {amount}")
+    state = context.state
+    state.world.last.answer = state.platform.set_budget(person, org, micros(amount))
+    expect_status(state.world.last.answer, 200, f"{person} setting the budget of {org!r} to {amount}")
 
 
 @when("the gateway syncs")
 def gateway_syncs(context):
-    context.config_status = declarations(context).sync_and_settle()
+    state = context.state
+    state.world.declared.status = state.convergence.sync_and_settle()
 
 
 @when("the reconcile interval passes")
 def reconcile_interval_passes(context):
-    declarations(context).await_interval_pass()
+    context.state.convergence.await_interval_pass()
 
 
 # ---- Then: status, drift, effective state -------------------------------------------------------------------------
 
 @then("the configuration is Synced at that commit within {seconds:d} seconds")
 def synced_at_commit(context, seconds):
-    applied_and_synced(context, seconds, synced=True)
+    context.state.convergence.await_commit(seconds, synced=True)
 
 
 @then("the gateway has applied that commit within {seconds:d} seconds")
 def applied_commit(context, seconds):
-    applied_and_synced(context, seconds, synced=False)
+    context.state.convergence.await_commit(seconds, synced=False)
 
 
 @then('the drift report lists "{org}" budget declared {declared}, effective {effective}')
 def drift_lists_budget(context, org, declared, effective):
-    decl = declarations(context)
+    decl = context.state.convergence
     entry, status = decl.drift_entry("org", decl.slug(org), "budget_micros", timeout=5)
     expect_equal((entry["declared"], entry["effective"]), (micros(declared), micros(effective)),
                  f"the declared and effective budget of {org!r} in the drift report", status.exchange)
@@ -146,7 +123,7 @@ def drift_lists_budget(context, org, declared, effective):
 
 @then('the drift report lists "{org}" as removed from git but still present')
 def drift_lists_removed(context, org):
-    decl = declarations(context)
+    decl = context.state.convergence
     entry, status = decl.drift_entry("org", decl.slug(org), "exists", timeout=5)
     expect_equal((entry["declared"], entry["effective"]), (False, True),
                  f"the drift entry for {org!r} (declared in git, present in the gateway)", status.exchange)
@@ -154,14 +131,15 @@ def drift_lists_removed(context, org):
 
 @then('the budget in force for "{org}" is {amount}')
 def budget_in_force(context, org, amount):
-    exchange = context.platform.usage(org)
+    exchange = context.state.platform.usage(org)
     expect_equal(exchange.json()["limit_micros"], micros(amount), f"the budget limit of {org!r}", exchange)
 
 
 @then('within {seconds:d} seconds the budget in force for "{org}" is back to {amount}')
 def budget_back(context, seconds, org, amount):
+    platform = context.state.platform
     expected = micros(amount)
-    last = wait_until(f"the budget limit of {org!r} to be restored to {amount}", lambda: context.platform.usage(org),
+    last = wait_until(f"the budget limit of {org!r} to be restored to {amount}", lambda: platform.usage(org),
                       lambda ex: ex.json()["limit_micros"] == expected, timeout=seconds,
                       describe=lambda ex: f"limit {usd(ex.json()['limit_micros'])} (request id {ex.request_id})")
     expect_equal(last.json()["limit_micros"], expected, f"the budget limit of {org!r}", last)
@@ -169,7 +147,7 @@ def budget_back(context, seconds, org, amount):
 
 @then('the audit log of "{org}" shows the gateway restored its budget from {effective} to {declared}')
 def audit_shows_correction(context, org, effective, declared):
-    events = context.platform.audit(org, action="config.drift_corrected")
+    events = context.state.platform.audit(org, action="config.drift_corrected")
     wanted = {"field": "budget_micros", "declared": micros(declared), "effective": micros(effective)}
     matches = [e for e in events if {k: (e.get("details") or {}).get(k) for k in wanted} == wanted]
     expect_true(bool(matches), f"Expected a config.drift_corrected event for {org!r} with {wanted}, but the log "
@@ -179,14 +157,15 @@ def audit_shows_correction(context, org, effective, declared):
 
 @then('no drift correction is recorded for "{org}"')
 def no_correction(context, org):
-    events = context.platform.audit(org, action="config.drift_corrected")
+    events = context.state.platform.audit(org, action="config.drift_corrected")
     expect_true(not events, f"Expected no config.drift_corrected event for {org!r} with self-heal off, but found "
                 f"{[e.get('details') for e in events]}")
 
 
 @then('the gateway keeps the last good revision, and its error points at the broken line of "{org}"\'s file')
 def keeps_last_good(context, org):
-    decl = declarations(context)
+    state = context.state
+    decl = state.convergence
     broken = decl.last_commit
     status = decl.await_status(f"a reconcile pass to read the broken commit {broken[:12]}",
                                lambda s: decl.seen(s, broken), timeout=5)
@@ -196,14 +175,14 @@ def keeps_last_good(context, org):
     expect_true(decl.applied(status, decl.last_good_commit), f"Expected the applied revision to still contain the "
                 f"last good commit {decl.last_good_commit[:12]}, but it is {body['revision']}.\n"
                 f"{status.exchange.summary()}")
-    where = f"{decl.org_path(org)}, line {decl.broken_line(context.broken_problem)}"
+    where = f"{decl.org_path(org)}, line {decl.broken_line(state.world.declared.broken_problem)}"
     expect_true(where in (body.get("error") or ""), f"Expected the error to name {where!r}, but it was "
                 f"{body.get('error')!r}.\n{status.exchange.summary()}")
 
 
 @then("the request is {verdict} under the budget in git")
 def request_under_budget(context, verdict):
-    response = context.response
+    response = context.state.world.answer()
     if verdict == "answered":
         expect_status(response, 200, "the chat completion under the budget committed in git")
     elif verdict == "refused":

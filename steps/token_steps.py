@@ -4,57 +4,56 @@ import time
 import jwt
 from behave import then, when
 
-from support.harness.assertions import expect_status, expect_true
+from support.client.assertions import expect_true
 from support.tokens.jwks import PRIVATE_MEMBERS, verify_with_jwks
-
-
-def _published_keys(context) -> dict:
-    exchange = context.api.get("/.well-known/jwks.json")
-    expect_status(exchange, 200, "fetching the published signing keys")
-    context.jwks_exchange = exchange
-    return exchange.json()
 
 
 @when("a client fetches the gateway's published signing keys")
 def fetch_jwks(context):
-    context.jwks = _published_keys(context)
+    sessions = context.state.world.sessions
+    sessions.jwks, sessions.jwks_answer = context.state.identity.published_jwks()
 
 
 @then("every published key is a P-256 public key for ES256 signatures with a key id")
 def keys_are_es256(context):
-    keys = context.jwks.get("keys") or []
-    expect_true(bool(keys), "Expected at least one published key, but the set was empty", context.jwks_exchange)
+    sessions = context.state.world.sessions
+    keys = sessions.jwks.get("keys") or []
+    expect_true(bool(keys), "Expected at least one published key, but the set was empty", sessions.jwks_answer)
     for key in keys:
         shape = {k: key.get(k) for k in ("kty", "crv", "alg", "use")}
         expect_true(shape == {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig"} and key.get("kid")
                     and key.get("x") and key.get("y"),
-                    f"Expected an EC P-256 ES256 signing key with kid, x and y, but got {key}", context.jwks_exchange)
+                    f"Expected an EC P-256 ES256 signing key with kid, x and y, but got {key}", sessions.jwks_answer)
 
 
 @then("no published key carries a private member")
 def no_private_members(context):
-    for key in context.jwks.get("keys") or []:
+    sessions = context.state.world.sessions
+    for key in sessions.jwks.get("keys") or []:
         leaked = [m for m in PRIVATE_MEMBERS if m in key]
         expect_true(not leaked, f"Published key {key.get('kid')!r} carries private member(s) {leaked}",
-                    context.jwks_exchange)
+                    sessions.jwks_answer)
 
 
 @then("{person}'s access token verifies against the published signing keys")
 def token_verifies(context, person):
-    token = context.world.person(person).access_token
-    context.token_claims = verify_with_jwks(token, _published_keys(context))
+    state = context.state
+    sessions = state.world.sessions
+    sessions.jwks, sessions.jwks_answer = state.identity.published_jwks()
+    sessions.claims = verify_with_jwks(state.world.person(person).access_token, sessions.jwks)
 
 
 @then("{person}'s access token is an ES256 access token for the gateway that expires within 15 minutes")
 def token_shape(context, person):
-    token = context.world.person(person).access_token
-    header = jwt.get_unverified_header(token)
-    claims = context.token_claims
+    state = context.state
+    holder = state.world.person(person)
+    header = jwt.get_unverified_header(holder.access_token)
+    claims = state.world.sessions.claims
     lifetime = claims["exp"] - time.time()
     expect_true(header.get("alg") == "ES256" and header.get("typ") == "at+jwt",
                 f"Expected header alg ES256 and typ at+jwt, but got {header}")
-    expect_true(claims.get("aud") == "gateway" and claims.get("sub") == context.world.person(person).user_id,
-                f"Expected aud 'gateway' and sub {context.world.person(person).user_id!r}, but got aud "
-                f"{claims.get('aud')!r} and sub {claims.get('sub')!r}")
+    expect_true(claims.get("aud") == "gateway" and claims.get("sub") == holder.user_id,
+                f"Expected aud 'gateway' and sub {holder.user_id!r}, but got aud {claims.get('aud')!r} and sub "
+                f"{claims.get('sub')!r}")
     expect_true(0 < lifetime <= 15 * 60 + 5, f"Expected the token to expire within 15 minutes, but it expires in "
                 f"{lifetime:.0f} s")

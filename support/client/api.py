@@ -59,6 +59,16 @@ class Exchange:
                 f"response body: {body}")
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request described before it is sent (for sending many at once: support.stress.burst)."""
+    method: str
+    path: str
+    token: str | None = None
+    json_body: object = None
+    headers: dict = field(default_factory=dict)
+
+
 class GatewayUnreachable(AssertionError):
     """The gateway did not answer at all; the message says which request and what the stack last logged."""
 

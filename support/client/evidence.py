@@ -93,10 +93,10 @@ def mask_log_records() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def install(context=None) -> None:
-    """Mask failure messages and log records from here on (call from before_all, after steps are loaded)."""
-    runner = getattr(context, "_runner", None) if context is not None else None
-    guard_step_functions(getattr(runner, "step_registry", None))
+def install(step_registry=None) -> None:
+    """Mask failure messages and log records from here on (call from before_all, after steps are loaded, with the
+    registry the runner matches steps with)."""
+    guard_step_functions(step_registry)
     mask_log_records()
 
 

@@ -17,8 +17,9 @@ LOG_LINES_SCANNED = 2000
 LOG_TAIL = 60
 
 
-def attach(context, step=None) -> None:
-    api = getattr(context, "api", None)
+def attach(state, step=None) -> None:
+    """What a failed step carries into the report; `state` is the scenario's (its api, stack and db are read)."""
+    api = getattr(state, "api", None)
     exchanges = api.exchanges[-LAST_EXCHANGES:] if api is not None else []
     request_ids = [e.request_id for e in exchanges]
     served_ids = [e.served_request_id for e in exchanges if e.served_request_id]
@@ -26,11 +27,11 @@ def attach(context, step=None) -> None:
     _safely("Failure: summary", lambda: evidence.attach_text("Failure: summary", summary(step, exchanges, api)))
     _safely("Failure: last exchanges",
             lambda: evidence.attach_json("Failure: last exchanges", [e.evidence() for e in exchanges]))
-    stack = getattr(context, "stack", None)
+    stack = getattr(state, "stack", None)
     _safely("Failure: stack state",
             lambda: evidence.attach_json("Failure: stack state", stack.state() if stack else {}))
     _safely("Failure: gateway log lines", lambda: _attach_logs(stack, ids))
-    _safely("Failure: audit events", lambda: _attach_audit(context, ids))
+    _safely("Failure: audit events", lambda: _attach_audit(getattr(state, "db", None), ids))
 
 
 def summary(step, exchanges, api) -> str:
@@ -78,8 +79,7 @@ def _mentions(line: str, ids: list[str]) -> bool:
     return any(re.search(rf"(?<![\w.:-]){re.escape(rid)}(?![\w.:-])", line) for rid in ids)
 
 
-def _attach_audit(context, ids: list[str]) -> None:
-    db = getattr(context, "db", None)
+def _attach_audit(db, ids: list[str]) -> None:
     if db is None or db.url is None:
         evidence.attach_text("Failure: audit events for these requests",
                              "(the stack named no database, so audit events were not read)")

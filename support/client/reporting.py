@@ -63,7 +63,7 @@ from allure_commons.utils import md5, uuid4
 from behave.model import Feature, Rule, ScenarioOutline
 
 from support.client import evidence
-from support.harness.redaction import mask_strings, mask_text
+from support.harness.redaction import mask_text
 
 __all__ = ["AllureFormatter", "RuleAwareListener", "capability_of", "full_name", "rule_of", "tag_labels"]
 

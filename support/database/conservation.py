@@ -110,14 +110,3 @@ def _utc(value):
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
-
-
-def reconciliation(api, keys):
-    """The platform's own reconciliation report (admin), as an exchange: the caller decides what it expects."""
-    return api.get("/admin/billing/reconciliation", token=keys.admin_token())
-
-
-def cost_micros(usage: dict, prompt_price_per_1k: int, completion_price_per_1k: int) -> int:
-    """What a completion's usage costs at a model's price, rounded up to the micro-USD like the contract says."""
-    total = usage["prompt_tokens"] * prompt_price_per_1k + usage["completion_tokens"] * completion_price_per_1k
-    return -(-total // 1000)

@@ -1,7 +1,7 @@
 """The gateway's database as the suite sees it: tables reflected from the live schema, never imported."""
 from __future__ import annotations
 
-from sqlalchemy import MetaData, Table, create_engine
+from sqlalchemy import MetaData, Table, Text, cast, create_engine, select
 from sqlalchemy.engine import Engine
 
 from support.harness.config import SuiteSetupError
@@ -36,6 +36,19 @@ class Database:
             raise AssertionError(f"The gateway's database has no table '{name}'; tables seen: "
                                  f"{', '.join(sorted(self._metadata.tables))}")
         return self._metadata.tables[name]
+
+    def columns_holding(self, value: str) -> list[str]:
+        """Every table.column in which `value` appears (the live schema, reflected afresh)."""
+        metadata = MetaData()
+        metadata.reflect(self.engine)
+        found = []
+        with self.engine.connect() as conn:
+            for table in metadata.sorted_tables:
+                for column in table.columns:
+                    if conn.execute(select(column).where(cast(column, Text).contains(value, autoescape=True))
+                                    .limit(1)).first() is not None:
+                        found.append(f"{table.name}.{column.name}")
+        return found
 
     def dispose(self) -> None:
         if self._engine is not None:

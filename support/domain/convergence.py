@@ -18,17 +18,16 @@ from pathlib import Path
 import yaml
 
 from support.client.api import ApiClient, Exchange
-from support.harness.assertions import expect_status
+from support.client.assertions import expect_status
 from support.tokens.signing_keys import KeyMaterial
-from support.domain.model_backends import Backend
 from support.harness.money import usd
 from support.harness.namespace import Namespace
 from support.stacks import config_repo
 from support.harness.waits import wait_until
-from support.harness.world import World
+from support.harness.world import Backend, World
 
 DEFAULT_INTERVAL_SECONDS = 30.0
-DEFAULT_PRICE = {"prompt_per_1k_micros": 1000, "completion_per_1k_micros": 2000}
+DEFAULT_PRICES = (1000, 2000)  # micro-USD per 1k prompt and completion tokens of a model declared in git
 
 # Files that do not validate, each with the line the gateway must name. {name} is the org's display name.
 BROKEN_FILES = {
@@ -135,13 +134,10 @@ class Declarations:
         self.orgs.pop(org, None)
         return self.commit({self.org_path(org): None}, f"Stop declaring {org}")
 
-    def model_backends(self, model: str, backend_names: list[str]) -> list[Backend]:
-        return [Backend(name, self.ns.name(f"{model}-{name}")) for name in backend_names]
-
-    def declare_model(self, model: str, backends: list[Backend], price: dict | None = None) -> str:
+    def declare_model(self, model: str, backends: list[Backend], prices: tuple[int, int] = DEFAULT_PRICES) -> str:
         if self.stub_url is None:
             raise AssertionError("Declaring a model routed to the model stub needs the stub: pass -D stub_url=...")
-        doc = {"price": dict(price or DEFAULT_PRICE),
+        doc = {"price": {"prompt_per_1k_micros": prices[0], "completion_per_1k_micros": prices[1]},
                "backends": [{"name": b.name, "url": b.chat_url(self.stub_url)} for b in backends]}
         return self.commit({self.model_path(model): yaml.safe_dump(doc, sort_keys=False)},
                            f"Route {model} to {', '.join(b.name for b in backends)}")
@@ -190,6 +186,17 @@ class Declarations:
 
     def await_status(self, awaited: str, holds, timeout: float) -> Status:
         return wait_until(awaited, self.status, holds, timeout=timeout, describe=Status.describe)
+
+    def await_commit(self, timeout: float, *, synced: bool) -> Status:
+        """The scenario's last commit applied (synced=False) or Synced: applied, with no drift or error on this
+        scenario's objects (synced=True)."""
+        commit = self.last_commit
+        if synced:
+            return self.await_status(f"the configuration to be Synced at commit {commit[:12]} (applied, with no "
+                                     f"drift or error on this scenario's objects: {sorted(self.mine())})",
+                                     lambda s: self.synced(s, commit), timeout=timeout)
+        return self.await_status(f"the gateway to apply commit {commit[:12]}", lambda s: self.applied(s, commit),
+                                 timeout=timeout)
 
     def settled(self, status: Status, commit: str) -> bool:
         """A pass has dealt with the commit: applied it, or rejected it because of a file of this scenario.

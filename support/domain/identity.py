@@ -4,13 +4,9 @@ small."""
 from __future__ import annotations
 
 import secrets
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import MetaData, Text, cast, select
-
-from support.client.api import ApiClient, Exchange
-from support.harness.assertions import expect_status, expect_true, problem_field
+from support.client.api import Exchange, Request
+from support.client.assertions import expect_status, expect_true, problem_field
 from support.tokens.forgery import Genuine, forge, resign, unverified
 from support.domain.platform_api import Platform
 
@@ -31,7 +27,6 @@ class Identity:
         self.api = platform.api
         self.keys = platform.keys
         self.world = platform.world
-        self.reservations: dict[str, str] = {}  # org name -> a reservation id of that org
 
     # ---- people and tokens -------------------------------------------------------------------------------------
 
@@ -44,13 +39,27 @@ class Identity:
     def refresh(self, name: str, refresh_token: str | None = None) -> Exchange:
         """Trade a refresh token for a new pair; on success the person holds the new pair (checked against JWKS)."""
         person = self.world.person(name)
-        exchange = self.api.post("/auth/refresh", json_body={"refresh_token": refresh_token or person.refresh_token})
+        exchange = self.present_refresh_token(refresh_token or person.refresh_token)
         if exchange.status == 200:
             tokens = exchange.json()
             self.platform.published_keys.verify(tokens["access_token"], f"the access token issued to {name} by a "
                                                 f"refresh [request id {exchange.request_id}]")
             person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
         return exchange
+
+    def present_refresh_token(self, token: str | None) -> Exchange:
+        """Whatever is presented as a refresh token, the answer unchecked."""
+        return self.api.post("/auth/refresh", json_body={"refresh_token": token})
+
+    def kid_of_a_fresh_token(self) -> tuple[str, Exchange]:
+        """The owner of the scenario's first org logs in afresh (keeping the tokens she holds); the key id of the
+        access token she is issued, checked against the published keys."""
+        name = self.platform.owner_of(self.world.first_org().name)
+        person = self.world.person(name)
+        exchange = expect_status(self.login_with(person.email, person.password), 200, f"{name} logging in afresh")
+        token = exchange.json()["access_token"]
+        self.platform.published_keys.verify(token, f"a token issued to {name} [request id {exchange.request_id}]")
+        return self.kid_of(token), exchange
 
     def me(self, token: str | None) -> Exchange:
         return self.api.get("/auth/me", token=token)
@@ -78,11 +87,14 @@ class Identity:
 
     def members(self, org_name: str, as_person: str | None = None) -> dict[str, str]:
         """email -> role, as the org's owner (or the given person) sees it."""
+        return self.members_answer(org_name, as_person)[0]
+
+    def members_answer(self, org_name: str, as_person: str | None = None) -> tuple[dict[str, str], Exchange]:
         org = self.world.org(org_name)
         reader = as_person or self.platform.owner_of(org_name)
         exchange = self.api.get(f"/orgs/{org.slug}/members", token=self.platform.access_token(reader))
         expect_status(exchange, 200, f"{reader} listing the members of {org_name!r}")
-        return {m["email"]: m["role"] for m in exchange.json()["members"]}
+        return {m["email"]: m["role"] for m in exchange.json()["members"]}, exchange
 
     def role_of(self, org_name: str, name: str) -> str | None:
         return self.members(org_name).get(self.world.person(name).email)
@@ -91,6 +103,11 @@ class Identity:
         org = self.world.org(org_name)
         return self.api.patch(f"/orgs/{org.slug}/members/{self.user_id(target)}",
                               token=self.platform.access_token(actor), json_body={"role": role, **extra})
+
+    def role_change_request(self, actor: str, org_name: str, target: str, role: str) -> Request:
+        """The role change described, not sent (to send it together with others)."""
+        return Request("PATCH", f"/orgs/{self.world.org(org_name).slug}/members/{self.user_id(target)}",
+                       token=self.platform.access_token(actor), json_body={"role": role})
 
     def remove_member(self, actor: str, org_name: str, target: str) -> Exchange:
         org = self.world.org(org_name)
@@ -102,6 +119,13 @@ class Identity:
     def list_keys(self, actor: str, org_name: str) -> Exchange:
         return self.api.get(f"/orgs/{self.world.org(org_name).slug}/keys", token=self.platform.access_token(actor))
 
+    def issue_key_as(self, actor: str | None, org_name: str, key_name: str, headers: dict | None = None) -> Exchange:
+        """Ask to issue a key as `actor` (None: without credentials), sending the given headers too; the answer
+        unchecked and the key not kept."""
+        token = self.platform.access_token(actor) if actor is not None else None
+        return self.api.post(f"/orgs/{self.world.org(org_name).slug}/keys", token=token, json_body={"name": key_name},
+                             headers=headers)
+
     def revoke_key(self, actor: str, org_name: str, key_name: str) -> Exchange:
         return self.api.delete(f"/orgs/{self.world.org(org_name).slug}/keys/{self.world.key(key_name).id}",
                                token=self.platform.access_token(actor))
@@ -109,6 +133,20 @@ class Identity:
     def use_key(self, key_name: str) -> Exchange:
         """The cheapest request an API key can make: list the models its org may use."""
         return self.api.get("/v1/models", token=self.world.key(key_name).secret)
+
+    def present(self, credential: str, api: str) -> Exchange:
+        """A credential in the sentence's words ('the key "ci"', "Olive's access token", 'a key that was never
+        issued') presented to 'the model API' (listing models) or 'the platform API' (the first org's keys)."""
+        if credential.startswith('the key "'):
+            token = self.world.key(credential.split('"')[1]).secret
+        elif credential.endswith("'s access token"):
+            token = self.platform.access_token(credential[: -len("'s access token")])
+        elif credential == "a key that was never issued":
+            token = "tg_" + secrets.token_urlsafe(32)
+        else:
+            raise AssertionError(f"No credential {credential!r} in this step's vocabulary")
+        path = "/v1/models" if api == "the model API" else f"/orgs/{self.world.first_org().slug}/keys"
+        return self.api.get(path, token=token)
 
     def key_for(self, org_name: str, key_name: str) -> None:
         owner = self.platform.owner_of(org_name)
@@ -118,15 +156,15 @@ class Identity:
 
     def reservation_for(self, org_name: str) -> str:
         """A pending reservation on the org's account, made the way a billing client makes one."""
-        if org_name not in self.reservations:
+        if org_name not in self.world.org_reservations:
             org = self.world.org(org_name)
             self.platform.mint(org_name, 1_000_000, "credit for a reservation")
             exchange = self.api.post("/billing/reservations", token=self.keys.service_token(),
                                      json_body={"account_id": org.account_id, "amount_micros": 10_000,
                                                 "ttl_seconds": 600})
             expect_status(exchange, 201, f"reserving credit on the account of {org_name!r}")
-            self.reservations[org_name] = exchange.json()["id"]
-        return self.reservations[org_name]
+            self.world.org_reservations[org_name] = exchange.json()["id"]
+        return self.world.org_reservations[org_name]
 
     # ---- audit -------------------------------------------------------------------------------------------------
 
@@ -182,29 +220,6 @@ class Identity:
         expect_true(not denied, f"Expected no denied event for the allowed request {attempt.request_id}, but found "
                     f"{denied}", read)
 
-    # ---- several requests at the same moment --------------------------------------------------------------------
-
-    def at_once(self, *calls) -> list[Exchange]:
-        """Run each call (ApiClient -> Exchange) on its own client and thread, all released at the same instant.
-        Each client has its own request-id prefix; their exchanges join the scenario's evidence."""
-        clients = [ApiClient(self.api.base_url, request_id_prefix=f"{self.api.request_id_prefix}.{chr(97 + i)}",
-                             trace_id=self.api.trace_id, timeout=self.api.timeout, diagnose=self.api.diagnose)
-                   for i in range(len(calls))]
-        barrier = threading.Barrier(len(calls))
-
-        def run(i: int) -> Exchange:
-            barrier.wait(timeout=30)
-            return calls[i](clients[i])
-
-        try:
-            with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-                results = list(pool.map(run, range(len(calls))))
-        finally:
-            for client in clients:
-                self.api.exchanges.extend(client.exchanges)
-                client.close()
-        return results
-
     # ---- signing keys (platform admin) ---------------------------------------------------------------------------
 
     def signing_keys(self) -> dict[str, str]:
@@ -224,10 +239,13 @@ class Identity:
     def retire_signing_key(self, kid: str) -> Exchange:
         return self.api.post(f"/admin/signing-keys/{kid}/retire", token=self.keys.admin_token())
 
+    def published_jwks(self) -> tuple[dict, Exchange]:
+        exchange = self.platform.jwks()
+        return exchange.json(), exchange
+
     def published_kids(self) -> tuple[set[str], Exchange]:
-        exchange = self.api.get("/.well-known/jwks.json")
-        expect_status(exchange, 200, "fetching the published signing keys")
-        return {k.get("kid") for k in exchange.json().get("keys", [])}, exchange
+        jwks, exchange = self.published_jwks()
+        return {k.get("kid") for k in jwks.get("keys", [])}, exchange
 
     @staticmethod
     def kid_of(token: str) -> str:
@@ -266,6 +284,13 @@ class Rotation:
     def activate(self, kid: str) -> Exchange:
         return expect_status(self.identity.activate_signing_key(kid), 200, f"activating the signing key {kid}")
 
+    def try_retire(self, kid: str) -> Exchange:
+        """An attempt to retire a key, the answer unchecked (the scenario's rotation is undone all the same)."""
+        return self.identity.retire_signing_key(kid)
+
+    def try_activate(self, kid: str) -> Exchange:
+        return self.identity.activate_signing_key(kid)
+
     def retire(self, kid: str) -> Exchange:
         if kid == self.original:
             raise AssertionError("A rotation scenario must not retire the key that signed before it began: other "
@@ -284,25 +309,3 @@ class Rotation:
         for kid in self.published:
             if states.get(kid) != "retired":
                 self.retire(kid)
-
-
-def for_scenario(context) -> Identity:
-    """The scenario's Identity operations (made on first use, on the scenario's own Platform)."""
-    identity = getattr(context, "identity", None)
-    if identity is None or identity.platform is not context.platform:
-        context.identity = identity = Identity(context.platform)
-    return identity
-
-
-def columns_holding(db, value: str) -> list[str]:
-    """Every table.column of the gateway's database in which `value` appears (the live schema, reflected)."""
-    metadata = MetaData()
-    metadata.reflect(db.engine)
-    found = []
-    with db.engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            for column in table.columns:
-                if conn.execute(select(column).where(cast(column, Text).contains(value, autoescape=True))
-                                .limit(1)).first() is not None:
-                    found.append(f"{table.name}.{column.name}")
-    return found

@@ -3,20 +3,11 @@
 Each scenario uses its own stub namespaces, so one stub process serves every scenario in parallel."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import requests
 
+from support.harness.world import Backend
+
 UNREACHABLE_URL = "http://127.0.0.1:9/v1/chat/completions"  # the discard port: nothing listens, connections fail
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str  # the business name in the scenario, e.g. "primary"
-    namespace: str
-
-    def chat_url(self, stub_url: str) -> str:
-        return f"{stub_url}/ns/{self.namespace}/v1/chat/completions"
 
 
 class ModelBackends:
@@ -47,3 +38,6 @@ class ModelBackends:
     def reset(self, backend: Backend) -> None:
         if self.stub_url is not None:
             requests.delete(f"{self.stub_url}/_stub/{backend.namespace}", timeout=5)
+
+
+__all__ = ["UNREACHABLE_URL", "Backend", "ModelBackends"]

@@ -3,159 +3,202 @@ and what the backends saw of them (through the stub's record of calls, compared 
 from __future__ import annotations
 
 import json
-import math
+from typing import Callable
 
 from support.client.api import Exchange
-from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.domain.model_backends import UNREACHABLE_URL, Backend
+from support.client.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.database.reflection import Database
 from support.database.seeding import remove_model, seed_model, set_model_backends
+from support.domain.model_backends import UNREACHABLE_URL, ModelBackends
+from support.domain.platform_api import CONTENT, Platform
+from support.harness.money import cost_micros
+from support.harness.world import Backend, Model
 
 SHORT_TIMEOUT_SECONDS = 0.5  # a backend that "does not answer in time" is given this long
-CONTENT = "Hello, gateway"
 # What the primary says when it refuses a request in the refusal scenario: it must reach the caller unchanged.
 REFUSAL = {"error": {"message": "This model's maximum context length is 8 tokens; the messages hold 9.",
                      "type": "invalid_request_error", "code": "context_length_exceeded", "param": "messages"}}
 
 
-def cost(usage: dict, prompt_price_per_1k: int, completion_price_per_1k: int) -> int:
-    """The contract's charge for a completion: its usage at the model's price, rounded up to a micro-USD."""
-    return math.ceil((usage["prompt_tokens"] * prompt_price_per_1k
-                      + usage["completion_tokens"] * completion_price_per_1k) / 1000)
+class ModelRoutes:
+    def __init__(self, platform: Platform, db: Database, backends: ModelBackends, add_cleanup: Callable):
+        self.platform = platform
+        self.api, self.ns, self.world = platform.api, platform.ns, platform.world
+        self.db, self.backends = db, backends
+        self.add_cleanup = add_cleanup
 
+    # ---- models and backends -----------------------------------------------------------------------------------
 
-# ---- models and backends -------------------------------------------------------------------------------------------
+    def declare(self, model: str, prices: tuple[int, int], backend_names: list[str],
+                timeout_seconds: float | None = None) -> Model:
+        """A model only this scenario uses, seeded into the database and routed to this scenario's stub
+        namespaces in the given order (each backend given `timeout_seconds`, when said)."""
+        routed = self._backends(model, backend_names)
+        route = [{"name": b.name, "url": b.chat_url(self.backends.backend_base_url)} for b in routed.values()]
+        if timeout_seconds is not None:
+            for entry in route:
+                entry["timeout_seconds"] = timeout_seconds
+        declared = Model(model, self.ns.name(model), prices, routed, route, timeout_seconds)
+        seed_model(self.db, declared.served_as, prompt_price_per_1k=prices[0], completion_price_per_1k=prices[1],
+                   backends=route)
+        self.add_cleanup(remove_model, self.db, declared.served_as)
+        return self._keep(declared)
 
-def declare_model(context, model: str, prompt_price: int, completion_price: int, backends: list[str]) -> None:
-    """A model only this scenario uses, routed to this scenario's stub namespaces in the given order.
+    def adopt(self, model: str, backend_names: list[str], prices: tuple[int, int]) -> Model:
+        """A model this scenario declared in git (the gateway seeds it): known here so chat steps can use it."""
+        return self._keep(Model(model, self.ns.name(model), prices, self._backends(model, backend_names)))
 
-    Keeps context.model_backends (backend name -> Backend, the last model's), context.model_prices and
-    context.chat_model as other step modules expect, and context.routes (model -> its backends) for this one."""
-    name = context.ns.name(model)
-    routed = {}
-    for backend_name in backends:
-        backend = Backend(backend_name, context.ns.name(f"{model}-{backend_name}"))
-        routed[backend_name] = backend
-        context.add_cleanup(context.backends.reset, backend)
-    context.routes = getattr(context, "routes", {})
-    context.routes[model] = routed
-    context.route_urls = getattr(context, "route_urls", {})
-    context.route_urls[model] = [{"name": b.name, "url": b.chat_url(context.backends.backend_base_url)}
-                                 for b in routed.values()]
-    seed_model(context.db, name, prompt_price_per_1k=prompt_price, completion_price_per_1k=completion_price,
-               backends=context.route_urls[model])
-    context.add_cleanup(remove_model, context.db, name)
-    context.world.models[model] = name
-    context.model_backends = dict(routed)
-    context.model_prices = getattr(context, "model_prices", {})
-    context.model_prices[model] = (prompt_price, completion_price)
-    context.chat_model = model
+    def _backends(self, model: str, names: list[str]) -> dict[str, Backend]:
+        routed = {name: Backend(name, self.ns.name(f"{model}-{name}")) for name in names}
+        for backend in routed.values():
+            self.add_cleanup(self.backends.reset, backend)
+        return routed
 
+    def _keep(self, model: Model) -> Model:
+        self.world.models[model.name] = model
+        self.world.chat.model = model.name
+        return model
 
-def model_name(context, model: str) -> str:
-    return context.world.models.get(model, model)
+    def served_as(self, model: str) -> str:
+        """The name the gateway knows a model by (a name the scenario did not declare is sent as it is)."""
+        return self.world.models[model].served_as if model in self.world.models else model
 
+    def current(self) -> Model:
+        """The model being asked (or declared last)."""
+        if self.world.chat.model is None:
+            raise AssertionError("The scenario has declared no model yet")
+        return self.world.model(self.world.chat.model)
 
-def _model_of_backend(context, backend: str) -> str:
-    """The model a backend name refers to: the model being asked, else the one declared last with it."""
-    routes = getattr(context, "routes", {})
-    current = getattr(context, "chat_model", None)
-    if current in routes and backend in routes[current]:
-        return current
-    for model in reversed(list(routes)):
-        if backend in routes[model]:
-            return model
-    raise AssertionError(f"The scenario has no backend called {backend!r}; its models route to: "
-                         f"{ {m: list(b) for m, b in routes.items()} }")
+    def backend(self, name: str) -> Backend:
+        return self._model_of(name).backends[name]
 
+    def _model_of(self, backend_name: str) -> Model:
+        """The model a backend name refers to: the model being asked, else the one declared last with it."""
+        current = self.world.models.get(self.world.chat.model or "")
+        if current is not None and backend_name in current.backends:
+            return current
+        for model in reversed(list(self.world.models.values())):
+            if backend_name in model.backends:
+                return model
+        raise AssertionError(f"The scenario has no backend called {backend_name!r}; its models route to: "
+                             f"{ {m.name: list(m.backends) for m in self.world.models.values()} }")
 
-def backend(context, name: str) -> Backend:
-    return context.routes[_model_of_backend(context, name)][name]
+    def behave(self, backend_name: str, mode: str, **settings) -> None:
+        """Make a backend answer, fail, hang or drop (see the stub's control API)."""
+        self.backends.behave(self.backend(backend_name), mode, **settings)
 
+    def calls(self, backend_name: str) -> list[dict]:
+        return self.backends.calls(self.backend(backend_name))
 
-def _reroute(context, backend_name: str, **changes) -> None:
-    model = _model_of_backend(context, backend_name)
-    for entry in context.route_urls[model]:
-        if entry["name"] == backend_name:
-            entry.update(changes)
-    set_model_backends(context.db, context.world.models[model], context.route_urls[model])
+    def _reroute(self, backend_name: str, **changes) -> None:
+        model = self._model_of(backend_name)
+        for entry in model.route or []:
+            if entry["name"] == backend_name:
+                entry.update(changes)
+        set_model_backends(self.db, model.served_as, model.route)
 
+    def give_short_timeout(self, backend_name: str) -> None:
+        self._reroute(backend_name, timeout_seconds=SHORT_TIMEOUT_SECONDS)
 
-def give_backend_short_timeout(context, backend_name: str) -> None:
-    _reroute(context, backend_name, timeout_seconds=SHORT_TIMEOUT_SECONDS)
+    def stop(self, backend_name: str) -> None:
+        """The backend's process is gone: nothing listens where the route points any more."""
+        self._reroute(backend_name, url=UNREACHABLE_URL)
+        self.world.chat.stopped.add(backend_name)
 
+    def _live_backends(self, model: str) -> dict[str, Backend]:
+        routed = self.world.models[model].backends if model in self.world.models else {}
+        return {n: b for n, b in routed.items() if n not in self.world.chat.stopped}
 
-def stop_backend(context, backend_name: str) -> None:
-    """The backend's process is gone: nothing listens where the route points any more."""
-    _reroute(context, backend_name, url=UNREACHABLE_URL)
-    context.stopped_backends = getattr(context, "stopped_backends", set()) | {backend_name}
+    # ---- keys and requests -----------------------------------------------------------------------------------------
 
+    def issue_key(self, org: str, key: str) -> None:
+        owner = self.platform.owner_of(org)
+        expect_status(self.platform.issue_key(owner, org, key), 201, f"{owner} issuing the API key {key!r}")
 
-def _live_backends(context, model: str) -> dict[str, Backend]:
-    stopped = getattr(context, "stopped_backends", set())
-    return {n: b for n, b in getattr(context, "routes", {}).get(model, {}).items() if n not in stopped}
+    def ask(self, key: str, model: str, **body) -> Exchange:
+        """A chat completion with the key; remembers how many calls each backend had seen before it."""
+        self.world.chat.model = model
+        self.world.chat.calls_before = {n: len(self.backends.calls(b)) for n, b in self._live_backends(model).items()}
+        return self.platform.chat(key, self.served_as(model), **body)
 
+    def ask_answered(self, key: str, model: str) -> Exchange:
+        """A chat completion that must be answered; what it cost is noted against the key's org."""
+        exchange = expect_status(self.ask(key, model), 200, f"a chat completion with the key {key!r}")
+        org = self.world.key(key).org
+        cost = self.cost(exchange.json()["usage"], model)
+        self.world.chat.charges.setdefault(org, []).append(cost)
+        self.world.chat.answered += 1
+        return exchange
 
-# ---- keys and requests ---------------------------------------------------------------------------------------------
+    def cost(self, usage: dict, model: str | None = None) -> int:
+        """What a completion with this usage costs at the model's price (the model asked, unless named)."""
+        return cost_micros(usage, *self.world.model(model or self.current().name).prices)
 
-def issue_key(context, org: str, key: str) -> None:
-    owner = context.platform.owner_of(org)
-    expect_status(context.platform.issue_key(owner, org, key), 201, f"{owner} issuing the API key {key!r}")
+    def calls_with_request_id(self, backend_name: str, request_id: str) -> list[dict]:
+        return [c for c in self.calls(backend_name)
+                if {k.lower(): v for k, v in c["headers"].items()}.get("x-request-id") == request_id]
 
+    def new_calls(self, backend_name: str) -> list[dict]:
+        before = self.world.chat.calls_before.get(backend_name, 0)
+        return self.calls(backend_name)[before:]
 
-def snapshot_calls(context, model: str) -> None:
-    """How many calls each live backend of the model had seen, so a Then can tell which calls a request made."""
-    context.calls_before = {n: len(context.backends.calls(b)) for n, b in _live_backends(context, model).items()}
+    # ---- what the backends saw -------------------------------------------------------------------------------------
 
+    def expect_no_new_calls(self, backend_name: str, answer: Exchange) -> None:
+        calls = self.new_calls(backend_name)
+        expect_true(not calls, f"Expected the {backend_name} backend to receive no request for this one, but it "
+                    f"received {len(calls)}: {[c.get('headers', {}).get('x-request-id') for c in calls]}", answer)
 
-def ask(context, key: str, model: str, **body) -> Exchange:
-    context.chat_model = model
-    snapshot_calls(context, model)
-    context.response = context.platform.chat(key, model_name(context, model), **body)
-    return context.response
+    def expect_trace_forwarded(self, backend_name: str, answer: Exchange) -> None:
+        calls = self.new_calls(backend_name)
+        expect_true(bool(calls), f"Expected the {backend_name} backend to receive the request, but it saw none",
+                    answer)
+        expect_equal([_trace_id(c) for c in calls], [self.api.trace_id] * len(calls),
+                     f"the trace id in the traceparent the {backend_name} backend received (the suite sent "
+                     f"{self.api.trace_id})", answer)
 
+    def expect_tried_before_answer(self, backend_name: str, answer: Exchange) -> None:
+        """The failing backend saw this request (by its trace), before the backend that answered did."""
+        answered_by = answer.response_headers.get("X-Gateway-Backend")
+        tried = [c for c in self.new_calls(backend_name) if _trace_id(c) == self.api.trace_id]
+        expect_true(bool(tried), f"Expected the {backend_name} backend to have been tried with this request (trace "
+                    f"{self.api.trace_id}), but it saw no such call", answer)
+        if answered_by and answered_by != backend_name and answered_by in self._live_backends(self.current().name):
+            answers = [c for c in self.new_calls(answered_by) if _trace_id(c) == self.api.trace_id]
+            expect_true(bool(answers) and tried[0]["at"] <= answers[0]["at"],
+                        f"Expected the {backend_name} backend to be tried before {answered_by}, but it was called at "
+                        f"{tried[0]['at']} and {answered_by} at {answers[0]['at'] if answers else 'never'}", answer)
 
-def new_calls(context, backend_name: str) -> list[dict]:
-    before = getattr(context, "calls_before", {}).get(backend_name, 0)
-    return context.backends.calls(backend(context, backend_name))[before:]
+    def expect_not_listed(self, key: str, model: str) -> None:
+        exchange = self.api.get("/v1/models", token=self.world.key(key).secret)
+        expect_status(exchange, 200, f"the key {key!r} listing its models")
+        listed = [m.get("id") for m in exchange.json().get("data", [])]
+        expect_true(self.served_as(model) not in listed, f"Expected {model!r} to be hidden from the key {key!r}, "
+                    f"but the list held {listed}", exchange)
+        allowed = [m for m in self.world.models if m != model]
+        expect_true(all(self.served_as(m) in listed for m in allowed),
+                    f"Expected the models the org may use ({allowed}) to be listed, but the list held {listed}",
+                    exchange)
 
+    # ---- malformed requests ----------------------------------------------------------------------------------------
 
-def expect_no_new_calls(context, backend_name: str) -> None:
-    calls = new_calls(context, backend_name)
-    expect_true(not calls, f"Expected the {backend_name} backend to receive no request for this one, but it "
-                f"received {len(calls)}: {[c.get('headers', {}).get('x-request-id') for c in calls]}",
-                context.response)
+    def send_flawed(self, key: str, flaw: str) -> Exchange:
+        model = self.served_as(self.world.chat.model) if self.world.chat.model else "no-model"
+        bodies = _flawed_bodies(model)
+        if flaw not in bodies:
+            raise AssertionError(f"The suite knows no chat request {flaw!r}; it knows: {', '.join(bodies)}")
+        kind, body = bodies[flaw]
+        token = self.world.key(key).secret
+        if kind == "json":
+            return self.api.post("/v1/chat/completions", token=token, json_body=body)
+        return self.api.post("/v1/chat/completions", token=token, data=body.encode("utf-8"),
+                             headers={"Content-Type": "application/json"})
 
 
 def _trace_id(call: dict) -> str | None:
     parts = (call.get("headers") or {}).get("traceparent", "").split("-")
     return parts[1] if len(parts) == 4 else None
 
-
-def expect_trace_forwarded(context, backend_name: str) -> None:
-    calls = new_calls(context, backend_name)
-    expect_true(bool(calls), f"Expected the {backend_name} backend to receive the request, but it saw none",
-                context.response)
-    seen = [_trace_id(c) for c in calls]
-    expect_equal(seen, [context.api.trace_id] * len(calls),
-                 f"the trace id in the traceparent the {backend_name} backend received (the suite sent "
-                 f"{context.api.trace_id})", context.response)
-
-
-def expect_tried_before_answer(context, backend_name: str) -> None:
-    """The failing backend saw this request (by its trace), before the backend that answered did."""
-    answered = context.response.response_headers.get("X-Gateway-Backend")
-    tried = [c for c in new_calls(context, backend_name) if _trace_id(c) == context.api.trace_id]
-    expect_true(bool(tried), f"Expected the {backend_name} backend to have been tried with this request (trace "
-                f"{context.api.trace_id}), but it saw no such call", context.response)
-    if answered and answered != backend_name and answered in _live_backends(context, context.chat_model):
-        answers = [c for c in new_calls(context, answered) if _trace_id(c) == context.api.trace_id]
-        expect_true(bool(answers) and tried[0]["at"] <= answers[0]["at"],
-                    f"Expected the {backend_name} backend to be tried before {answered}, but it was called at "
-                    f"{tried[0]['at']} and {answered} at {answers[0]['at'] if answers else 'never'}",
-                    context.response)
-
-
-# ---- refusals ------------------------------------------------------------------------------------------------------
 
 def expect_refusal(exchange: Exchange, status: int, code: str | None, doing: str, mentions: str | None = None) -> None:
     expect_status(exchange, status, doing)
@@ -166,19 +209,6 @@ def expect_refusal(exchange: Exchange, status: int, code: str | None, doing: str
         expect_true(mentions.lower() in message.lower(), f"Expected the message to be about {mentions!r}, but it "
                     f"said: {message!r}", exchange)
 
-
-def expect_not_listed(context, key: str, model: str) -> None:
-    exchange = context.api.get("/v1/models", token=context.world.key(key).secret)
-    expect_status(exchange, 200, f"the key {key!r} listing its models")
-    listed = [m.get("id") for m in exchange.json().get("data", [])]
-    expect_true(model_name(context, model) not in listed, f"Expected {model!r} to be hidden from the key {key!r}, "
-                f"but the list held {listed}", exchange)
-    allowed = [m for m in context.world.models if m != model]
-    expect_true(all(model_name(context, m) in listed for m in allowed),
-                f"Expected the models the org may use ({allowed}) to be listed, but the list held {listed}", exchange)
-
-
-# ---- malformed requests --------------------------------------------------------------------------------------------
 
 def _flawed_bodies(model: str) -> dict:
     message = [{"role": "user", "content": CONTENT}]
@@ -197,17 +227,3 @@ def _flawed_bodies(model: str) -> dict:
         "larger than the gateway accepts": ("json", {"model": model, "messages": [
             {"role": "user", "content": "x" * 2_000_000}]}),
     }
-
-
-def send_flawed(context, key: str, flaw: str) -> Exchange:
-    model = context.world.models.get(getattr(context, "chat_model", None) or "", "no-model")
-    bodies = _flawed_bodies(model)
-    if flaw not in bodies:
-        raise AssertionError(f"The suite knows no chat request {flaw!r}; it knows: {', '.join(bodies)}")
-    kind, body = bodies[flaw]
-    context.flaw = flaw
-    token = context.world.key(key).secret
-    if kind == "json":
-        return context.api.post("/v1/chat/completions", token=token, json_body=body)
-    return context.api.post("/v1/chat/completions", token=token, data=body.encode("utf-8"),
-                            headers={"Content-Type": "application/json"})

@@ -3,11 +3,22 @@ with the exchange quoted when a set-up step is refused."""
 from __future__ import annotations
 
 from support.client.api import ApiClient, Exchange
-from support.harness.assertions import expect_status
+from support.client.assertions import expect_status
 from support.tokens.jwks import PublishedKeys
 from support.tokens.signing_keys import KeyMaterial
 from support.harness.namespace import Namespace
 from support.harness.world import KeyRecord, OrgRecord, Person, World
+
+
+CONTENT = "Hello, gateway"
+
+
+def chat_body(model: str, max_tokens: int | None = 32, content: str = CONTENT, **extra) -> dict:
+    """A chat completion request for `model` (the name the gateway knows it by)."""
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
 
 
 class Platform:
@@ -16,9 +27,11 @@ class Platform:
         self.keys = keys
         self.ns = ns
         self.world = world
-        self.published_keys = PublishedKeys(
-            lambda: expect_status(self.api.get("/.well-known/jwks.json"), 200, "fetching the published signing keys")
-            .json())
+        self.published_keys = PublishedKeys(lambda: self.jwks().json())
+
+    def jwks(self) -> Exchange:
+        """The gateway's published signing keys (JWKS), as any client fetches them."""
+        return expect_status(self.api.get("/.well-known/jwks.json"), 200, "fetching the published signing keys")
 
     # ---- people ------------------------------------------------------------------------------------------------
 
@@ -27,14 +40,18 @@ class Platform:
             self.world.people[name] = Person(name, self.ns.email(name))
         return self.world.people[name]
 
-    def accept_invitation(self, name: str) -> Exchange:
+    def invitation_acceptance(self, name: str, **extra) -> Exchange:
+        """The person accepts their invitation (sending any extra fields too); the answer unchecked."""
         person = self.person(name)
         token = self.world.invitations.get(name)
         if token is None:
             raise AssertionError(f"{name} has no invitation in this scenario")
-        exchange = self.api.post(f"/invitations/{token}/accept", json_body={"name": name, "password": person.password})
-        expect_status(exchange, 200, f"{name} accepting the invitation")
-        person.user_id = exchange.json()["user_id"]
+        return self.api.post(f"/invitations/{token}/accept",
+                             json_body={"name": name, "password": person.password, **extra})
+
+    def accept_invitation(self, name: str) -> Exchange:
+        exchange = expect_status(self.invitation_acceptance(name), 200, f"{name} accepting the invitation")
+        self.person(name).user_id = exchange.json()["user_id"]
         return exchange
 
     def login(self, name: str) -> Exchange:
@@ -133,9 +150,7 @@ class Platform:
 
     # ---- model traffic -----------------------------------------------------------------------------------------
 
-    def chat(self, key_name: str, model: str, content: str = "Hello, gateway", max_tokens: int | None = 32,
-             **extra) -> Exchange:
-        body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        return self.api.post("/v1/chat/completions", token=self.world.key(key_name).secret, json_body=body)
+    def chat(self, key_name: str, model: str, **body) -> Exchange:
+        """A chat completion with the key, for the model the gateway knows as `model` (see chat_body)."""
+        return self.api.post("/v1/chat/completions", token=self.world.key(key_name).secret,
+                             json_body=chat_body(model, **body))

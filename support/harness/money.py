@@ -19,3 +19,9 @@ def usd(amount_micros: int | None) -> str:
         return "no limit"
     whole, frac = divmod(abs(amount_micros), 1_000_000)
     return f"{'-' if amount_micros < 0 else ''}{whole}.{f'{frac:06d}'.rstrip('0').ljust(2, '0')} USD"
+
+
+def cost_micros(usage: dict, prompt_price_per_1k: int, completion_price_per_1k: int) -> int:
+    """The contract's charge for a completion: its usage at the model's price, rounded up to a micro-USD."""
+    total = usage["prompt_tokens"] * prompt_price_per_1k + usage["completion_tokens"] * completion_price_per_1k
+    return -(-total // 1000)

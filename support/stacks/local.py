@@ -16,6 +16,7 @@ from support.harness.config import SuiteSetupError
 from support.tokens.signing_keys import generate_keys, require_keys_dir
 from support.stacks import config_repo
 from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
+from support.stacks.outages import database_outage
 from support.stacks.processes import ChildProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,6 @@ class LocalStack(Stack):
 
     def stop_database(self) -> str:
         """Make the gateway's database unavailable until start_database(); returns how, in a few words."""
-        from support.stress.faults import database_outage
         if getattr(self, "_outage", None) is None:
             self._outage = database_outage(self.endpoints.database_url, self.server_url, self.created_database)
             self._outage.begin()

@@ -1,10 +1,9 @@
 """Faults the resilience features inject, and what they observe while a fault lasts.
 
 * The gateway process: killed with SIGKILL and started again (same database, same port), through the stack.
-* The database: made unavailable and given back. SQLite: the suite holds an exclusive transaction on the file,
-  so every gateway transaction waits out its busy timeout and fails. PostgreSQL: the stack's own database stops
-  accepting connections (`ALLOW_CONNECTIONS false`) and its open connections are ended; the shared server stays up.
-* Requests sent at once while a fault lasts, and requests left in flight, answered or cut off when the gateway dies.
+* The database: made unavailable and given back, by the stack (support.stacks.outages says how).
+* Requests left in flight, answered or cut off when the gateway dies (requests sent at once while a fault lasts
+  go through support.stress.burst).
 * A corpus of malformed and oversized requests, sent in a burst while a health probe keeps asking.
 
 Only the embedded (local) stack owns its processes and its database; on other stacks these faults are not
@@ -13,7 +12,6 @@ available and the scenarios that need them are skipped with the reason.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import requests
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-
-class FaultUnavailable(Exception):
-    """This stack cannot take the fault; the message says why (the scenario is skipped with it)."""
+from support.client import evidence
+from support.client.api import ApiClient
+from support.domain.platform_api import chat_body
+from support.domain.model_routes import ModelRoutes
+from support.stacks.base import Stack
+from support.stacks.outages import FaultUnavailable
 
 
 # ---- the stack's processes and database ----------------------------------------------------------------------------
@@ -39,77 +38,6 @@ def require(stack, capability: str):
                                f"this fault needs the embedded stack (-D stack=local), which owns the gateway "
                                f"process and its database")
     return method
-
-
-class SqliteLock:
-    """Holds the SQLite file's write lock from the suite, as a stuck writer would."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.how = f"an exclusive transaction held on {path.rsplit('/', 1)[-1]}"
-        self._conn: sqlite3.Connection | None = None
-
-    def begin(self) -> None:
-        # Waits for the gateway's writers in flight to finish, then keeps everyone else out.
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.execute("BEGIN EXCLUSIVE")
-
-    def end(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.execute("ROLLBACK")
-            finally:
-                self._conn.close()
-                self._conn = None
-
-
-class PostgresGate:
-    """Closes the stack's own PostgreSQL database to every connection, and opens it again."""
-
-    def __init__(self, server_url: str, database: str):
-        self.server_url = server_url
-        self.database = database
-        self.how = f"database {database} refusing connections, its sessions ended"
-
-    def _run(self, *statements: str) -> None:
-        engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                for statement in statements:
-                    conn.execute(text(statement), {"db": self.database})
-        finally:
-            engine.dispose()
-
-    def begin(self) -> None:
-        self._run(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS false',
-                  "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db "
-                  "AND pid <> pg_backend_pid()")
-
-    def end(self) -> None:
-        self._run(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS true')
-
-
-def database_outage(database_url: str, server_url: str | None, created_database: str | None):
-    """The way to take this stack's database away: a SQLite file lock, or closing a PostgreSQL database the stack
-    created itself (never a database it was merely given)."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        if not url.database or url.database == ":memory:":
-            raise FaultUnavailable("the gateway's SQLite database is in memory: there is no file to lock")
-        return SqliteLock(url.database)
-    if url.get_backend_name() == "postgresql" and server_url and created_database:
-        return PostgresGate(server_url, created_database)
-    raise FaultUnavailable(f"the stack does not own a database it may take away ({url.get_backend_name()})")
-
-
-# ---- requests during a fault ---------------------------------------------------------------------------------------
-
-def at_once(calls: dict[str, Callable[[], object]]) -> dict:
-    """Run each call on a thread of its own and return their results by name (a call's exception is raised here).
-    Requests that each wait out a timeout before they are refused then take one timeout together, not one each."""
-    with ThreadPoolExecutor(max_workers=max(1, len(calls)), thread_name_prefix="at-once") as pool:
-        futures = {name: pool.submit(call) for name, call in calls.items()}
-    return {name: future.result() for name, future in futures.items()}
 
 
 # ---- requests left in flight ---------------------------------------------------------------------------------------
@@ -189,7 +117,6 @@ CORPUS: tuple[Malformed, ...] = (
     Malformed("negative and fractional amounts", lambda m: _chat(
         m, max_tokens=-1, amount_micros=-5, ttl_seconds=-1, account_id="x", reason="r", budget_micros=0.5)),
     Malformed("a real model asked for zero tokens", lambda m: _chat(m, max_tokens=0)),
-    Malformed("a real model asked to stream", lambda m: _chat(m, stream=True)),
     Malformed("a real model with no messages", lambda m: _chat(m, messages=[])),
     Malformed("a real model with a message without a role", lambda m: _chat(m, messages=[{"content": "hi"}])),
     Malformed("a number with 5000 digits", lambda m: (b'{"model": "m", "max_tokens": ' + b"9" * 5000 +
@@ -237,7 +164,7 @@ class Probe:
 
 
 @dataclass
-class BurstReport:
+class MalformedBurst:
     outcomes: list[Outcome] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
     seconds: float = 0.0
@@ -265,13 +192,13 @@ def _error_fields(response: requests.Response) -> tuple[str | None, str | None]:
     return None, None
 
 
-def send_burst(base_url: str, targets: dict[str, tuple[str, str, dict]], model: str, *, rounds: int = 2,
-               workers: int = 8, probe_every: float = 0.2, probe_timeout: float = 3.0, request_timeout: float = 60,
-               request_id_prefix: str = "burst") -> BurstReport:
+def send_malformed(base_url: str, targets: dict[str, tuple[str, str, dict]], model: str, *, rounds: int = 2,
+                   workers: int = 8, probe_every: float = 0.2, probe_timeout: float = 3.0, request_timeout: float = 60,
+                   request_id_prefix: str = "burst") -> MalformedBurst:
     """Send every corpus case (about `model`, a real one) to every target (name -> (method, path, headers))
     `rounds` times from `workers` threads, while a health probe asks /healthz every `probe_every` seconds.
     Ends with one more probe."""
-    report = BurstReport()
+    report = MalformedBurst()
     done = threading.Event()
     started = time.perf_counter()
     sequence = iter(range(10 ** 9))
@@ -323,3 +250,68 @@ def send_burst(base_url: str, targets: dict[str, tuple[str, str, dict]], model: 
     probe_once()
     report.seconds = time.perf_counter() - started
     return report
+
+
+class Faults:
+    """The faults one scenario injects into its stack, and the requests it sends while they last. A fault the
+    stack cannot take raises FaultUnavailable (the step skips the scenario with its reason)."""
+
+    def __init__(self, stack: Stack, routing: ModelRoutes, add_cleanup: Callable):
+        self.stack, self.routing, self.add_cleanup = stack, routing, add_cleanup
+        self.api: ApiClient = routing.api
+        self.platform, self.world = routing.platform, routing.world
+
+    def require(self, capability: str) -> Callable:
+        return require(self.stack, capability)
+
+    def gateway_pid(self) -> int | None:
+        return self.stack.gateway_pid()
+
+    def take_database_away(self) -> None:
+        """The database becomes unavailable until the scenario gives it back (or ends)."""
+        stop = self.require("stop_database")
+        self.world.gateway_pid = self.stack.gateway_pid()
+        self.add_cleanup(self.stack.start_database)  # no matter how the scenario ends
+        evidence.attach_text("fault injected", f"The database was made unavailable: {stop()}.")
+
+    def give_database_back(self) -> None:
+        self.stack.start_database()
+
+    def kill_and_restart_gateway(self) -> None:
+        pid = self.require("kill_gateway")()
+        self.stack.restart_gateway()
+        evidence.attach_text("fault injected", f"The gateway (pid {pid}) was killed with SIGKILL and started again "
+                             f"(pid {self.stack.gateway_pid()}) on the same port and database.")
+
+    def hold_in_flight(self, key: str, count: int) -> InFlight:
+        """`count` completions of the model being asked, held up by its primary backend, which stops answering."""
+        self.require("kill_gateway")
+        self.routing.behave("primary", "hang")
+        return send_in_flight(self.api.base_url, "/v1/chat/completions", self.world.key(key).secret,
+                              chat_body(self.routing.current().served_as), count, self.api.request_id_prefix)
+
+    def malformed_burst(self) -> MalformedBurst:
+        """The corpus of malformed and oversized requests, sent to the gateway's endpoints with valid credentials
+        of the scenario's first org, about the scenario's first model (deeper checks than an unknown one)."""
+        org = self.world.first_org()
+        owner = self.platform.owner_of(org.name)
+        key = next(iter(self.world.keys.values()))
+        keys = self.platform.keys
+        targets = {
+            "chat completion (API key)": ("POST", "/v1/chat/completions", _bearer(key.secret)),
+            "login (anonymous)": ("POST", "/auth/login", {}),
+            "open an org (platform admin)": ("POST", "/admin/orgs", _bearer(keys.admin_token(ttl=600))),
+            "mint credit (platform admin)": ("POST", "/admin/billing/mint", _bearer(keys.admin_token(ttl=600))),
+            "reserve (service)": ("POST", "/billing/reservations", _bearer(keys.service_token(ttl=600))),
+            "issue a key (org owner)": ("POST", f"/orgs/{org.slug}/keys",
+                                        _bearer(self.platform.access_token(owner))),
+        }
+        model = next(iter(self.world.models.values())).served_as
+        burst = send_malformed(self.api.base_url, targets, model, request_id_prefix=self.api.request_id_prefix)
+        evidence.attach_json("burst summary", burst.summary())
+        evidence.attach_json("burst outcomes", [o.as_row() for o in burst.outcomes])
+        return burst
+
+
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from support.harness.money import cost_micros
+from support.harness.world import World
+
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -63,6 +66,31 @@ def run_chat_load(base_url: str, keys: list[LoadKey], *, model: str, prompt_pric
         return json.loads(result_path.read_text())
 
 
+class LoadRuns:
+    """Load runs of one scenario: its orgs' keys against one of its models; the figures kept as an artifact."""
+
+    def __init__(self, base_url: str, world: World, artifacts_dir: str, run_name: str):
+        self.base_url, self.world = base_url, world
+        self.folder = Path(artifacts_dir) / "load"
+        self.run_name = run_name
+
+    def run(self, model: str, users: int, seconds: float, max_requests: int) -> dict:
+        """Every key of the orgs in the load run, sending completions to the model; raises LoadRefused when the
+        run may not start."""
+        keys = [LoadKey(record.org, record.secret) for record in self.world.keys.values()
+                if record.org in self.world.load.budgets]
+        declared = self.world.model(model)
+        return run_chat_load(self.base_url, keys, model=declared.served_as, prompt_price_per_1k=declared.prices[0],
+                             completion_price_per_1k=declared.prices[1], users=users, seconds=seconds,
+                             max_requests=max_requests)
+
+    def keep(self, figures: dict) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"chat-load-{self.run_name}.json"
+        path.write_text(json.dumps(figures, indent=2))
+        return path
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
     """Nearest-rank percentile of already sorted values."""
     if not sorted_values:
@@ -89,9 +117,7 @@ def _child(plan_path: str, result_path: str) -> None:
     assigned = {"next": 0}
 
     def cost(usage: dict) -> int:
-        total = (usage["prompt_tokens"] * plan["prompt_price_per_1k"] +
-                 usage["completion_tokens"] * plan["completion_price_per_1k"])
-        return -(-total // 1000)
+        return cost_micros(usage, plan["prompt_price_per_1k"], plan["completion_price_per_1k"])
 
     class ChatUser(FastHttpUser):
         host = plan["base_url"]

@@ -5,8 +5,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-from support.domain.audit_log import secrets_handled
-
 _spec = importlib.util.spec_from_file_location("project_environment",
                                                Path(__file__).resolve().parents[2] / "environment.py")
 project = importlib.util.module_from_spec(_spec)
@@ -20,8 +18,9 @@ for _hook in ("before_all", "after_all", "before_feature", "after_feature", "bef
 
 def after_scenario(context, scenario):
     target = context.config.userdata.get("selfcheck.secrets_file")
-    if target and getattr(context, "api", None) is not None:
-        held = secrets_handled(context.api, getattr(context, "keys", None), getattr(context, "world", None))
+    state = getattr(context, "state", None)
+    if target and state is not None:
+        held = state.audit.secrets_handled()
         with open(target, "a", encoding="utf-8") as out:
             for value, kind in held.items():
                 out.write(json.dumps({"kind": kind, "value": value, "scenario": scenario.name}) + "\n")

@@ -92,7 +92,7 @@ def test_every_failed_step_has_an_exchange_with_request_id_and_response_sample(r
 
 
 def test_failure_messages_quote_the_request_id(run):
-    """Assertions made with support.harness.assertions quote the exchange; the careless steps are the exceptions."""
+    """Assertions made with support.client.assertions quote the exchange; the careless steps are the exceptions."""
     for result, step in run.failed_steps():
         message = step.get("statusDetails", {}).get("message", "")
         assert message, (result["name"], step["name"])

@@ -1,6 +1,6 @@
 """The suite's own budget helpers: reading amounts out of a refusal's message, and the books' self-check."""
 from support.domain.budgets import mentions_amount
-from support.domain.model_routes import cost
+from support.harness.money import cost_micros as cost
 from support.database.spend import Books
 
 

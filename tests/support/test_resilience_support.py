@@ -2,32 +2,14 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections import Counter
 
 import pytest
 
 from support.database.conservation import AccountLedger
-from support.stress.faults import CORPUS, FaultUnavailable, PostgresGate, SqliteLock, at_once, database_outage, require
+from support.stacks.outages import FaultUnavailable, PostgresGate, SqliteLock, database_outage
+from support.stress.faults import CORPUS, require
 from support.stress.load import LoadKey, LoadRefused, percentile, run_chat_load
-
-
-def test_calls_made_at_once_run_side_by_side_and_answer_by_name():
-    everyone_waiting = threading.Barrier(3, timeout=10)  # broken (an error) unless all three wait at the same time
-
-    def call(name):
-        return lambda: (everyone_waiting.wait(), name.upper())[1]
-
-    assert at_once({name: call(name) for name in ("probe", "chat", "report")}) == \
-        {"probe": "PROBE", "chat": "CHAT", "report": "REPORT"}
-
-
-def test_a_call_made_at_once_that_fails_fails_the_caller():
-    def refused():
-        raise AssertionError("no answer")
-
-    with pytest.raises(AssertionError, match="no answer"):
-        at_once({"ok": lambda: 1, "refused": refused})
 
 
 def test_a_held_sqlite_lock_keeps_writers_out_until_it_ends(tmp_path):

@@ -10,13 +10,14 @@ from urllib.parse import urlencode
 from sqlalchemy import select
 
 from support.client.api import ApiClient, Exchange
-from support.harness.assertions import expect_status, expect_true
+from support.client.assertions import expect_status, expect_true
 from support.database.reflection import Database
 from support.tokens.signing_keys import KeyMaterial
 from support.domain.platform_api import Platform
 from support.harness.world import World
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+ACTORS = {"the platform": "admin", "the service": "service", "an anonymous caller": "anonymous"}
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -52,6 +53,21 @@ class AuditTrail:
         self.world = platform.world
         self.db = db
 
+    def actor(self, words: str) -> Actor:
+        """'the platform' -> a platform admin; 'the service' -> a billing service (S2S token); 'the key "ci"' ->
+        that API key; 'an anonymous caller'; a name -> that person."""
+        if words in ACTORS:
+            return Actor(ACTORS[words])
+        if words.startswith('the key "'):
+            return Actor("api_key", self.world.key(words.split('"')[1]).id)
+        return Actor("user", self.world.person(words).user_id)
+
+    def last_audited_request(self) -> Exchange:
+        return last_audited_request(self.api)
+
+    def secrets_handled(self) -> dict[str, str]:
+        return secrets_handled(self.api, self.keys, self.world)
+
     # ---- reading -----------------------------------------------------------------------------------------------
 
     def org_page(self, org_name: str, reader: str | None = None, **query) -> Exchange:
@@ -66,6 +82,13 @@ class AuditTrail:
         exchange = self.org_page(org_name, reader, limit=1000, **query)
         expect_status(exchange, 200, f"reading the audit log of {org_name!r}")
         return exchange.json()["events"]
+
+    def event_of(self, org_name: str, exchange: Exchange) -> dict:
+        """The one event a request of the org left, as its owner reads it."""
+        events = self.org_events(org_name, request_id=exchange.request_id)
+        expect_true(len(events) == 1, f"Expected one event for request {exchange.request_id}, found {events}",
+                    exchange)
+        return events[0]
 
     def org_pages(self, org_name: str, size: int, reader: str | None = None) -> list[Exchange]:
         """Every page of an org's audit log, following next_cursor until it is null."""

@@ -1,6 +1,6 @@
 """Billing in business terms: accounts seeded with credit lots, pending reservations and identity anchors (written
 straight into the gateway's live schema, with the ledger entries that make them add up), the service's and the
-platform admin's billing calls, the reconciliation, and bursts of requests fired at once.
+platform admin's billing calls, and the reconciliation.
 
 Seeding writes exactly what the gateway itself would write: an account whose balances equal its postings, one
 `mint` entry per credit lot, one `reserve` entry per pending reservation. Each seed is one transaction, so a
@@ -10,28 +10,27 @@ deletes the account with every row that hangs off it, also in one transaction.
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import requests
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from support.client import evidence
 from support.tokens import service_tokens
-from support.client.api import ApiClient, Exchange
-from support.harness.assertions import expect_equal, expect_status, expect_true, problem_field
+from support.client.api import ApiClient, Exchange, Request
+from support.client.assertions import expect_equal, expect_status, expect_true, problem_field
 from support.database.reflection import Database
 from support.tokens.signing_keys import KeyMaterial
 from support.harness.money import usd
 from support.harness.namespace import Namespace
 from support.harness.waits import wait_until
+from support.harness.world import Account, Reservation, World
+
+if TYPE_CHECKING:  # bursts are sent by support.stress, above this package; only their results are read here
+    from support.stress.burst import Burst
 
 # Written on the credit lot of an account the suite corrupts on purpose, in the same transaction as the
 # corruption, so that a scenario running in parallel can tell that discrepancy from a real one.
@@ -50,34 +49,9 @@ REFUSALS = {
     "no identity was named for the anchored account": (403, "identity_anchor_mismatch"),
     "the caller is not authenticated": (401, "unauthorized"),
 }
-
-
-@dataclass
-class Account:
-    name: str
-    id: str
-    anchor: str | None = None
-
-
-@dataclass
-class Reservation:
-    id: str
-    account: Account
-    amount_micros: int
-
-
-@dataclass
-class Burst:
-    """Requests fired at once, and what the account looked like (read straight from the database) meanwhile."""
-    exchanges: list[Exchange]
-    samples: list[dict] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    def statuses(self) -> dict[int | None, int]:
-        counts: dict[int | None, int] = {}
-        for exchange in self.exchanges:
-            counts[exchange.status] = counts.get(exchange.status, 0) + 1
-        return counts
+# A reservation's status as an answer shows it -> (HTTP status, what answered).
+RESERVATION_ANSWERS = {"pending": (201, "the reservation"), "finalized": (200, "the finalization"),
+                       "released": (200, "the release"), "expired": (200, "reading the reservation")}
 
 
 def _uid(prefix: str) -> str:
@@ -85,36 +59,18 @@ def _uid(prefix: str) -> str:
 
 
 class Billing:
-    """One scenario's billing world: its accounts, its reservations, its last answer."""
+    """The billing service's and the platform admin's calls, on accounts seeded into the database; the accounts
+    and reservations are kept in the scenario's world."""
 
-    def __init__(self, db: Database, api: ApiClient, keys: KeyMaterial, ns: Namespace,
+    def __init__(self, db: Database, api: ApiClient, keys: KeyMaterial, ns: Namespace, world: World,
                  add_cleanup: Callable, poll_timeout: float):
-        self.db, self.api, self.keys, self.ns = db, api, keys, ns
+        self.db, self.api, self.keys, self.ns, self.world = db, api, keys, ns, world
         self.add_cleanup = add_cleanup
         self.poll_timeout = poll_timeout
-        self.accounts: dict[str, Account] = {}
-        self.reservations: list[Reservation] = []
-        self.idempotency_keys: dict[str, str] = {}
-        self.last: Exchange | None = None
-        self.entries_before: int | None = None  # ledger entries on the account before the last action
-        self.burst: Burst | None = None
-
-    # ---- the scenario's things -----------------------------------------------------------------------------------
-
-    def account(self, name: str = "the account") -> Account:
-        if name not in self.accounts:
-            raise AssertionError(f"The scenario has no billing account called {name!r}; it knows: "
-                                 f"{', '.join(self.accounts) or 'none'}")
-        return self.accounts[name]
-
-    def reservation(self) -> Reservation:
-        if not self.reservations:
-            raise AssertionError("The scenario has no reservation yet: seed one or have the service reserve first")
-        return self.reservations[-1]
 
     def idempotency_key(self, words: str) -> str:
         """A key unique to this scenario of this run ('order-1' -> 'order-1-r1122...'), so runs never share one."""
-        return self.idempotency_keys.setdefault(words, self.ns.name(words))
+        return self.world.idempotency_keys.setdefault(words, self.ns.name(words))
 
     # ---- seeding, straight into the live schema ------------------------------------------------------------------
 
@@ -135,7 +91,7 @@ class Billing:
                                                              reason=SEED_REASON, created_at=now))
                 self._post(conn, t, entry_id, "mint", account.id, {"issuance": -amount, "available": amount},
                            lot_id=lot_id, at=now)
-        self.accounts[name] = account
+        self.world.accounts[name] = account
         return account
 
     def seed_reservation(self, account: Account, amount: int, ttl_seconds: float = 300) -> Reservation:
@@ -157,7 +113,7 @@ class Billing:
                 expires_at=now + timedelta(seconds=ttl_seconds), created_at=now, settled_at=None, request_id=None))
             self._post(conn, t, _uid("le"), "reserve", account.id, {"available": -amount, "held": amount},
                        reservation_id=reservation.id, at=now)
-        self.reservations.append(reservation)
+        self.world.reservations.append(reservation)
         return reservation
 
     def anchor(self, account: Account, identity: str) -> None:
@@ -180,7 +136,7 @@ class Billing:
         t = self._tables("accounts", "credit_lots", "reservations", "ledger_entries", "ledger_postings",
                          "idempotency_records")
         entries = select(t["ledger_entries"].c.id).where(t["ledger_entries"].c.account_id == account.id)
-        keys = list(self.idempotency_keys.values())
+        keys = list(self.world.idempotency_keys.values())
         for attempt in Retrying(stop=stop_after_attempt(5), wait=wait_exponential(multiplier=0.05, max=0.5),
                                 retry=retry_if_exception_type(DBAPIError), reraise=True):
             with attempt, self.db.engine.begin() as conn:
@@ -294,9 +250,8 @@ class Billing:
         return headers
 
     def _act(self, account: Account, send: Callable[[], Exchange]) -> Exchange:
-        self.entries_before = self.ledger_entries(account)
-        self.last = send()
-        return self.last
+        self.world.last.ledger_entries = self.ledger_entries(account)
+        return send()
 
     def reserve(self, account: Account, amount: int, *, ttl_seconds: float = 300, anchor=DEFAULT,
                 key: str | None = None, credential: str | None = None) -> Exchange:
@@ -305,8 +260,14 @@ class Billing:
             "/billing/reservations", token=self.service(credential), json_body=body,
             headers=self._headers(account, anchor, key)))
         if exchange.status == 201:
-            self.reservations.append(Reservation(exchange.json()["id"], account, amount))
+            self.world.reservations.append(Reservation(exchange.json()["id"], account, amount))
         return exchange
+
+    def reservation_request(self, account: Account, amount: int, *, key: str | None = None) -> Request:
+        """A reservation described, not sent (to send many at once)."""
+        return Request("POST", "/billing/reservations", token=self.service(),
+                       json_body={"account_id": account.id, "amount_micros": amount, "ttl_seconds": 300},
+                       headers=self._headers(account, None, key))
 
     def finalize(self, reservation: Reservation, actual: int, *, key: str | None = None, anchor=DEFAULT) -> Exchange:
         return self._act(reservation.account, lambda: self.api.post(
@@ -319,9 +280,8 @@ class Billing:
             headers=self._headers(reservation.account, DEFAULT, key)))
 
     def finalize_unknown(self, actual: int) -> Exchange:
-        self.last = self.api.post(f"/billing/reservations/{_uid('res')}/finalize", token=self.service(),
-                                  json_body={"actual_micros": actual})
-        return self.last
+        return self.api.post(f"/billing/reservations/{_uid('res')}/finalize", token=self.service(),
+                             json_body={"actual_micros": actual})
 
     def read_account(self, account: Account, *, anchor=DEFAULT, credential: str | None = None) -> Exchange:
         return self.api.get(f"/billing/accounts/{account.id}", token=self.service(credential),
@@ -382,11 +342,11 @@ class Billing:
         exchange = self.reconciliation()
         body = exchange.json()
         listed = json.dumps(body.get("accounts"), default=str)
-        for account in self.accounts.values():
+        for account in self.world.accounts.values():
             expect_true(account.id in listed, f"Expected the reconciliation to cover the account {account.id}, but "
                         f"it listed {len(body.get('accounts') or [])} accounts without it", exchange)
         discrepancies = body.get("discrepancies") or []
-        mine = [d for d in discrepancies if any(discrepancy_mentions(d, a.id) for a in self.accounts.values())]
+        mine = [d for d in discrepancies if any(discrepancy_mentions(d, a.id) for a in self.world.accounts.values())]
         expect_true(not mine, f"Expected no discrepancy on this scenario's accounts, but the reconciliation "
                     f"reported {mine}", exchange)
         others = [d for d in discrepancies if d not in mine]
@@ -399,7 +359,7 @@ class Billing:
             evidence.attach_json("Discrepancies excused: other scenarios corrupt these accounts on purpose", others)
         else:
             expect_equal(body.get("balanced"), True, "the reconciliation's verdict 'balanced'", exchange)
-        for account in self.accounts.values():
+        for account in self.world.accounts.values():
             problems = self.own_books(account)
             expect_true(not problems, f"The reconciliation said balanced, but the suite's own reading of account "
                         f"{account.id} in the database finds: {'; '.join(problems)}", exchange)
@@ -415,6 +375,58 @@ class Billing:
         expect_true(bool(sized), f"Expected a discrepancy on {account.id} of {usd(amount)} ({amount} micro-USD), "
                     f"but those naming it were {mine}", exchange)
 
+    def expect_reservation_status(self, answer: Exchange, status: str) -> None:
+        """The answer shows the reservation in that status (a new one created, a settled one, an expired one read)."""
+        http_status, doing = RESERVATION_ANSWERS[status]
+        expect_status(answer, http_status, doing)
+        expect_equal(answer.json().get("status"), status,
+                     "the new reservation's status" if status == "pending" else "the reservation's status", answer)
+
+    def expect_refusal_audited(self, refused: Exchange) -> None:
+        """The refusal left a denied event under the request id the suite sent, without the token presented."""
+        events, exchange = self.audit_for(refused.request_id)
+        denied = [e for e in events if e.get("outcome") == "denied" and e.get("request_id") == refused.request_id]
+        expect_true(bool(denied), f"Expected a denied audit event with request id {refused.request_id} (the refused "
+                    f"{refused.method} {refused.path}), but the audit log held {events}", exchange)
+        token = (refused.request_headers.get("Authorization") or "").removeprefix("Bearer ")
+        leaked = [e for e in denied if token and token in str(e)]
+        expect_true(not leaked, "Expected the audit event not to contain the presented token, but it does", exchange)
+
+    # ---- reservations fired at once ------------------------------------------------------------------------------
+
+    @staticmethod
+    def expect_burst_fits_credit(burst: Burst, accepted: int, refused: int) -> None:
+        ok = burst.answered(201)
+        short = [e for e in burst.answered(402) if e.json().get("code") == "insufficient_credit"]
+        other = [e for e in burst.exchanges if e not in ok and e not in short]
+        expect_true(len(ok) == accepted and len(short) == refused and not other,
+                    f"Expected {accepted} reservations accepted (201) and {refused} refused with 402 "
+                    f"insufficient_credit, but saw {len(ok)} accepted, {len(short)} refused for credit and "
+                    f"{len(other)} other answers {burst.statuses()}; first other: "
+                    f"{other[0].summary() if other else 'none'}")
+        expect_equal(len({e.json()["id"] for e in ok}), accepted, "the number of distinct reservation ids accepted")
+
+    @staticmethod
+    def expect_never_overheld(burst: Burst) -> None:
+        samples = burst.samples
+        expect_true(len(samples) > 0, "Expected the watcher to read the account at least once during the burst")
+        bad = [s for s in samples if s["held_micros"] > s["minted_micros"] or s["available_micros"] < 0
+               or s["available_micros"] + s["held_micros"] + s["spent_micros"] != s["minted_micros"]]
+        expect_true(not bad, f"Expected held never to exceed the funds (and available never below zero) in any of "
+                    f"the {len(samples)} readings taken during the burst, but {len(bad)} broke it, first: "
+                    f"{bad[0] if bad else ''}")
+
+    @staticmethod
+    def expect_one_reservation_or_retry(burst: Burst) -> None:
+        created = burst.answered(201)
+        busy = [e for e in burst.answered(409) if e.json().get("code") == "idempotency_conflict"]
+        other = [e for e in burst.exchanges if e not in created and e not in busy]
+        expect_true(created and not other, f"Expected every answer to be 201 with the one reservation or 409 "
+                    f"idempotency_conflict, but saw {burst.statuses()}; first other: "
+                    f"{other[0].summary() if other else 'none'}")
+        ids = {e.json()["id"] for e in created}
+        expect_equal(len(ids), 1, f"the number of distinct reservations in the 201 answers ({sorted(ids)})")
+
     def wait_for_expiry(self, reservation: Reservation) -> Exchange:
         """Poll the account (never sleep) until the reservation's amount is no longer held."""
         held_before = self.account_row(reservation.account)["held_micros"]
@@ -423,68 +435,22 @@ class Billing:
                    lambda: self.balances(reservation.account)[0],
                    lambda seen: seen.get("held_micros", held_before) <= held_before - reservation.amount_micros,
                    timeout=self.poll_timeout, describe=lambda seen: _show(seen))
-        self.last = self.read_reservation(reservation)
-        return self.last
+        return self.read_reservation(reservation)
 
-    # ---- requests fired at once ----------------------------------------------------------------------------------
-
-    def fire_at_once(self, account: Account, count: int, build: Callable[[int], tuple[str, str, dict, dict]],
-                     what: str) -> Burst:
-        """Send `count` requests at the same instant (released together by a barrier), while a watcher reads the
-        account's row from the database as fast as it can. Every exchange is recorded as evidence."""
-        prepared = []
-        for i in range(count):
-            method, path, body, headers = build(i)
-            request_id = self.api.next_request_id()
-            sent = {"X-Request-ID": request_id, "traceparent": f"00-{self.api.trace_id}-{uuid.uuid4().hex[:16]}-01",
-                    "Authorization": f"Bearer {self.service()}", **headers}
-            prepared.append(Exchange(method, self.api.base_url + path, path, sent, body, request_id))
-        barrier = threading.Barrier(count)
-        watching = threading.Event()
-        samples: list[dict] = []
-
+    def balance_sampler(self, account: Account) -> Callable[[], dict | None]:
+        """A reading of the account's balances straight from the database, on a connection of its own, for a
+        watcher to call as fast as it can (each reading its own transaction, so it sees the newest commits)."""
         accounts = self.db.table("accounts")
         reading = select(accounts.c.minted_micros, accounts.c.available_micros, accounts.c.held_micros,
                          accounts.c.spent_micros).where(accounts.c.id == account.id)
+        conn = self.db.engine.connect()
+        self.add_cleanup(conn.close)
 
-        def watch():
-            with self.db.engine.connect() as conn:
-                while not watching.wait(0.01):  # a reading every 10 ms until the burst is over
-                    row = conn.execute(reading).mappings().first()
-                    conn.rollback()  # end the read, so the next one sees newer commits
-                    if row:
-                        samples.append(dict(row))
-
-        def send(exchange: Exchange) -> Exchange:
-            barrier.wait(timeout=30)
-            started = time.perf_counter()
-            try:
-                response = requests.request(exchange.method, exchange.url, json=exchange.request_body,
-                                            headers=exchange.request_headers, timeout=self.api.timeout * 2)
-                exchange.status, exchange.text = response.status_code, response.text
-                exchange.response_headers = response.headers
-            except requests.RequestException as exc:
-                exchange.error = f"{type(exc).__name__}: {exc}"
-            exchange.elapsed_ms = (time.perf_counter() - started) * 1000
-            return exchange
-
-        self.entries_before = self.ledger_entries(account)
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        started = time.perf_counter()
-        try:
-            with ThreadPoolExecutor(max_workers=count) as pool:
-                exchanges = list(pool.map(send, prepared))
-        finally:
-            watching.set()
-            watcher.join(timeout=10)
-        burst = Burst(exchanges, samples, time.perf_counter() - started)
-        self.api.exchanges.extend(exchanges)
-        evidence.attach_json(f"{count} {what} fired at once: statuses {burst.statuses()} in "
-                             f"{burst.elapsed_s:.2f} s, {len(samples)} balance samples",
-                             {"exchanges": [e.evidence() for e in exchanges], "balance_samples": samples[:500]})
-        self.burst = burst
-        return burst
+        def sample() -> dict | None:
+            row = conn.execute(reading).mappings().first()
+            conn.rollback()
+            return dict(row) if row else None
+        return sample
 
 
 def _show(balances: dict) -> str:

@@ -1,0 +1,188 @@
+"""The run and the scenario: the only two things the suite hangs on behave's `context`.
+
+To add a step: read what it needs from `state.world` (orgs, people, keys, models, accounts, the last answer...),
+call a service on the state (`state.platform`, `state.routing`, `state.billing`, ...), and store what a later
+step needs into a typed field of `state.world` (`state.world.last.answer` for the answer a When got back; add a
+field to support/harness/world.py for anything new). A Then asserts with support.client.assertions, whose
+messages quote what was expected, what came back and the request id. A step never sets anything on `context`.
+
+    @when('the key "{key}" asks "{model}" for a chat completion')
+    def key_asks_model(context, key, model):
+        state = context.state
+        state.world.last.answer = state.routing.ask(key, model)
+
+* `SuiteRun` (`context.suite_run`, made in before_all): the configuration, the stack and its endpoints, the
+  signing key material, the database and the model backend stub's control client. One per run.
+* `ScenarioState` (`context.state`, made in before_scenario): the scenario's namespace, its API client, its world
+  and its domain services, each built on first use (functools.cached_property) from what it needs.
+"""
+from __future__ import annotations
+
+import atexit
+import secrets
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+from support.client import evidence
+from support.client.api import ApiClient, Request
+from support.database.reflection import Database
+from support.domain.audit_trail import AuditTrail
+from support.domain.billing_api import Billing
+from support.domain.budgets import Budgets
+from support.domain.convergence import Declarations
+from support.domain.identity import Identity, Rotation
+from support.domain.model_backends import ModelBackends
+from support.domain.model_routes import ModelRoutes
+from support.domain.org_ledgers import OrgLedgers
+from support.domain.platform_api import Platform
+from support.domain.rate_limits import RateLimits
+from support.domain.tenancy import Tenancy
+from support.harness import config as suite_config
+from support.harness.config import SuiteConfig, SuiteSetupError
+from support.harness.namespace import Namespace
+from support.harness.world import World
+from support.stacks import Endpoints, Stack, make_stack
+from support.stress import burst
+from support.stress.faults import Faults
+from support.stress.load import LoadRuns
+from support.tokens.signing_keys import KeyMaterial
+
+
+@dataclass
+class SuiteRun:
+    config: SuiteConfig
+    stack: Stack
+    endpoints: Endpoints
+    keys: KeyMaterial
+    db: Database
+    backends: ModelBackends
+
+    @classmethod
+    def start(cls, userdata: dict) -> SuiteRun:
+        """Read the configuration, print it once, bring the stack up. A set-up problem raises SuiteSetupError with
+        one line that says what to do (the stack, if it was started, is down again)."""
+        config = suite_config.load(userdata)
+        print(config.describe(), flush=True)
+        stack = make_stack(config)
+        atexit.register(stack.down)
+        try:
+            endpoints = stack.up()
+            if not endpoints.keys_dir:
+                raise SuiteSetupError("this stack gave no keys folder: pass -D keys_dir=... (the folder scripts/keygen "
+                                      "wrote for the deployment)")
+            keys = KeyMaterial(endpoints.keys_dir)
+        except SuiteSetupError:
+            stack.down()
+            raise
+        evidence.describe_run(stack=stack.name, base_url=endpoints.base_url,
+                              database=(endpoints.database_url or "none").split(":", 1)[0].split("+")[0],
+                              run_id=config.run_id, worker=config.worker)
+        return cls(config, stack, endpoints, keys, Database(endpoints.database_url),
+                   ModelBackends(endpoints.stub_url, endpoints.backend_base_url))
+
+    def stop(self) -> None:
+        self.db.dispose()
+        self.stack.down()
+
+
+class ScenarioState:
+    """Everything one scenario knows and the services it uses. Services are built on first use and share the
+    scenario's API client (so every exchange is evidence) and world."""
+
+    def __init__(self, run: SuiteRun, scenario_key: str, add_cleanup: Callable):
+        self.run = run
+        self.add_cleanup = add_cleanup
+        config = run.config
+        self.ns = Namespace(config.run_id + config.worker, scenario_key)
+        self.api = ApiClient(run.endpoints.base_url, request_id_prefix=self.ns.request_id_prefix,
+                             trace_id=secrets.token_hex(16), timeout=config.request_timeout,
+                             diagnose=run.stack.last_words)
+        add_cleanup(self.api.close)
+        self.world = World()
+
+    # ---- the run, as a scenario needs it -----------------------------------------------------------------------
+
+    @property
+    def config(self) -> SuiteConfig:
+        return self.run.config
+
+    @property
+    def keys(self) -> KeyMaterial:
+        return self.run.keys
+
+    @property
+    def db(self) -> Database:
+        return self.run.db
+
+    @property
+    def stack(self) -> Stack:
+        return self.run.stack
+
+    # ---- services ----------------------------------------------------------------------------------------------
+
+    @cached_property
+    def platform(self) -> Platform:
+        return Platform(self.api, self.keys, self.ns, self.world)
+
+    @cached_property
+    def identity(self) -> Identity:
+        return Identity(self.platform)
+
+    @cached_property
+    def rotation(self) -> Rotation:
+        """The scenario's signing-key rotations, undone when it ends."""
+        rotation = Rotation(self.identity)
+        self.add_cleanup(rotation.restore)
+        self.world.signing.signing = rotation.original
+        return rotation
+
+    @cached_property
+    def tenancy(self) -> Tenancy:
+        return Tenancy(self.identity)
+
+    @cached_property
+    def routing(self) -> ModelRoutes:
+        return ModelRoutes(self.platform, self.db, self.run.backends, self.add_cleanup)
+
+    @cached_property
+    def budgets(self) -> Budgets:
+        return Budgets(self.routing, self.db)
+
+    @cached_property
+    def rate_limits(self) -> RateLimits:
+        return RateLimits(self.routing)
+
+    @cached_property
+    def billing(self) -> Billing:
+        return Billing(self.db, self.api, self.keys, self.ns, self.world, self.add_cleanup, self.config.poll_timeout)
+
+    @cached_property
+    def ledgers(self) -> OrgLedgers:
+        return OrgLedgers(self.db, self.api, self.keys, self.world, self.config.poll_timeout)
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        return AuditTrail(self.platform, self.db)
+
+    @cached_property
+    def convergence(self) -> Declarations:
+        """Declarations this scenario commits to the gateway's config repository, removed when it ends."""
+        declarations = Declarations(self.run.endpoints.config_repo, self.api, self.keys, self.ns, self.world,
+                                    self.run.backends.backend_base_url)
+        self.add_cleanup(declarations.cleanup)
+        return declarations
+
+    @cached_property
+    def faults(self) -> Faults:
+        return Faults(self.stack, self.routing, self.add_cleanup)
+
+    @cached_property
+    def load(self) -> LoadRuns:
+        return LoadRuns(self.api.base_url, self.world, self.config.artifacts_dir,
+                        f"{self.config.run_id}{self.config.worker}")
+
+    def at_once(self, batch: list[Request], *, title: str, watch: Callable[[], dict | None] | None = None
+                ) -> burst.Burst:
+        """Send the requests at the same instant (support.stress.burst), on the scenario's client."""
+        return burst.at_once(self.api, batch, title=title, watch=watch)
