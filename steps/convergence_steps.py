@@ -1,13 +1,13 @@
 """Declarative configuration: the operator commits to git, the gateway converges, drift is reported or healed.
 
 Read like Argo CD's e2e DSL (commit, sync, expect a status until a deadline), in business words. What "Synced at
-that commit" means with scenarios running in parallel is explained in support/domain/convergence.py."""
+that commit" means with scenarios running in parallel is explained in support/domain/declarations.py."""
 import re
 
 from behave import given, then, when
 
 from support.client.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.domain.convergence import DEFAULT_PRICES
+from support.domain.declarations import DEFAULT_PRICES
 from support.harness.money import micros, usd
 from support.harness.waits import wait_until
 

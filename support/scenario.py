@@ -30,7 +30,7 @@ from support.database.reflection import Database
 from support.domain.audit_trail import AuditTrail
 from support.domain.billing_api import Billing
 from support.domain.budgets import Budgets
-from support.domain.convergence import Declarations
+from support.domain.declarations import Declarations
 from support.domain.identity import Identity, Rotation
 from support.domain.model_backends import ModelBackends
 from support.domain.model_routes import ModelRoutes

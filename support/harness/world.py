@@ -14,7 +14,7 @@ from support.harness.redaction import register_secret
 
 if TYPE_CHECKING:  # result types made higher up; the world only holds them
     from support.client.api import Exchange
-    from support.domain.convergence import Status
+    from support.domain.declarations import Status
     from support.domain.roles import OrgAction
     from support.domain.tenancy import Probe
     from support.stress.burst import Burst

@@ -1,4 +1,8 @@
-"""Stack backends: `local` (embedded, the default), `compose` (Docker) and `external` (a deployment by URL)."""
+"""Where the gateway runs: stack backends `local` (embedded, the default), `compose` (Docker) and `external` (a
+deployment by URL), the processes and config repository they manage, and the database outages a stack that owns
+its database can take (outages).
+
+Imports support.harness, client, tokens and database."""
 from __future__ import annotations
 
 from support.harness.config import SuiteConfig
