@@ -332,8 +332,9 @@ async def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> None:
     """A whole answer (or none): charge it or release the hold, and record it for its Idempotency-Key."""
     attempts = {"attempts": [a.__dict__ for a in result.attempts]}
     if result.answered and result.status < 400:
-        await _charge(rt, admitted, result.backend, result.body.get("usage"),
-                      token_bounds.answer_text_len(result.body), attempts)
+        usage = result.body.get("usage")
+        generated = 0 if reported_usage(usage) else token_bounds.answer_text_len(result.body)
+        await _charge(rt, admitted, result.backend, usage, generated, attempts)
     elif result.answered:
         await _release(rt, admitted, f"backend {result.backend} refused the request with {result.status}", attempts,
                        "allowed")

@@ -22,7 +22,8 @@ from typing import AsyncIterator
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Json
-from sqlalchemy import JSON, bindparam, func, insert, literal_column, select, true, union_all, update
+from sqlalchemy import (JSON, BigInteger, String, Values, bindparam, column, func, insert, literal_column, select,
+                        true, update, values)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
@@ -56,6 +57,12 @@ def _constant(text: str):
     return literal_column(f"'{text}'")
 
 
+def _moves(buckets: list) -> Values:
+    """A ledger entry's postings as rows (bucket, amount), beside the rows they are computed from."""
+    return values(column("bucket", String), column("amount", BigInteger), name="moves").data(
+        [(literal_column(f"'{bucket}'"), amount) for bucket, amount in buckets]).lateral()
+
+
 def _hold_statement():
     """The ledger's HOLD (credit and budget rule), then the reservation, its entry and its two postings, each
     written only when the part before it was."""
@@ -70,8 +77,9 @@ def _hold_statement():
         select(bindparam("entry_id"), _constant("reserve"), bindparam("account"), reservation.c.id,
                bindparam("request_id"), bindparam("now", type_=ENTRIES.c.created_at.type))
     ).returning(ENTRIES.c.id).cte("entry")
-    moves = union_all(select(entry.c.id, bindparam("account"), _constant("available"), -ledger.AMOUNT),
-                      select(entry.c.id, bindparam("account"), _constant("held"), ledger.AMOUNT))
+    moves = _moves([("available", -ledger.AMOUNT), ("held", ledger.AMOUNT)])
+    moves = select(entry.c.id, bindparam("account"), moves.c.bucket, moves.c.amount).select_from(
+        entry.join(moves, true()))
     return insert(POSTINGS).from_select(["entry_id", "account_id", "bucket", "amount_micros"], moves).returning(
         POSTINGS.c.entry_id)
 
@@ -79,7 +87,7 @@ def _hold_statement():
 def _settle_statement():
     """The ledger's MOVE_PENDING (finalize at `actual`, beyond the hold when it must, or release when `actual` is
     NULL), then the account, the entry, its non-zero postings and the audit event, each only if the move was made."""
-    spent = func.coalesce(ledger.ACTUAL, 0)
+    spent = func.coalesce(ledger.ACTUAL, literal_column("0"))
     moved = ledger.MOVE_PENDING.returning(
         RESERVATIONS.c.account_id, RESERVATIONS.c.amount_micros,
         (RESERVATIONS.c.amount_micros - spent).label("returned")).cte("moved")
@@ -90,11 +98,9 @@ def _settle_statement():
         ["id", "kind", "account_id", "reservation_id", "request_id", "created_at"],
         select(bindparam("entry_id"), bindparam("kind"), moved.c.account_id, bindparam("reservation"),
                bindparam("request_id"), bindparam("now"))).returning(ENTRIES.c.id, ENTRIES.c.account_id).cte("entry")
-    on_entry = entry.join(moved, true())
-    moves = union_all(*(select(entry.c.id, entry.c.account_id, _constant(bucket), amount)
-                        .select_from(on_entry).where(amount != 0)
-                        for bucket, amount in (("held", -moved.c.amount_micros), ("spent", spent),
-                                               ("available", moved.c.returned))))
+    moves = _moves([("held", -moved.c.amount_micros), ("spent", spent), ("available", moved.c.returned)])
+    moves = select(entry.c.id, entry.c.account_id, moves.c.bucket, moves.c.amount).select_from(
+        entry.join(moved, true()).join(moves, true())).where(moves.c.amount != literal_column("0"))
     postings = insert(POSTINGS).from_select(["entry_id", "account_id", "bucket", "amount_micros"], moves).returning(
         POSTINGS.c.entry_id).cte("postings")
     event = insert(EVENTS).from_select(
