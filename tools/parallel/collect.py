@@ -38,7 +38,7 @@ def _rule_of(scenario):
 class PlanFormatter(Formatter):
     """Dry-run formatter: at the end, write the selected scenarios (not skipped by tags or lines) as JSON."""
 
-    name = "run_plan"
+    name = "parallel_plan"
     description = "JSON list of the selected scenarios, for scripts/run-parallel"
 
     def __init__(self, stream_opener, config):
