@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -65,6 +66,13 @@ def test_reported_usage_is_used_as_is():
                                    {"prompt_tokens": True, "completion_tokens": 3}, {"prompt_tokens": 7}])
 def test_missing_or_malformed_usage_is_not_usage(usage):
     assert chat.reported_usage(usage) is None
+
+
+def test_without_usage_the_charge_is_the_bounds_the_generated_bytes_at_most_the_completion_bound():
+    admitted = SimpleNamespace(prompt_bound=21, completion_bound=16)
+    assert chat.usage_tokens(admitted, None, 20) == (21, 16, False)
+    assert chat.usage_tokens(admitted, {"prompt_tokens": 5}, 8) == (21, 8, False)
+    assert chat.usage_tokens(admitted, {"prompt_tokens": 5, "completion_tokens": 500}, 8) == (5, 500, True)
 
 
 # ---- calling backends ----------------------------------------------------------------------------------------------

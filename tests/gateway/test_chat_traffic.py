@@ -14,8 +14,11 @@ import secrets
 import threading
 import time
 
+import asyncio
+
 import httpx
 import pytest
+from aiohttp import web
 from sqlalchemy import create_engine, select, text, update
 
 from gateway.services import token_bounds as bounds
@@ -69,13 +72,16 @@ class Traffic:
         self.http = httpx.Client(base_url=self.base, timeout=20)
 
     def model(self, *namespaces: str, **columns) -> str:
-        """A model whose backends are the stub's namespaces, in route order (each reset to answer normally)."""
+        """A model whose backends are the stub's namespaces, in route order (each reset to answer normally), or
+        full URLs of backends of the test's own."""
         name = self.ns.name(f"m-{secrets.token_hex(3)}")
         backends = []
         for ns in namespaces:
             scoped = self.ns.name(ns)
-            httpx.delete(f"{self.stub}/_stub/{scoped}")
-            backends.append({"name": ns, "url": f"{self.stub}/ns/{scoped}/v1/chat/completions", "timeout_seconds": 10})
+            if not ns.startswith("http"):
+                httpx.delete(f"{self.stub}/_stub/{scoped}")
+            url = ns if ns.startswith("http") else f"{self.stub}/ns/{scoped}/v1/chat/completions"
+            backends.append({"name": ns.rsplit("/", 1)[-1], "url": url, "timeout_seconds": 10})
         with self.engine.begin() as conn:
             conn.execute(text("INSERT INTO models (name, prompt_price_per_1k_micros, completion_price_per_1k_micros, "
                               "backends, default_max_tokens, created_at) VALUES (:n, :p, :c, :b, 64, :now)"),
@@ -147,6 +153,49 @@ def traffic(request):
         yield Traffic(endpoints)
     finally:
         stack.down()
+
+
+class OwnBackend:
+    """Backends of the test's own, for answers the model stub does not give: POST /<name> answers ANSWERS[name]."""
+    ANSWERS = {
+        "no-usage": {"id": "c1", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "é" * 10}, "finish_reason": "stop"}]},
+        "not-a-stream": {"id": "c2", "object": "chat.completion", "choices": [], "usage": {
+            "prompt_tokens": 1, "completion_tokens": 1}},
+    }
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.calls: list[str] = []
+        started = threading.Event()
+        threading.Thread(target=self._serve, args=(started,), daemon=True).start()
+        started.wait(10)
+
+    def _serve(self, started: threading.Event) -> None:
+        async def answer(request: web.Request) -> web.Response:
+            self.calls.append(request.match_info["name"])
+            return web.json_response(self.ANSWERS[request.match_info["name"]])
+
+        async def start():
+            app = web.Application()
+            app.router.add_post("/{name}", answer)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+            started.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def own_backend():
+    return OwnBackend()
 
 
 def sse(lines) -> list:
@@ -227,6 +276,17 @@ def test_a_backend_reporting_more_than_the_hold_is_charged_in_full_marked_and_au
     assert 'gateway_chat_overruns_total{backend="primary"}' in traffic.http.get("/metrics").text
 
 
+def test_an_answer_without_usage_is_charged_by_the_bytes_it_generated(traffic, own_backend):
+    model = traffic.model(own_backend.url("no-usage"))
+    headers = traffic.headers()
+    answer = traffic.ask(model, headers=headers, max_tokens=32)
+    assert answer.status_code == 200, answer.text
+    reservation = traffic.settled(headers["X-Request-ID"])
+    assert reservation.actual_micros == cost(PROMPT_BOUND, 20)  # ten "é": 20 bytes, within the 32 asked for
+    [event] = traffic.events(headers["X-Request-ID"])
+    assert details(event)["usage"] == {"prompt_tokens": PROMPT_BOUND, "completion_tokens": 20, "reported": False}
+
+
 # ---- streaming ---------------------------------------------------------------------------------------------------
 
 def test_a_stream_passes_chunks_on_before_the_backend_has_finished(traffic):
@@ -285,6 +345,18 @@ def test_a_stream_falls_back_before_its_first_event_only(traffic):
         chunks = sse(response.iter_lines())
     assert len(traffic.calls("fallback")) == 1, "no fallback once the stream has begun"
     assert chunks[-1]["error"]["type"] == "server_error" and "primary" in chunks[-1]["error"]["message"]
+
+
+def test_a_streamed_request_answered_without_an_event_stream_falls_back(traffic, own_backend):
+    model = traffic.model(own_backend.url("not-a-stream"), "fallback")
+    headers = traffic.headers()
+    with traffic.stream(model, headers=headers, max_tokens=16) as response:
+        assert response.headers["x-gateway-backend"] == "fallback"
+        assert sse(response.iter_lines())[-1] == "[DONE]"
+    [event] = traffic.events(headers["X-Request-ID"])
+    first = details(event)["attempts"][0]
+    assert (first["outcome"], first["detail"]) == ("server_error", "a streamed request was answered without an "
+                                                                   "event stream")
 
 
 def test_a_backend_failing_mid_stream_ends_it_with_an_error_event_and_charges_what_was_delivered(traffic):
