@@ -104,7 +104,7 @@ def _backend_app(behaviours: dict) -> web.Application:
 def _route(behaviours: dict, order: list, **timeouts) -> tuple[RouteResult, list]:
     async def run():
         app = _backend_app(behaviours)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, handler_cancellation=True)  # a hanging handler ends with its client
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
