@@ -1,8 +1,8 @@
 """Billing: credit accounts, reservations, the ledger, identity anchors and the service and admin tokens."""
-import parse
-from behave import given, register_type, then, when
+from behave import given, then, when
 
 from support.client.assertions import expect_equal, expect_status, expect_true
+from support.harness import step_types  # noqa: F401  (registers {status:Settled}, {status:Expired}, ...)
 from support.harness.money import micros
 
 
@@ -142,19 +142,6 @@ def account_balances(context, available, held, spent, minted):
     state.billing.expect_balances(state.world.account(), {
         "minted_micros": micros(minted), "available_micros": micros(available), "held_micros": micros(held),
         "spent_micros": micros(spent)})
-
-
-@parse.with_pattern(r"pending|finalized|released")
-def _settled(text):
-    return text
-
-
-@parse.with_pattern(r"expired")
-def _expired(text):
-    return text
-
-
-register_type(Settled=_settled, Expired=_expired)
 
 
 @then("the reservation is {status:Settled}")

@@ -1,19 +1,10 @@
 """Models, their backends and chat traffic through the gateway: routing, fallback, trace context, bad requests."""
-import parse
-from behave import given, register_type, then, when
+from behave import given, then, when
 
 from support.client.assertions import expect_equal, expect_status, expect_true, problem_field
-from support.database.seeding import seed_org_policy
 from support.domain.model_routes import REFUSAL, expect_refusal
+from support.harness import step_types  # noqa: F401  (registers {backend:Backend}, ...)
 from support.harness.money import micros
-
-
-@parse.with_pattern(r"[a-z][a-z-]*")
-def _backend_name(text):
-    return text
-
-
-register_type(Backend=_backend_name)  # "primary", "fallback": one word, so "the model's primary" never matches
 
 
 # ---- set-up ------------------------------------------------------------------------------------------------------
@@ -35,8 +26,7 @@ def org_calls_models_with_key(context, org, key):
 
 @given('"{org}" may use only the model "{model}"')
 def org_allowlist(context, org, model):
-    state = context.state
-    seed_org_policy(state.db, state.world.org(org).slug, allowed_models=[state.routing.served_as(model)])
+    context.state.routing.allow_only(org, [model])
 
 
 @given("the {backend:Backend} backend fails with {status:d}")

@@ -8,7 +8,7 @@ from typing import Callable
 from support.client.api import Exchange
 from support.client.assertions import expect_equal, expect_status, expect_true, problem_field
 from support.database.reflection import Database
-from support.database.seeding import remove_model, seed_model, set_model_backends
+from support.database.seeding import remove_model, seed_model, seed_org_policy, set_model_backends
 from support.domain.model_backends import UNREACHABLE_URL, ModelBackends
 from support.domain.platform_api import CONTENT, Platform
 from support.harness.money import cost_micros
@@ -108,6 +108,10 @@ class ModelRoutes:
     def _live_backends(self, model: str) -> dict[str, Backend]:
         routed = self.world.models[model].backends if model in self.world.models else {}
         return {n: b for n, b in routed.items() if n not in self.world.chat.stopped}
+
+    def allow_only(self, org: str, models: list[str]) -> None:
+        """The org may use these models and no other (written straight into its row)."""
+        seed_org_policy(self.db, self.world.org(org).slug, allowed_models=[self.served_as(m) for m in models])
 
     # ---- keys and requests -----------------------------------------------------------------------------------------
 

@@ -11,14 +11,22 @@ from support.harness.waits import WaitTimeout, wait_until
 
 
 # Gateway settings for stacks the suite starts: short timers so waits are short, a cheaper password hash so
-# logins are fast, and a SQLite busy timeout that turns a locked database into a quick 503.
+# logins are fast (test mode: the gateway refuses it otherwise), and a SQLite busy timeout that turns a locked
+# database into a quick 503. The suite's own address is a trusted proxy, so a security scenario can play a client
+# address of its own (X-Forwarded-For) and its throttles and floods touch no other scenario; refusals without
+# credentials are audited one by one up to a budget above what the rest of the suite sends.
 GATEWAY_TEST_SETTINGS = {
     "UPSTREAM_TIMEOUT_SECONDS": "2",
     "RECONCILE_INTERVAL_SECONDS": "1",
     "EXPIRY_SWEEP_SECONDS": "0.25",
     "RESERVATION_MARGIN_SECONDS": "3",
+    "GATEWAY_MODE": "test",
     "PASSWORD_HASH_COST": "10",
     "DATABASE_BUSY_TIMEOUT_MS": "5000",
+    "TRUSTED_PROXIES": "127.0.0.0/8,::1,172.16.0.0/12,192.168.0.0/16",
+    "SERVICE_TOKEN_ISSUERS": "acceptance-suite",
+    "AUDIT_UNAUTHENTICATED_PER_ADDRESS": "150",
+    "AUDIT_UNAUTHENTICATED_PER_WINDOW": "400",
 }
 
 
