@@ -353,6 +353,7 @@ def test_a_streamed_request_answered_without_an_event_stream_falls_back(traffic,
     with traffic.stream(model, headers=headers, max_tokens=16) as response:
         assert response.headers["x-gateway-backend"] == "fallback"
         assert sse(response.iter_lines())[-1] == "[DONE]"
+    traffic.settled(headers["X-Request-ID"])  # its audit event is written with the settlement, as the stream ends
     [event] = traffic.events(headers["X-Request-ID"])
     first = details(event)["attempts"][0]
     assert (first["outcome"], first["detail"]) == ("server_error", "a streamed request was answered without an "
