@@ -92,32 +92,14 @@ class ScenarioState:
 
     def __init__(self, run: SuiteRun, scenario_key: str, add_cleanup: Callable):
         self.run = run
-        self.add_cleanup = add_cleanup
-        config = run.config
-        self.ns = Namespace(config.run_id + config.worker, scenario_key)
+        self.add_cleanup = add_cleanup  # behave's: runs when the scenario ends, last added first
+        self.config, self.keys, self.db, self.stack = run.config, run.keys, run.db, run.stack
+        self.ns = Namespace(self.config.run_id + self.config.worker, scenario_key)
         self.api = ApiClient(run.endpoints.base_url, request_id_prefix=self.ns.request_id_prefix,
-                             trace_id=secrets.token_hex(16), timeout=config.request_timeout,
+                             trace_id=secrets.token_hex(16), timeout=self.config.request_timeout,
                              diagnose=run.stack.last_words)
         add_cleanup(self.api.close)
         self.world = World()
-
-    # ---- the run, as a scenario needs it -----------------------------------------------------------------------
-
-    @property
-    def config(self) -> SuiteConfig:
-        return self.run.config
-
-    @property
-    def keys(self) -> KeyMaterial:
-        return self.run.keys
-
-    @property
-    def db(self) -> Database:
-        return self.run.db
-
-    @property
-    def stack(self) -> Stack:
-        return self.run.stack
 
     # ---- services ----------------------------------------------------------------------------------------------
 
