@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from gateway import errors
+from gateway import audit, errors
 from gateway.config_sync import Reconciler
 from gateway.db import Database
 from gateway.middleware import GatewayMiddleware
@@ -17,17 +17,19 @@ from gateway.models import SigningKey
 from gateway.routers import audit_log, auth, billing, chat, config, health, keys, orgs, people
 from gateway.routers import reservation_reads, signing_keys
 from gateway.runtime import Runtime
+from gateway.secrets_at_rest import Sealer, reseal_signing_keys
 from gateway.security import KeyRing
 from gateway.services import ledger
 from gateway.services.chat_billing import make_chat_store
 from gateway.services.routing import Upstream
 from gateway.settings import Settings
+from gateway.throttle import Guards
 
 log = logging.getLogger("gateway")
 
 
-def install_signing_key(db: Database, settings: Settings) -> None:
-    """On first start, the key pair from KEYS_DIR becomes the active signing key."""
+def install_signing_key(db: Database, settings: Settings, keyring: KeyRing) -> None:
+    """On first start, the key pair from KEYS_DIR becomes the active signing key (sealed, like every key)."""
     with db.transaction() as session:
         if session.scalar(select(SigningKey).where(SigningKey.state == "active")) is not None:
             return
@@ -40,7 +42,8 @@ def install_signing_key(db: Database, settings: Settings) -> None:
         if existing is not None:
             existing.state = "active"
         else:
-            session.add(SigningKey(kid=kid, private_pem=(keys_dir / "signing-key.pem").read_text(),
+            session.add(SigningKey(kid=kid, private_key_sealed=keyring.sealed(kid, (keys_dir / "signing-key.pem")
+                                                                            .read_text()),
                                    public_pem=(keys_dir / "signing-key.pub.pem").read_text(), state="active"))
 
 
@@ -66,12 +69,21 @@ async def _every(seconds_fn, work, name: str, wake: asyncio.Event | None = None)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url)
-    rt = Runtime(settings=settings, db=db, keyring=KeyRing(db))
+    sealer = Sealer(settings.key_encryption_keys)
+    rt = Runtime(settings=settings, db=db, keyring=KeyRing(db, sealer))
     rt.reconciler = Reconciler(rt)
+    rt.guards = Guards(settings)
 
     def sweep_expired():
         with db.transaction() as session:
             ledger.expire_due(session)
+
+    def audit_upkeep():
+        """Summarise the unauthenticated refusals that were only counted, and drop those past their retention."""
+        counted = rt.guards.refusals.drain()
+        with db.transaction() as session:
+            audit.record_unrecorded(session, counted, rt.guards.refusals)
+            audit.purge_unauthenticated(session, settings.audit_unauthenticated_retention_days)
 
     def first_and_later_syncs():
         try:
@@ -81,12 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await run_in_threadpool(install_signing_key, db, settings)
+        await run_in_threadpool(install_signing_key, db, settings, rt.keyring)
+        resealed = await run_in_threadpool(reseal_signing_keys, db, sealer)
+        if resealed:
+            log.info("sealed %d signing key(s) under key-encryption key %s", resealed, sealer.current)
         rt.keyring.reload()
         rt.upstream = Upstream()  # the model backends' client (aiohttp), made inside the running loop
         rt.chat_store = make_chat_store(db, rt.in_db_thread)
         tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval, first_and_later_syncs, "reconciler")),
-                 asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep"))]
+                 asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep")),
+                 asyncio.create_task(_every(lambda: settings.audit_sampling_window_seconds, audit_upkeep,
+                                            "audit upkeep"))]
         try:
             yield
         finally:
@@ -106,5 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (signing_keys, reservation_reads):  # identity and tenant reads (issue 4)
         app.include_router(module.router)
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, addresses=rt.guards.addresses,
+                       metrics_token=settings.metrics_token)
     return app

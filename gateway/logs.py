@@ -1,12 +1,32 @@
-"""Structured JSON logs, one object per line, each carrying the request id of the request being served."""
+"""Structured JSON logs, one object per line, each carrying the request id of the request being served.
+
+No secret reaches a log line: every line is passed through redact() as it is written, which replaces invitation
+tokens (they travel in a path), API keys, JWTs and private keys wherever they appear, whatever logged them."""
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
 from gateway import context
+
+
+# Ids (inv_ + 32 hex) are shorter than invitation tokens (inv_ + 43 characters) and are kept.
+SECRETS = (
+    ("invitation-token", re.compile(r"inv_[A-Za-z0-9_-]{40,}")),
+    ("api-key", re.compile(r"tg_[A-Za-z0-9_-]{20,}")),
+    ("jwt", re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")),
+    ("private-key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)),
+)
+
+
+def redact(text: str) -> str:
+    """The text with every secret-shaped value replaced by `[redacted <kind>]`."""
+    for kind, pattern in SECRETS:
+        text = pattern.sub(f"[redacted {kind}]", text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +43,7 @@ class JsonFormatter(logging.Formatter):
             line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return redact(json.dumps(line, default=str))
 
 
 def configure(level: str = "INFO") -> None:

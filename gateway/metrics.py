@@ -2,6 +2,9 @@
 streamed requests by outcome, time to first token, and charges beyond the hold (overruns)."""
 from __future__ import annotations
 
+import threading
+import time
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -31,17 +34,31 @@ _runtime = None
 
 
 class ReservationStates:
+    """Reservations by state, counted at most once per METRICS_REFRESH_SECONDS whoever scrapes (an unauthenticated
+    flood of scrapes costs no more than one query per interval)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._counted_at = float("-inf")
+
+    def _fresh_counts(self) -> dict[str, int]:
+        refresh = getattr(getattr(_runtime, "settings", None), "metrics_refresh_seconds", 5.0)
+        with self._lock:
+            if _runtime is not None and time.monotonic() - self._counted_at >= refresh:
+                self._counted_at = time.monotonic()
+                try:
+                    with _runtime.db.sessions() as session:
+                        self._counts = dict(session.execute(
+                            select(Reservation.status, func.count()).group_by(Reservation.status)).all())
+                except Exception:  # a metrics scrape must not fail because the database blinked
+                    pass
+            return self._counts
+
     def collect(self):
         family = GaugeMetricFamily("gateway_reservations", "Reservations by state", labels=["state"])
         counts = {state: 0 for state in ("pending", "finalized", "released", "expired")}
-        if _runtime is not None:
-            try:
-                with _runtime.db.sessions() as session:
-                    for state, count in session.execute(
-                            select(Reservation.status, func.count()).group_by(Reservation.status)):
-                        counts[state] = count
-            except Exception:  # a metrics scrape must not fail because the database blinked
-                pass
+        counts.update(self._fresh_counts())
         for state, count in counts.items():
             family.add_metric([state], count)
         yield family

@@ -92,6 +92,10 @@ class Invitation(Base):
     created_at: Mapped[datetime] = mapped_column(Stamp, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(Stamp)
     accepted_at: Mapped[datetime | None] = mapped_column(Stamp)
+    invited_by: Mapped[str | None] = mapped_column(String(64), index=True)  # user id; None: a platform admin
+    revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
+    # Wrong passwords tried on it (and tries in flight); at INVITATION_MAX_FAILED_ATTEMPTS it is used up.
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class RefreshToken(Base):
@@ -108,7 +112,8 @@ class SigningKey(Base):
     """ES256 keys; state: next (published, not signing), active (signing), retiring (verifying), retired."""
     __tablename__ = "signing_keys"
     kid: Mapped[str] = mapped_column(String(100), primary_key=True)
-    private_pem: Mapped[str] = mapped_column(Text)
+    # The private key's PEM sealed under the key-encryption key (gateway/secrets_at_rest.py), never in plain text.
+    private_key_sealed: Mapped[str] = mapped_column(Text)
     public_pem: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(Stamp, default=utcnow)

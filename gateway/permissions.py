@@ -14,6 +14,8 @@ MINIMUM_ROLE = {
     "keys.create": "admin",
     "keys.revoke": "admin",
     "members.invite": "admin",
+    "invitations.list": "admin",
+    "invitations.revoke": "admin",
     "members.remove": "admin",
     "budget.update": "admin",
     "audit.read": "admin",

@@ -11,6 +11,7 @@ from gateway.audit import Actor
 from gateway.errors import ApiError
 from gateway.models import ApiKey, Org, User
 from gateway.runtime import Runtime, RuntimeDep
+from gateway.throttle import Throttled, client_address
 from gateway.security import (ACCESS_TYP, ADMIN_AUDIENCE, SERVICE_AUDIENCE, TokenError, sha256_hex,
                               verify_shared_secret_token, verify_user_token)
 
@@ -45,11 +46,27 @@ class Refusal:
 def deny(rt: Runtime, status: int, code: str, message: str, *, actor: Actor, action: str,
          target: str | None = None, org: str | None = None, headers: dict | None = None,
          details: dict | None = None) -> ApiError:
-    """Audit a refusal in its own transaction (the caller's work is rolled back) and return the error to raise."""
+    """Audit a refusal in its own transaction (the caller's work is rolled back) and return the error to raise.
+    A refusal of a caller without credentials past the sampling budget is only counted (gateway/audit.py)."""
+    if actor.type == "anonymous" and rt.guards is not None and \
+            not rt.guards.refusals.admit(action, client_address()):
+        return ApiError(status, code, message, headers=headers)
     with rt.db.transaction() as session:
         audit.record(session, actor, action, target=target, outcome="denied", reason=message, org=org,
                      details=details)
     return ApiError(status, code, message, headers=headers)
+
+
+def too_many_attempts(rt: Runtime, throttled: Throttled, tries: str, *, actor: Actor, action: str, target: str,
+                      org: str | None = None) -> ApiError:
+    """429 for a throttled credential try (`tries`: "logins", say); only the first of its burst is audited."""
+    headers = {"Retry-After": str(throttled.retry_after)}
+    message = throttled.reason(tries)
+    if not throttled.audit:
+        return ApiError(429, "too_many_attempts", message, headers=headers)
+    return deny(rt, 429, "too_many_attempts", message, actor=actor, action=action, target=target, org=org,
+                headers=headers, details={"throttled": throttled.scope, "retry_after_seconds": throttled.retry_after,
+                                          "client_address": client_address()})
 
 
 def _bearer(request: Request) -> str | None:
@@ -130,7 +147,9 @@ def _shared_secret_principal(request: Request, rt: Runtime, kind: str, secret: s
     if not token:
         raise _unauthorized(rt, request, action, f"{wanted} is required")
     try:
-        claims = verify_shared_secret_token(token, secret=secret, audience=audience)
+        claims = verify_shared_secret_token(token, secret=secret, audience=audience,
+                                            issuers=rt.settings.service_token_issuers,
+                                            max_lifetime_seconds=rt.settings.service_token_max_lifetime_seconds)
     except TokenError as exc:
         raise _unauthorized(rt, request, action, str(exc))
     return Principal(Actor(kind, str(claims.get("sub") or kind)), claims=claims)

@@ -49,6 +49,7 @@ class Runtime:
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     first_sync_done: bool = False
     reconciler: object | None = None
+    guards: object | None = None  # gateway.throttle.Guards: credential throttles, sampling of anonymous refusals
     # The chat path's database work. A plain executor costs less per call than AnyIO's thread pool, and a chat
     # request makes two calls.
     db_threads: ThreadPoolExecutor = field(

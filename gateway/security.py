@@ -32,25 +32,36 @@ class TokenError(Exception):
 
 # ---- passwords -------------------------------------------------------------------------------------------------
 
-# scrypt's cost (log2 N). Test stacks may lower it with PASSWORD_HASH_COST; each hash records the cost it was made
-# with, so changing the setting never locks anyone out.
-PASSWORD_HASH_COST = int(os.environ.get("PASSWORD_HASH_COST", "14"))
+# scrypt at OWASP's parameters: N = 2^cost (the cost comes from PASSWORD_HASH_COST, at least 17 outside test mode,
+# see gateway/settings.py), r = 8, p = 1. Each hash records its cost, so changing the setting locks nobody out.
+SCRYPT_R, SCRYPT_P = 8, 1
+STORED_COSTS = range(4, 21)
+# One hash at cost 17 takes 128 MiB: at most this many run at once, so a burst of logins queues instead of
+# exhausting memory.
+_HASHING = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 
-def hash_password(password: str) -> str:
+def _scrypt(password: str, salt: bytes, cost: int) -> bytes:
+    n = 2 ** cost
+    with _HASHING:
+        return hashlib.scrypt(password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P,
+                              maxmem=2 * 128 * SCRYPT_R * (n + SCRYPT_P + 2))
+
+
+def hash_password(password: str, cost: int) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2 ** PASSWORD_HASH_COST, r=8, p=1)
-    return f"scrypt{PASSWORD_HASH_COST}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    digest = _scrypt(password, salt, cost)
+    return f"scrypt{cost}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-_DUMMY_HASH: list[str] = []
+_DUMMY_HASHES: dict[int, str] = {}
 
 
-def burn_password_check(password: str) -> None:
+def burn_password_check(password: str, cost: int) -> None:
     """Spend the time a real password check takes, so an unknown email answers no faster than a wrong password."""
-    if not _DUMMY_HASH:
-        _DUMMY_HASH.append(hash_password(secrets.token_urlsafe(16)))
-    verify_password(password, _DUMMY_HASH[0])
+    if cost not in _DUMMY_HASHES:
+        _DUMMY_HASHES[cost] = hash_password(secrets.token_urlsafe(16), cost)
+    verify_password(password, _DUMMY_HASHES[cost])
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -59,7 +70,9 @@ def verify_password(password: str, stored: str) -> bool:
         cost = int(scheme.removeprefix("scrypt") or 14)
     except ValueError:
         return False
-    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), n=2 ** cost, r=8, p=1)
+    if cost not in STORED_COSTS:
+        return False
+    digest = _scrypt(password, base64.b64decode(salt_b64), cost)
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 
@@ -133,18 +146,24 @@ class KeyRing:
     cannot turn into a flood of database reads.
     """
 
-    def __init__(self, database, *, max_age: float = 5.0, miss_reload_interval: float = 1.0):
+    def __init__(self, database, sealer, *, max_age: float = 5.0, miss_reload_interval: float = 1.0):
         self._db = database
+        self._sealer = sealer  # gateway.secrets_at_rest.Sealer: private keys are stored sealed
         self._lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._loaded_at = 0.0
         self._max_age = max_age
         self._miss_reload_interval = miss_reload_interval
 
+    def sealed(self, kid: str, private_pem: str) -> str:
+        """The private key as it is stored: sealed under the key-encryption key, bound to its kid."""
+        return self._sealer.seal(private_pem, bound_to=kid)
+
     def reload(self) -> None:
         with self._db.sessions() as session:
             rows = session.scalars(select(SigningKey)).all()
-            keys = {r.kid: LoadedKey(r.kid, r.state, r.private_pem, r.public_pem) for r in rows}
+            keys = {r.kid: LoadedKey(r.kid, r.state, self._sealer.open(r.private_key_sealed, bound_to=r.kid),
+                                     r.public_pem) for r in rows}
         with self._lock:
             self._keys = keys
             self._loaded_at = time.monotonic()
@@ -191,8 +210,14 @@ def _header(token: str, algorithm: str) -> dict:
     except jwt.PyJWTError:
         raise TokenError("the token is not a well-formed JWT")
     if header.get("alg") != algorithm:
-        raise TokenError(f"the token's algorithm {header.get('alg')!r} is not accepted ({algorithm} only)")
+        raise TokenError(f"the token's algorithm {shown(header.get('alg'))} is not accepted ({algorithm} only)")
     return header
+
+
+def shown(value, limit: int = 40) -> str:
+    """An attacker-chosen value as a refusal quotes it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 _WHY_REFUSED = ((jwt.ExpiredSignatureError, "the token has expired"),
@@ -211,13 +236,13 @@ def _why_refused(exc: jwt.PyJWTError, wrong_audience: str) -> str:
 def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) -> dict:
     header = _header(token, "ES256")
     if header.get("typ") != typ:
-        raise TokenError(f"the token's type {header.get('typ')!r} is not accepted here (expected {typ!r})")
+        raise TokenError(f"the token's type {shown(header.get('typ'))} is not accepted here (expected {typ!r})")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise TokenError("the token names no signing key (kid)")
     key = keyring.verifying(kid)
     if key is None:
-        raise TokenError(f"the token was signed with an unknown or retired key (kid {kid[:100]!r})")
+        raise TokenError(f"the token was signed with an unknown or retired key (kid {shown(kid, 100)})")
     try:
         claims = jwt.decode(token, key.public_pem, algorithms=["ES256"], audience=USER_AUDIENCE, issuer=issuer,
                             options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss", "jti"],
@@ -233,10 +258,23 @@ def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) ->
 
 # ---- service and admin tokens (HS256) --------------------------------------------------------------------------
 
-def verify_shared_secret_token(token: str, *, secret: str, audience: str) -> dict:
+def verify_shared_secret_token(token: str, *, secret: str, audience: str, issuers: tuple[str, ...] = (),
+                               max_lifetime_seconds: int = 3600) -> dict:
+    """An HS256 token's claims once it verifies: `aud`, `exp`, `iat` and `iss` required (`iss` one of `issuers`
+    when any are given), and a lifetime (`exp` - `iat`) of at most `max_lifetime_seconds`, so a leaked token
+    cannot be minted to last for years."""
     _header(token, "HS256")
     try:
-        return jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
-                          options={"require": ["exp", "aud"]}, leeway=5)
+        claims = jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
+                            options={"require": ["exp", "aud", "iat", "iss"]}, leeway=5)
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"the token lacks the required claim {exc.claim!r}")
     except jwt.PyJWTError as exc:
         raise TokenError(_why_refused(exc, f"the token's audience is not {audience!r}"))
+    issuer = claims["iss"]
+    if not isinstance(issuer, str) or not issuer or (issuers and issuer not in issuers):
+        raise TokenError(f"the token's issuer {shown(issuer)} is not trusted")
+    lifetime = claims["exp"] - claims["iat"]
+    if not isinstance(lifetime, (int, float)) or lifetime > max_lifetime_seconds:
+        raise TokenError(f"the token's lifetime (exp - iat) is over the {max_lifetime_seconds} s allowed")
+    return claims

@@ -1,9 +1,21 @@
-"""Gateway settings, read once from the environment."""
+"""Gateway settings, read once from the environment. `Settings.from_env()` is the start-up path: it also refuses
+settings that would leave the gateway open (short or equal HS256 secrets, a password hash below OWASP's cost
+outside test mode, no key-encryption key)."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# scrypt's log2 N: OWASP's minimum is 2^17 (with r=8, p=1). Only a gateway in test mode may go lower, so the
+# suite's stacks log in fast; production refuses it at start-up.
+PASSWORD_HASH_COST = 17
+TEST_MODE_MINIMUM_HASH_COST = 10
+MAXIMUM_HASH_COST = 20
+MINIMUM_SECRET_LENGTH = 32
+KEY_ENCRYPTION_KEYS_FILE = "key-encryption.keys"
+MODES = ("production", "test")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -16,6 +28,10 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (os.environ.get(name) or "").split(",") if item.strip())
+
+
 def _read_secret(env_name: str, keys_dir: Path | None, file_name: str) -> str:
     value = os.environ.get(env_name)
     if value:
@@ -26,6 +42,20 @@ def _read_secret(env_name: str, keys_dir: Path | None, file_name: str) -> str:
                      f"run scripts/keygen --out DIR and set KEYS_DIR=DIR")
 
 
+def _key_encryption_keys(keys_dir: Path | None) -> tuple[str, ...]:
+    """The keys that seal signing keys at rest, newest first: KEY_ENCRYPTION_KEYS (comma-separated), else the file
+    KEY_ENCRYPTION_KEYS_FILE, else KEYS_DIR/key-encryption.keys (one key a line). Empty when none is set."""
+    if os.environ.get("KEY_ENCRYPTION_KEYS"):
+        return _env_list("KEY_ENCRYPTION_KEYS")
+    path = os.environ.get("KEY_ENCRYPTION_KEYS_FILE")
+    file = Path(path) if path else (keys_dir / KEY_ENCRYPTION_KEYS_FILE if keys_dir is not None else None)
+    if file is None or not file.is_file():
+        if path:
+            raise SystemExit(f"gateway: KEY_ENCRYPTION_KEYS_FILE={path} does not exist")
+        return ()
+    return tuple(line.strip() for line in file.read_text().splitlines() if line.strip() and not line.startswith("#"))
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -34,6 +64,7 @@ class Settings:
     admin_jwt_secret: str
     config_repo: str | None
     config_branch: str = "main"
+    mode: str = "production"
     issuer: str = "ai-gateway"
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 14 * 24 * 3600
@@ -46,18 +77,35 @@ class Settings:
     default_reconcile_interval_seconds: float = 30.0
     host: str = "127.0.0.1"
     port: int = 8080
+    # ---- security (docs/contract.md, "Security") ----
+    password_hash_cost: int = PASSWORD_HASH_COST
+    key_encryption_keys: tuple[str, ...] = ()  # base64 of 32 bytes each; the first seals, the others only unseal
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For is believed
+    throttle_window_seconds: float = 300.0
+    throttle_failures_per_account: int = 5  # failed logins of one email, or acceptances of one invitation
+    throttle_failures_per_address: int = 20  # failed logins and acceptances from one client address
+    invitation_max_failed_attempts: int = 3  # wrong passwords before an invitation is used up
+    audit_sampling_window_seconds: float = 10.0
+    audit_unauthenticated_per_address: int = 50  # refusals without credentials audited one by one, per window
+    audit_unauthenticated_per_window: int = 500  # the same, from every address together
+    audit_unauthenticated_retention_days: float = 30.0
+    service_token_issuers: tuple[str, ...] = ()  # accepted `iss` of service and admin tokens; empty: any, but one
+    service_token_max_lifetime_seconds: int = 3600
+    metrics_token: str | None = None  # when set, /metrics wants `Authorization: Bearer <it>`
+    metrics_refresh_seconds: float = 5.0  # reservation counts are read at most this often, whoever scrapes
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
         keys_dir = Path(os.environ["KEYS_DIR"]) if os.environ.get("KEYS_DIR") else None
-        return cls(
+        settings = cls(
             database_url=os.environ.get("DATABASE_URL", "sqlite:///gateway.db"),
             keys_dir=keys_dir,
             internal_jwt_secret=_read_secret("BILLING_INTERNAL_JWT_SECRET", keys_dir, "internal-jwt.secret"),
             admin_jwt_secret=_read_secret("BILLING_ADMIN_JWT_SECRET", keys_dir, "admin-jwt.secret"),
             config_repo=os.environ.get("CONFIG_REPO") or None,
             config_branch=os.environ.get("CONFIG_BRANCH", "main"),
+            mode=os.environ.get("GATEWAY_MODE") or "production",
             issuer=os.environ.get("GATEWAY_ISSUER", "ai-gateway"),
             access_token_ttl_seconds=_env_int("ACCESS_TOKEN_TTL_SECONDS", 900),
             upstream_timeout_seconds=_env_float("UPSTREAM_TIMEOUT_SECONDS", 10.0),
@@ -68,4 +116,60 @@ class Settings:
             default_reconcile_interval_seconds=_env_float("RECONCILE_INTERVAL_SECONDS", 30.0),
             host=os.environ.get("GATEWAY_HOST", "127.0.0.1"),
             port=_env_int("GATEWAY_PORT", 8080),
+            password_hash_cost=_env_int("PASSWORD_HASH_COST", PASSWORD_HASH_COST),
+            key_encryption_keys=_key_encryption_keys(keys_dir),
+            trusted_proxies=_env_list("TRUSTED_PROXIES"),
+            throttle_window_seconds=_env_float("THROTTLE_WINDOW_SECONDS", 300.0),
+            throttle_failures_per_account=_env_int("THROTTLE_FAILURES_PER_ACCOUNT", 5),
+            throttle_failures_per_address=_env_int("THROTTLE_FAILURES_PER_ADDRESS", 20),
+            invitation_max_failed_attempts=_env_int("INVITATION_MAX_FAILED_ATTEMPTS", 3),
+            audit_sampling_window_seconds=_env_float("AUDIT_SAMPLING_WINDOW_SECONDS", 10.0),
+            audit_unauthenticated_per_address=_env_int("AUDIT_UNAUTHENTICATED_PER_ADDRESS", 50),
+            audit_unauthenticated_per_window=_env_int("AUDIT_UNAUTHENTICATED_PER_WINDOW", 500),
+            audit_unauthenticated_retention_days=_env_float("AUDIT_UNAUTHENTICATED_RETENTION_DAYS", 30.0),
+            service_token_issuers=_env_list("SERVICE_TOKEN_ISSUERS"),
+            service_token_max_lifetime_seconds=_env_int("SERVICE_TOKEN_MAX_LIFETIME_SECONDS", 3600),
+            metrics_token=os.environ.get("METRICS_TOKEN") or None,
+            metrics_refresh_seconds=_env_float("METRICS_REFRESH_SECONDS", 5.0),
         )
+        problems = settings.problems()
+        if problems:
+            raise SystemExit("gateway: refusing to start: " + "; ".join(problems))
+        return settings
+
+    def problems(self) -> list[str]:
+        """What makes these settings unsafe to serve with, one sentence each (empty: none)."""
+        found = []
+        if self.mode not in MODES:
+            found.append(f"GATEWAY_MODE is {self.mode!r}; use production or test")
+        for name, secret in (("BILLING_INTERNAL_JWT_SECRET", self.internal_jwt_secret),
+                             ("BILLING_ADMIN_JWT_SECRET", self.admin_jwt_secret)):
+            if len(secret) < MINIMUM_SECRET_LENGTH:
+                found.append(f"{name} is {len(secret)} characters long; it needs at least {MINIMUM_SECRET_LENGTH} "
+                             f"(scripts/keygen writes 64 hex characters)")
+        if self.internal_jwt_secret == self.admin_jwt_secret:
+            found.append("BILLING_INTERNAL_JWT_SECRET and BILLING_ADMIN_JWT_SECRET are equal, so a service token "
+                         "would verify as an admin token; give each its own secret")
+        floor = TEST_MODE_MINIMUM_HASH_COST if self.mode == "test" else PASSWORD_HASH_COST
+        if not floor <= self.password_hash_cost <= MAXIMUM_HASH_COST:
+            found.append(f"PASSWORD_HASH_COST is {self.password_hash_cost}; it must be {floor} to "
+                         f"{MAXIMUM_HASH_COST} (scrypt's log2 N; below {PASSWORD_HASH_COST} only with "
+                         f"GATEWAY_MODE=test)")
+        if not self.key_encryption_keys:
+            found.append("no key-encryption key: set KEY_ENCRYPTION_KEYS or KEY_ENCRYPTION_KEYS_FILE, or put "
+                         f"{KEY_ENCRYPTION_KEYS_FILE} in KEYS_DIR (scripts/keygen writes one; "
+                         "python -m gateway.secrets_at_rest new-key prints one)")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                found.append(f"TRUSTED_PROXIES names {proxy!r}, which is not an address or a network")
+        for name, value in (("THROTTLE_FAILURES_PER_ACCOUNT", self.throttle_failures_per_account),
+                            ("THROTTLE_FAILURES_PER_ADDRESS", self.throttle_failures_per_address),
+                            ("INVITATION_MAX_FAILED_ATTEMPTS", self.invitation_max_failed_attempts),
+                            ("AUDIT_UNAUTHENTICATED_PER_ADDRESS", self.audit_unauthenticated_per_address),
+                            ("AUDIT_UNAUTHENTICATED_PER_WINDOW", self.audit_unauthenticated_per_window),
+                            ("SERVICE_TOKEN_MAX_LIFETIME_SECONDS", self.service_token_max_lifetime_seconds)):
+            if value < 1:
+                found.append(f"{name} is {value}; it must be at least 1")
+        return found

@@ -9,6 +9,8 @@ Files written into DIR (created if missing):
                            one line ending in a newline
     internal-jwt.secret    BILLING_INTERNAL_JWT_SECRET: exactly 64 hex chars, no newline, mode 0600
     admin-jwt.secret       BILLING_ADMIN_JWT_SECRET: exactly 64 hex chars, no newline, mode 0600
+    key-encryption.keys    the key that seals signing keys in the gateway's database (base64 of 32 bytes, one
+                           line; see gateway/secrets_at_rest.py for rotating it), mode 0600
 
 Exit codes: 0 written, 2 refused (a file exists and --force was not given, or bad usage).
 Needs only the `cryptography` package.
@@ -35,7 +37,8 @@ PUBLIC_KEY_FILE = "signing-key.pub.pem"
 KID_FILE = "signing-key.kid"
 INTERNAL_SECRET_FILE = "internal-jwt.secret"
 ADMIN_SECRET_FILE = "admin-jwt.secret"
-ALL_FILES = (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, KID_FILE, INTERNAL_SECRET_FILE, ADMIN_SECRET_FILE)
+KEY_ENCRYPTION_FILE = "key-encryption.keys"
+ALL_FILES = (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, KID_FILE, INTERNAL_SECRET_FILE, ADMIN_SECRET_FILE, KEY_ENCRYPTION_FILE)
 
 # Names the secrets are derived from under --seed (they differ, so the secrets differ).
 SECRET_NAMES = {
@@ -140,6 +143,7 @@ def generate_keys(
     )
     kid = jwk_thumbprint(key.public_key())
     hs_secrets = make_secrets(seed)
+    key_encryption_key = _derive(seed, "KEY_ENCRYPTION_KEY") if seed is not None else secrets.token_bytes(32)
 
     plan = [
         (PRIVATE_KEY_FILE, private_pem, 0o600, "ES256 private key, PKCS8 PEM"),
@@ -149,6 +153,8 @@ def generate_keys(
          "BILLING_INTERNAL_JWT_SECRET"),
         (ADMIN_SECRET_FILE, hs_secrets[ADMIN_SECRET_FILE].encode("ascii"), 0o600,
          "BILLING_ADMIN_JWT_SECRET"),
+        (KEY_ENCRYPTION_FILE, base64.b64encode(key_encryption_key) + b"\n", 0o600,
+         "KEY_ENCRYPTION_KEYS: seals signing keys at rest"),
     ]
     written = []
     for name, data, mode, what in plan:
@@ -162,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="keygen",
         description=(
-            "Write the gateway's ES256 signing key pair, its key id (RFC 7638 thumbprint) and the "
-            "HS256 secrets BILLING_INTERNAL_JWT_SECRET and BILLING_ADMIN_JWT_SECRET into a folder."
+            "Write the gateway's ES256 signing key pair, its key id (RFC 7638 thumbprint), the "
+            "HS256 secrets BILLING_INTERNAL_JWT_SECRET and BILLING_ADMIN_JWT_SECRET and the key that seals "
+            "signing keys at rest into a folder."
         ),
         epilog=f"Files: {', '.join(ALL_FILES)}. Exit 2 when a file exists and --force is not given.",
     )

@@ -11,7 +11,7 @@ from gateway import audit
 from gateway.audit import Actor
 from gateway.bodies import RequestBody
 from gateway.models import Membership, Org, RefreshToken, User, utcnow
-from gateway.principals import Principal, deny, user
+from gateway.principals import Principal, deny, too_many_attempts, user
 from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import (ACCESS_TYP, REFRESH_TYP, TokenError, burn_password_check, issue_user_token, new_id,
                               verify_password, verify_user_token)
@@ -44,14 +44,23 @@ def _tokens(rt: Runtime, session, user_id: str, family_id: str) -> dict:
 @router.post("/login")
 def login(body: Login, rt: RuntimeDep):
     email = body.email.strip().lower()
-    with rt.db.transaction() as session:
-        found = session.scalar(select(User).where(User.email == email))
-        if found is None:
-            burn_password_check(body.password)  # an unknown email takes as long as a wrong password
-        elif verify_password(body.password, found.password_hash):
+    tried = f"login:{email}"
+    throttled = rt.guards.check(tried)
+    if throttled is not None:  # refused before any row is read or any password hashed
+        raise too_many_attempts(rt, throttled, "logins", actor=Actor("anonymous", email), action="auth.login",
+                                target=f"email:{email}")
+    with rt.db.sessions() as session:
+        found = session.execute(select(User.id, User.password_hash).where(User.email == email)).first()
+    # The password is checked outside any transaction: a hash holds no lock and no pooled connection.
+    if found is None:
+        burn_password_check(body.password, rt.settings.password_hash_cost)  # as slow as a wrong password
+    elif verify_password(body.password, found.password_hash):
+        rt.guards.succeeded(tried)
+        with rt.db.transaction() as session:
             tokens = _tokens(rt, session, found.id, new_id("fam"))
             audit.record(session, Actor("user", found.id), "auth.login", target=f"user:{found.id}")
-            return tokens
+        return tokens
+    rt.guards.failed(tried)
     raise deny(rt, 401, "invalid_credentials", "Login failed: the email or password is wrong.",
                actor=Actor("anonymous", email), action="auth.login",
                target=f"user:{found.id}" if found is not None else f"email:{email}")

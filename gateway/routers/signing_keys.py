@@ -48,7 +48,8 @@ def list_keys(rt: RuntimeDep, principal: Principal = Depends(admin)):
 def publish(rt: RuntimeDep, principal: Principal = Depends(admin)):
     kid, private_pem, public_pem = generate_signing_key()
     with rt.db.transaction() as session:
-        key = SigningKey(kid=kid, private_pem=private_pem, public_pem=public_pem, state="next", created_at=utcnow())
+        key = SigningKey(kid=kid, private_key_sealed=rt.keyring.sealed(kid, private_pem), public_pem=public_pem,
+                         state="next", created_at=utcnow())
         session.add(key)
         audit.record(session, principal.actor, "signing_keys.publish", target=f"signing_key:{kid}")
         result = key_json(key)

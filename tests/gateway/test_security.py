@@ -18,12 +18,14 @@ from gateway.models import AuditEvent, SigningKey
 from gateway.principals import Principal
 from gateway.routers import signing_keys
 from gateway.runtime import Runtime
+from gateway.secrets_at_rest import Sealer, new_key
 from gateway.security import (ACCESS_TYP, REFRESH_TYP, KeyRing, TokenError, generate_signing_key, issue_user_token,
                               verify_user_token)
 from gateway.settings import Settings
 
 ISSUER = "ai-gateway"
 ADMIN = Principal(Actor("admin", "pytest"))
+SEALER = Sealer([new_key()])
 
 
 @pytest.fixture()
@@ -33,10 +35,11 @@ def rt(tmp_path):
     db = Database(url)
     kid, private_pem, public_pem = generate_signing_key()
     with db.transaction() as session:
-        session.add(SigningKey(kid=kid, private_pem=private_pem, public_pem=public_pem, state="active"))
+        session.add(SigningKey(kid=kid, private_key_sealed=SEALER.seal(private_pem, bound_to=kid),
+                               public_pem=public_pem, state="active"))
     settings = Settings(database_url=url, keys_dir=None, internal_jwt_secret="i" * 64, admin_jwt_secret="a" * 64,
                         config_repo=None)
-    runtime = Runtime(settings=settings, db=db, keyring=KeyRing(db))
+    runtime = Runtime(settings=settings, db=db, keyring=KeyRing(db, SEALER))
     runtime.keyring.reload()
     yield runtime
     db.engine.dispose()
@@ -124,7 +127,7 @@ def test_a_refresh_token_is_not_an_access_token_and_vice_versa(rt):
 # ---- the key ring --------------------------------------------------------------------------------------------
 
 def test_unknown_kids_reload_the_ring_at_most_once_per_interval(rt, monkeypatch):
-    ring = KeyRing(rt.db, miss_reload_interval=60)
+    ring = KeyRing(rt.db, SEALER, miss_reload_interval=60)
     ring.reload()
     reloads = []
     original = ring.reload
@@ -135,11 +138,12 @@ def test_unknown_kids_reload_the_ring_at_most_once_per_interval(rt, monkeypatch)
 
 
 def test_an_unknown_kid_reloads_when_the_ring_is_older_than_the_interval(rt):
-    ring = KeyRing(rt.db, miss_reload_interval=0)
+    ring = KeyRing(rt.db, SEALER, miss_reload_interval=0)
     ring.reload()
     kid, private_pem, public_pem = generate_signing_key()
     with rt.db.transaction() as session:  # published by another process
-        session.add(SigningKey(kid=kid, private_pem=private_pem, public_pem=public_pem, state="retiring"))
+        session.add(SigningKey(kid=kid, private_key_sealed=SEALER.seal(private_pem, bound_to=kid),
+                               public_pem=public_pem, state="retiring"))
     assert ring.verifying(kid) is not None
 
 

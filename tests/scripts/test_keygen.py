@@ -21,8 +21,9 @@ from tools.keygen import RefusedError, generate_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYGEN = ROOT / "scripts" / "keygen"
-FILES = ["signing-key.pem", "signing-key.pub.pem", "signing-key.kid", "internal-jwt.secret", "admin-jwt.secret"]
-SECRET_MODE_FILES = ["signing-key.pem", "internal-jwt.secret", "admin-jwt.secret"]
+FILES = ["signing-key.pem", "signing-key.pub.pem", "signing-key.kid", "internal-jwt.secret", "admin-jwt.secret",
+         "key-encryption.keys"]
+SECRET_MODE_FILES = ["signing-key.pem", "internal-jwt.secret", "admin-jwt.secret", "key-encryption.keys"]
 
 
 def keygen(*args: str) -> subprocess.CompletedProcess:
