@@ -170,8 +170,14 @@ async def _admit(rt: Runtime, request: Request, raw: bytes, started: float) -> A
         claim, replay = await _claim_key(rt, request, principal, row, body, ttl)
         if replay is not None:
             return replay
-        reservation_id = await rt.chat_store.hold(row.account_id, worst, ttl, budget_limit=row.budget_limit_micros,
-                                                  request_id=request.state.request_id)
+        try:
+            reservation_id = await rt.chat_store.hold(row.account_id, worst, ttl,
+                                                      budget_limit=row.budget_limit_micros,
+                                                      request_id=request.state.request_id)
+        except BaseException:  # say the database is unavailable: the key is not left in progress
+            if claim is not None:
+                await asyncio.shield(claim.forget(rt))
+            raise
         if reservation_id is not None:
             return Admitted(principal, row.slug, row.model_name, row.prompt_price_per_1k_micros,
                             row.completion_price_per_1k_micros, list(row.backends or []), payload, prompt,
@@ -405,7 +411,8 @@ def _answer(result: RouteResult) -> Response:
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, rt: RuntimeDep):
-    admitted = await _admit(rt, request, await request.body(), time.perf_counter())
+    started = time.perf_counter()
+    admitted = await _admit(rt, request, await request.body(), started)
     if isinstance(admitted, Response):  # an Idempotency-Key replay
         return admitted
     try:
