@@ -40,7 +40,7 @@ class Stack:
         return {"gateway": "running (pid 1)"}
 
 
-def context(stack, count=7):
+def state(stack, count=7):
     api = SimpleNamespace(exchanges=[exchange(i) for i in range(1, count + 1)], trace_id="t" * 32)
     return SimpleNamespace(api=api, stack=stack, db=None)
 
@@ -51,7 +51,7 @@ def test_the_last_exchanges_and_the_log_lines_of_exactly_their_request_ids(attac
              json.dumps({"request_id": "r1.abc.001", "message": "too old to be among the last five"}),
              "plain text line about r1.abc.006 from a proxy",
              "plain text line about r1.abc.0061"]
-    failure_dossier.attach(context(Stack(lines)))
+    failure_dossier.attach(state(Stack(lines)))
     assert [e["request_id"] for e in attached["Failure: last exchanges"]] == [f"r1.abc.{i:03d}" for i in range(3, 8)]
     shown = attached["Failure: gateway log lines for these requests"].splitlines()
     assert shown == [lines[0], lines[3]]
@@ -61,17 +61,17 @@ def test_the_last_exchanges_and_the_log_lines_of_exactly_their_request_ids(attac
 
 
 def test_a_stack_without_logs_says_so(attached):
-    failure_dossier.attach(context(Stack()))
+    failure_dossier.attach(state(Stack()))
     assert "offers no process logs" in attached["Failure: gateway log lines for these requests"]
 
 
 def test_a_piece_that_cannot_be_gathered_becomes_a_note(attached):
-    failure_dossier.attach(context(Stack(broken=True)))
+    failure_dossier.attach(state(Stack(broken=True)))
     note = attached["Failure: gateway log lines (unavailable)"]
     assert "OSError: log file gone" in note
     assert "Failure: last exchanges" in attached and "Failure: stack state" in attached
 
 
 def test_the_exchanges_in_the_dossier_are_masked(attached):
-    failure_dossier.attach(context(Stack()))
+    failure_dossier.attach(state(Stack()))
     assert KEY not in json.dumps(attached["Failure: last exchanges"])
