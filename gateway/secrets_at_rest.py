@@ -43,7 +43,7 @@ def new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _decode_key(text: str) -> bytes:
+def decode_key(text: str) -> bytes:
     try:
         raw = base64.b64decode(text.strip() + "=" * (-len(text.strip()) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
@@ -74,7 +74,7 @@ class Sealer:
     """Seals with the first KEK, opens with any of them."""
 
     def __init__(self, keys: tuple[str, ...] | list[str]):
-        decoded = [_decode_key(k) for k in keys]
+        decoded = [decode_key(k) for k in keys]
         self._keys = {key_id(k): AESGCM(k) for k in decoded}
         self.current = key_id(decoded[0]) if decoded else None
 

@@ -64,6 +64,10 @@ class ClientAddresses:
     def set_current(address: str):
         return _client_address.set(address)
 
+    @staticmethod
+    def reset_current(token) -> None:
+        _client_address.reset(token)
+
 
 class FailureWindow:
     """Failures per key in a sliding window. At most `max_keys` keys are remembered (the least recently failed are
