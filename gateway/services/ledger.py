@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import BigInteger, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import BigInteger, bindparam, case, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.errors import ApiError
@@ -44,9 +44,10 @@ HOLD = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account"), HAS_CREDIT,
 # Why a hold was refused: the account as it is now, judged by the same rules.
 SHORTFALL = select(*ACCOUNTS.c, HAS_CREDIT.label("has_credit"), WITHIN_BUDGET.label("within_budget")).where(
     ACCOUNTS.c.id == bindparam("account"))
+PENDING = literal_column("'pending'")  # a constant in the SQL, not a parameter
 # A pending, unexpired reservation holding at least `at_least` moves; a charge above its amount is its overrun.
 MOVE_PENDING = update(RESERVATIONS).where(
-    RESERVATIONS.c.id == bindparam("reservation"), RESERVATIONS.c.status == "pending",
+    RESERVATIONS.c.id == bindparam("reservation"), RESERVATIONS.c.status == PENDING,
     RESERVATIONS.c.expires_at > bindparam("now"), RESERVATIONS.c.amount_micros >= bindparam("at_least")).values(
     status=bindparam("new_status"), settled_at=bindparam("now"), actual_micros=ACTUAL,
     overrun_micros=case((ACTUAL > RESERVATIONS.c.amount_micros, ACTUAL - RESERVATIONS.c.amount_micros)))
