@@ -36,14 +36,16 @@ def denial_audited(context, org):
 @then('"{org}" was charged once, exactly the completion\'s usage at the model\'s price')
 def charged_once(context, org):
     state = context.state
-    state.budgets.expect_charged_once(org, state.world.answer())
+    charged = state.world.retries.charged_as(state.world.answer())  # a replayed answer is paid by its first request
+    state.budgets.expect_charged_once(org, charged, state.costs.settled_usage(charged))
 
 
 @then('"{org}" has been charged {amount}, its ledger agreeing with its usage')
 def charged_amount(context, org, amount):
     state = context.state
-    state.budgets.expect_charged_once(org, state.world.answer())
-    state.budgets.expect_spent(org, micros(amount), state.world.answer())
+    answer = state.world.answer()
+    state.budgets.expect_charged_once(org, answer, state.costs.settled_usage(answer))
+    state.budgets.expect_spent(org, micros(amount), answer)
     state.budgets.expect_books_agree(org)
 
 

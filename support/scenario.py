@@ -27,9 +27,11 @@ from typing import Callable
 from support.client import evidence
 from support.client.api import ApiClient, Request
 from support.database.reflection import Database
+from support.domain.applications import Applications
 from support.domain.audit_trail import AuditTrail
 from support.domain.billing_api import Billing
 from support.domain.budgets import Budgets
+from support.domain.chat_retries import ChatRetries
 from support.domain.declarations import Declarations
 from support.domain.identity import Identity, Rotation
 from support.domain.model_backends import ModelBackends
@@ -37,6 +39,9 @@ from support.domain.model_routes import ModelRoutes
 from support.domain.org_ledgers import OrgLedgers
 from support.domain.platform_api import Platform
 from support.domain.rate_limits import RateLimits
+from support.domain.request_costs import RequestCosts
+from support.domain.request_shapes import RequestShapes
+from support.domain.streamed_chat import StreamedChat
 from support.domain.tenancy import Tenancy
 from support.harness import config as suite_config
 from support.harness.config import SuiteConfig, SuiteSetupError
@@ -134,6 +139,27 @@ class ScenarioState:
     @cached_property
     def rate_limits(self) -> RateLimits:
         return RateLimits(self.routing)
+
+    @cached_property
+    def costs(self) -> RequestCosts:
+        return RequestCosts(self.routing, self.db, self.config.poll_timeout)
+
+    @cached_property
+    def streams(self) -> StreamedChat:
+        return StreamedChat(self.routing, self.costs)
+
+    @cached_property
+    def retries(self) -> ChatRetries:
+        return ChatRetries(self.routing, self.streams, self.add_cleanup, self.config.poll_timeout)
+
+    @cached_property
+    def shapes(self) -> RequestShapes:
+        return RequestShapes(self.routing)
+
+    @cached_property
+    def applications(self) -> Applications:
+        """Applications built on the official OpenAI SDK (their HTTP clients closed when the scenario ends)."""
+        return Applications(self.routing, self.costs, self.add_cleanup)
 
     @cached_property
     def billing(self) -> Billing:

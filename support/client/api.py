@@ -89,39 +89,59 @@ class ApiClient:
         self._sequence += 1
         return f"{self.request_id_prefix}.{self._sequence:03d}"
 
-    def request(self, method: str, path: str, *, token: str | None = None, json_body=None, data=None,
-                headers: dict | None = None, timeout: float | None = None) -> Exchange:
+    def prepare(self, method: str, path: str, *, token: str | None = None, json_body=None, data=None,
+                headers: dict | None = None) -> Exchange:
+        """The exchange about to be sent: a request id of the scenario's and the correlation headers, unless the
+        caller chose its own (a header given as None is not sent)."""
         request_id = self.next_request_id()
         sent = {"X-Request-ID": request_id, "traceparent": f"00-{self.trace_id}-{secrets.token_hex(8)}-01"}
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
         sent.update(headers or {})
-        sent = {name: value for name, value in sent.items() if value is not None}  # a None header is not sent
+        sent = {name: value for name, value in sent.items() if value is not None}
         if sent.get("X-Request-ID") != request_id:  # the caller chose the request id (or sent none)
             request_id = sent.get("X-Request-ID") or f"{request_id}(unsent)"
-        exchange = Exchange(method, self.base_url + path, path, sent, json_body if data is None else data, request_id)
+        return Exchange(method, self.base_url + path, path, sent, json_body if data is None else data, request_id)
+
+    def request(self, method: str, path: str, *, token: str | None = None, json_body=None, data=None,
+                headers: dict | None = None, timeout: float | None = None) -> Exchange:
+        exchange = self.prepare(method, path, token=token, json_body=json_body, data=data, headers=headers)
+        try:
+            return self.send(exchange, json_body=json_body, data=data, timeout=timeout)
+        finally:
+            self.record(exchange)
+
+    def send(self, exchange: Exchange, *, json_body=None, data=None, timeout: float | None = None,
+             session: requests.Session | None = None) -> Exchange:
+        """Send a prepared exchange and fill in its answer, or GatewayUnreachable when none came (not recorded: see
+        `record`)."""
         started = time.perf_counter()
         try:
-            response = self.session.request(method, exchange.url, json=json_body, data=data, headers=sent,
-                                            timeout=timeout or self.timeout)
+            response = (session or self.session).request(exchange.method, exchange.url, json=json_body, data=data,
+                                                         headers=exchange.request_headers,
+                                                         timeout=timeout or self.timeout)
         except requests.RequestException as exc:
             exchange.elapsed_ms = (time.perf_counter() - started) * 1000
             exchange.error = f"{type(exc).__name__}: {exc}"
-            self._record(exchange)
             detail = self.diagnose() if self.diagnose else ""
             raise GatewayUnreachable(
-                f"{method} {mask_text(path)} (request id {request_id}) got no answer from the gateway at {self.base_url}: "
-                f"{type(exc).__name__}.{detail}") from None
+                f"{exchange.method} {mask_text(exchange.path)} (request id {exchange.request_id}) got no answer from "
+                f"the gateway at {self.base_url}: {type(exc).__name__}.{detail}") from None
         exchange.elapsed_ms = (time.perf_counter() - started) * 1000
-        exchange.status = response.status_code
-        exchange.response_headers = response.headers  # case-insensitive
-        if "X-Request-ID" not in sent and response.headers.get("X-Request-ID"):
-            exchange.request_id = response.headers["X-Request-ID"]  # the one the gateway made up
+        self.answered(exchange, response)
         exchange.text = response.text
-        self._record(exchange)
         return exchange
 
-    def _record(self, exchange: Exchange) -> None:
+    @staticmethod
+    def answered(exchange: Exchange, response: requests.Response) -> None:
+        """The answer's status and headers onto the exchange (the request id the gateway made up, if none was sent)."""
+        exchange.status = response.status_code
+        exchange.response_headers = response.headers  # case-insensitive
+        if "X-Request-ID" not in exchange.request_headers and response.headers.get("X-Request-ID"):
+            exchange.request_id = response.headers["X-Request-ID"]
+
+    def record(self, exchange: Exchange) -> None:
+        """Keep the exchange as the scenario's evidence (call from the scenario's thread: Allure attaches there)."""
         self.exchanges.append(exchange)
         evidence.attach_exchange(exchange)
 

@@ -88,13 +88,14 @@ class Budgets:
 
     # ---- what the org's books say ----------------------------------------------------------------------------------
 
-    def expect_charged_once(self, org: str, exchange: Exchange) -> None:
-        """One finalize in the ledger, for this request, at exactly the completion's usage times the model's price."""
+    def expect_charged_once(self, org: str, exchange: Exchange, usage: dict | None = None) -> None:
+        """One finalize in the ledger, for this request, at exactly the completion's usage times the model's price
+        (the usage in the answer, unless given: a stream's, read from its backend)."""
         finals = spend.entries(self.db, self._account(org), kind="finalize")
         expect_equal([e["request_id"] for e in finals], [exchange.request_id],
                      f"the request ids of the finalize entries in {org!r}'s ledger (one charge, for this request)",
                      exchange)
-        usage = exchange.json()["usage"]
+        usage = usage or exchange.json()["usage"]
         books = spend.books(self.db, self._account(org))
         expect_equal(books.spent, self.routing.cost(usage), f"what {org!r} has spent (usage {usage} at the model's "
                      f"price)", exchange)

@@ -30,6 +30,11 @@ class ModelBackends:
             raise AssertionError(f"The model stub refused behaviour {mode!r} for {backend.name}: "
                                  f"{response.status_code} {response.text[:300]}")
 
+    def behaviour(self, backend: Backend) -> dict:
+        response = requests.get(f"{self._require()}/_stub/{backend.namespace}/behaviour", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
     def calls(self, backend: Backend) -> list[dict]:
         response = requests.get(f"{self._require()}/_stub/{backend.namespace}/calls", timeout=5)
         response.raise_for_status()

@@ -121,9 +121,13 @@ class ModelRoutes:
 
     def ask(self, key: str, model: str, **body) -> Exchange:
         """A chat completion with the key; remembers how many calls each backend had seen before it."""
+        self.note_calls_before(model)
+        return self.platform.chat(key, self.served_as(model), **body)
+
+    def note_calls_before(self, model: str) -> None:
+        """The model becomes the one being asked; how many calls each of its backends has seen is noted."""
         self.world.chat.model = model
         self.world.chat.calls_before = {n: len(self.backends.calls(b)) for n, b in self._live_backends(model).items()}
-        return self.platform.chat(key, self.served_as(model), **body)
 
     def ask_answered(self, key: str, model: str) -> Exchange:
         """A chat completion that must be answered; what it cost is noted against the key's org."""

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 from support.harness.redaction import register_secret
 
 if TYPE_CHECKING:  # result types made higher up; the world only holds them
+    from concurrent.futures import Future
+
     from support.client.api import Exchange
+    from support.client.openai_sdk import SdkApplication, SdkCall
     from support.domain.declarations import Status
     from support.domain.roles import OrgAction
     from support.domain.tenancy import Probe
@@ -196,6 +199,27 @@ class LoadRun:
 
 
 @dataclass
+class Retries:
+    """A chat completion sent with an Idempotency-Key, and sent again."""
+    first: Exchange | None = None  # the first request with the key
+    first_body: dict | None = None
+    retry: Exchange | None = None
+    in_flight: Future | None = None  # the first request while it runs (its Exchange when done)
+
+    def charged_as(self, answer: Exchange) -> Exchange:
+        """The request whose charge pays for this answer: a retry's answer is paid by its first request."""
+        return self.first if answer is self.retry and self.first is not None else answer
+
+
+@dataclass
+class Application:
+    """An application built on the official OpenAI SDK."""
+    sdk: SdkApplication | None = None
+    call: SdkCall | None = None  # what its last call returned or raised, and the HTTP attempts it made
+    asked: str | None = None  # the model its last call asked for (by the sentence's name)
+
+
+@dataclass
 class World:
     orgs: dict[str, OrgRecord] = field(default_factory=dict)
     people: dict[str, Person] = field(default_factory=dict)
@@ -223,6 +247,8 @@ class World:
     in_flight: InFlight | None = None  # requests left in flight when the gateway dies
     gateway_pid: int | None = None  # the gateway's process before a fault
     load: LoadRun = field(default_factory=LoadRun)
+    retries: Retries = field(default_factory=Retries)
+    application: Application = field(default_factory=Application)
 
     def org(self, name: str) -> OrgRecord:
         return _known(self.orgs, name, "org")
