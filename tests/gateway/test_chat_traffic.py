@@ -19,7 +19,7 @@ import asyncio
 import httpx
 import pytest
 from aiohttp import web
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import MetaData, Table, create_engine, text, update
 
 from gateway.services import token_bounds as bounds
 from support.client.api import ApiClient
@@ -93,7 +93,6 @@ class Traffic:
         return name
 
     def _table(self, name: str):
-        from sqlalchemy import MetaData, Table
         return Table(name, MetaData(), autoload_with=self.engine)
 
     def behave(self, ns: str, **behaviour) -> None:
