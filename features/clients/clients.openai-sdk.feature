@@ -1,4 +1,4 @@
-@allure.label.epic:Clients @wip
+@allure.label.epic:Clients
 Feature: Applications built on the official OpenAI SDK
   Most applications reach a gateway through OpenAI's own Python SDK, pointed at the gateway's address with one of
   the org's API keys. Everything such an application does works as it does against OpenAI: listing models,

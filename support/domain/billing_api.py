@@ -325,8 +325,12 @@ class Billing:
         expect_true(exchange.status == status, f"Expected {exchange.method} {exchange.path} to be refused with "
                     f"{status} because {reason}, but it answered {exchange.status}.", exchange)
         expect_equal(problem_field(exchange, "code"), code, f"the refusal's code (refused because {reason})", exchange)
-        expect_equal(problem_field(exchange, "request_id"), exchange.request_id,
-                     "the request id quoted in the refusal", exchange)
+        if exchange.path.startswith("/v1/"):  # OpenAI's error shape has no request id: the answer's header says it
+            expect_equal(exchange.served_request_id, exchange.request_id, "the request id the refusal carries "
+                         "(X-Request-ID)", exchange)
+        else:
+            expect_equal(problem_field(exchange, "request_id"), exchange.request_id,
+                         "the request id quoted in the refusal", exchange)
 
     def expect_balances(self, account: Account, expected: dict[str, int]) -> None:
         seen, exchange = self.balances(account)

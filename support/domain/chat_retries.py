@@ -58,10 +58,11 @@ class ChatRetries:
                                     headers={"Idempotency-Key": self.key(words)})
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="first-request")
         session = requests.Session()
-        self.world.retries.in_flight = pool.submit(self.api.send, exchange, json_body=body, session=session)
+        in_flight = self.world.retries.in_flight = pool.submit(self.api.send, exchange, json_body=body,
+                                                               session=session)
         pool.shutdown(wait=False)
         self.add_cleanup(session.close)
-        self.add_cleanup(lambda: self.world.retries.in_flight.exception(timeout=self.timeout))
+        self.add_cleanup(in_flight.exception, timeout=self.timeout)  # the scenario ends only once it is answered
         self.world.retries.first = exchange
         wait_until(f"the primary backend to receive the first request ({exchange.request_id})",
                    lambda: self.routing.calls_with_request_id("primary", exchange.request_id), bool,

@@ -72,6 +72,12 @@ class RequestCosts:
                     f"stream's, with the tokens it wrote, but it was: {call}", exchange)
         return {"prompt_tokens": prompt_tokens(call["body"]), "completion_tokens": written}
 
+    def whole_answer(self, exchange: Exchange) -> list[str]:
+        """Each choice's text as the backend answers the request in one piece."""
+        _, call = self.backend_call(exchange)
+        answer = answer_to(parse_chat_request(call["body"]), None)
+        return [answer.content] * answer.n
+
     def generated_text(self, exchange: Exchange) -> list[str]:
         """Each choice's text as far as the backend wrote it: its answer to the request, in the pieces it writes
         (`chunk_chars` characters, the choices taking turns), as many pieces as its record says it sent."""
