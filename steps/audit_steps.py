@@ -137,7 +137,7 @@ def issues_key_anonymously(context, name, key, org):
     expect_status(state.world.last.answer, 201, f"{name} issuing the API key {key!r} without a request id")
 
 
-@when('{name:Name} issues the API key "{key}" for "{org}" with a malformed traceparent')
+@when('{name:Name} issues the API key "{key}" for "{org}" with a malformed trace context')
 def issues_key_with_bad_trace(context, name, key, org):
     state = context.state
     state.world.audit.bad_traceparent = BAD_TRACEPARENT

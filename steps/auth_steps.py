@@ -27,6 +27,7 @@ def knows_as(context, pronoun, name, role, org):
 
 
 @when("{name:Name} tries to log in with a wrong password")
+@given("{name:Name} has tried to log in with a wrong password")
 def wrong_password(context, name):
     state = context.state
     person = state.platform.person(name)
@@ -61,6 +62,7 @@ def both_audited(context):
 # ---- refreshing ----------------------------------------------------------------------------------------------
 
 @when("{name:Name} refreshes {pronoun:Pronoun} tokens")
+@given("{name:Name} has refreshed {pronoun:Pronoun} tokens")
 def refreshes(context, name, pronoun):
     state = context.state
     person = state.world.person(name)
@@ -73,6 +75,13 @@ def refreshes(context, name, pronoun):
 def replays_refresh(context, name):
     state = context.state
     state.world.last.answer = state.identity.present_refresh_token(state.world.sessions.previous_tokens[1])
+
+
+@given("{name:Name}'s previous refresh token has been presented again, and refused")
+def has_replayed_refresh(context, name):
+    state = context.state
+    replay = state.identity.present_refresh_token(state.world.sessions.previous_tokens[1])
+    expect_unauthenticated(replay, f"{name}'s previous refresh token presented again", "already used")
 
 
 @when("{name:Name} refreshes {pronoun:Pronoun} tokens with the newest refresh token")
@@ -156,6 +165,7 @@ def rotated_and_retired(context):
 
 
 @when("the platform publishes a new signing key")
+@given("the platform has published a new signing key")
 def publishes(context):
     state = context.state
     rotation, signing = state.rotation, state.world.signing
@@ -164,6 +174,7 @@ def publishes(context):
 
 
 @when("the platform makes the new key the signing key")
+@given("the platform has made the new key the signing key")
 def makes_signing(context):
     state = context.state
     state.rotation.activate(state.world.signing.new)

@@ -42,10 +42,53 @@ def tamper(context, amount):
     state.billing.tamper(state.world.account(), micros(amount))
 
 
+# ---- what the service has already done (a Given: each checks that it took effect) ---------------------------------
+
+@given("the service has reserved {amount} on the account")
+@given('the service has reserved {amount} on the account with the idempotency key "{key}"')
+def service_has_reserved(context, amount, key=None):
+    state = context.state
+    state.billing.expect_reservation_status(state.billing.reserve(state.world.account(), micros(amount), key=key),
+                                            "pending")
+
+
+@given('the service has reserved {amount} on the account of "{org}"')
+def service_has_reserved_on_org(context, amount, org):
+    state = context.state
+    account = state.billing.org_account(state.world.org(org))
+    state.billing.expect_reservation_status(state.billing.reserve(account, micros(amount)), "pending")
+
+
+@given("the service has finalized the reservation at {amount}")
+@given('the service has finalized the reservation at {amount} with the idempotency key "{key}"')
+def service_has_finalized(context, amount, key=None):
+    state = context.state
+    state.billing.expect_reservation_status(state.billing.finalize(state.world.reservation(), micros(amount), key=key),
+                                            "finalized")
+
+
+@given("the service has released the reservation")
+def service_has_released(context):
+    state = context.state
+    state.billing.expect_reservation_status(state.billing.release(state.world.reservation()), "released")
+
+
+@given("the reservation's time has run out")
+def time_has_run_out(context):
+    state = context.state
+    state.billing.expect_reservation_status(state.billing.wait_for_expiry(state.world.reservation()), "expired")
+
+
+@given('a platform admin has minted {amount} for the account with the idempotency key "{key}"')
+def admin_has_minted(context, amount, key):
+    state = context.state
+    expect_status(state.billing.mint(state.world.account(), micros(amount), key=key), 201,
+                  f"a platform admin minting {amount} for the account")
+
+
 # ---- the service (S2S token) ------------------------------------------------------------------------------------
 
 @when("the service reserves {amount} on the account")
-@when('the service reserves {amount} on the account with the idempotency key "{key}"')
 @when('the service reserves {amount} on the account again with the idempotency key "{key}"')
 def service_reserves(context, amount, key=None):
     state = context.state
@@ -68,7 +111,6 @@ def service_reads_for_identity(context, identity=None):
 # (behave registers the bottom decorator first and takes the first definition that matches: longer sentences last)
 @when("the service finalizes the reservation at {amount}")
 @when("the service finalizes the reservation again at {amount}")
-@when('the service finalizes the reservation at {amount} with the idempotency key "{key}"')
 @when('the service finalizes the reservation again at {amount} with the idempotency key "{key}"')
 def service_finalizes(context, amount, key=None):
     state = context.state
@@ -113,7 +155,6 @@ def fires_same_key(context, amount, key, count):
 # ---- the platform admin (admin token) ---------------------------------------------------------------------------
 
 @when("a platform admin mints {amount} for the account")
-@when('a platform admin mints {amount} for the account with the idempotency key "{key}"')
 @when('a platform admin mints {amount} for the account again with the idempotency key "{key}"')
 def admin_mints(context, amount, key=None):
     state = context.state
@@ -137,9 +178,11 @@ def caller_mints(context, credential, amount):
 # ---- outcomes ---------------------------------------------------------------------------------------------------
 
 @then("the account has {available} available, {held} held and {spent} spent of {minted} minted")
-def account_balances(context, available, held, spent, minted):
+@then('the account of "{org}" has {available} available, {held} held and {spent} spent of {minted} minted')
+def account_balances(context, available, held, spent, minted, org=None):
     state = context.state
-    state.billing.expect_balances(state.world.account(), {
+    account = state.billing.org_account(state.world.org(org)) if org else state.world.account()
+    state.billing.expect_balances(account, {
         "minted_micros": micros(minted), "available_micros": micros(available), "held_micros": micros(held),
         "spent_micros": micros(spent)})
 

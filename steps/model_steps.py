@@ -34,6 +34,11 @@ def backend_fails(context, backend, status):
     context.state.routing.behave(backend, "error", status=status)
 
 
+@given("the {backend:Backend} backend fails with a server error")
+def backend_fails_with_server_error(context, backend):
+    context.state.routing.behave(backend, "error", status=503)
+
+
 @given("the {backend:Backend} backend does not answer in time")
 def backend_too_slow(context, backend):
     routing = context.state.routing

@@ -1,7 +1,7 @@
 """Orgs and the people in them."""
 from behave import given, then, when
 
-from support.client.assertions import expect_status, expect_true
+from support.client.assertions import expect_true
 from support.harness.money import micros
 
 
@@ -17,17 +17,18 @@ def org_with_credit(context, org, owner, amount):
     platform.mint(org, micros(amount))
 
 
-@when('a platform admin opens the org "{org}" for its owner "{owner}"')
+@given('a platform admin has opened the org "{org}" for its owner "{owner}"')
 def admin_opens_org(context, org, owner):
     context.state.platform.create_org(org, owner)
 
 
 @when('the platform grants "{org}" {amount} of credit')
+@given('the platform has granted "{org}" {amount} of credit')
 def platform_grants_credit(context, org, amount):
     context.state.platform.mint(org, micros(amount))
 
 
-@when("{person} accepts her invitation and logs in")
+@given("{person} has accepted her invitation and logged in")
 def accepts_and_logs_in(context, person):
     platform = context.state.platform
     platform.accept_invitation(person)
@@ -37,13 +38,6 @@ def accepts_and_logs_in(context, person):
 @when("{person} logs in")
 def logs_in(context, person):
     context.state.platform.login(person)
-
-
-@when('{inviter} invites "{invitee}" to "{org}" as a {role}')
-def invites(context, inviter, invitee, org, role):
-    state = context.state
-    state.world.last.answer = state.platform.invite(inviter, org, invitee, role)
-    expect_status(state.world.last.answer, 201, f"{inviter} inviting {invitee} as {role}")
 
 
 @then('{person} is listed as a member of "{org}"')

@@ -24,6 +24,7 @@ def has_invited(context, owner, name, org, role):
 # ---- the role matrix -----------------------------------------------------------------------------------------
 
 @when('{name:Name} tries to {attempt} in "{org}"')
+@given('{name:Name} has tried to {attempt} in "{org}"')
 def tries(context, name, attempt, org):
     state = context.state
     chosen = action(attempt)

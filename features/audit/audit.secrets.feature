@@ -5,13 +5,12 @@ Feature: Secrets never reach the audit log
   refresh and key issue; none of them may appear in an audit event, whether read through the API or straight
   from the database.
 
-  Scenario: Joining, logging in, refreshing and issuing a key leave no secret in the audit log
+  Scenario: Joining, logging in, refreshing, issuing a key and using it leave no secret in the audit log
     Given the org "Acme" with its owner "Olive" and 5.00 USD of credit
     And the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
     And Olive has invited Nia to "Acme" as a member
-    When Nia accepts her invitation
-    And Nia logs in
-    And Nia refreshes her tokens
-    And Olive issues the API key "ci" for "Acme"
-    And the key "ci" asks "chat-basic" for a chat completion
+    And Nia has accepted her invitation and logged in
+    And Nia has refreshed her tokens
+    And Olive has issued the API key "ci" for "Acme"
+    When the key "ci" asks "chat-basic" for a chat completion
     Then none of the secrets this scenario handled appears in the audit log of "Acme", read through the API or from the database

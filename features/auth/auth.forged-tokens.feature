@@ -3,7 +3,8 @@ Feature: Forged and misused access tokens are refused
   The platform API trusts an access token only if the gateway signed it, with a key it still trusts, for this
   gateway, and it is within its lifetime. Each forgery below starts from a genuine access token and changes one
   thing. Before each, the suite shows that a faithful copy re-signed with the gateway's trusted key is accepted,
-  so the refusal can only come from the one change. Every refusal is a 401 that says why, and is audited.
+  so the refusal can only come from the one change. Every refusal says the caller is unauthenticated and why,
+  and is audited.
 
   Scenario Outline: A forged access token is refused: <forgery>
     Given the org "Acme" with its owner "Olive"

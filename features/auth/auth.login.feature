@@ -7,14 +7,19 @@ Feature: Logging in
   Background:
     Given the org "Acme" with its owner "Olive"
 
-  Scenario: Logging in gives an access token that verifies against the published keys
-    When Olive logs in
-    Then Olive's access token verifies against the published signing keys
-    And Olive's access token is an ES256 access token for the gateway that expires within 15 minutes
-    And with her access token the gateway knows Olive as the owner of "Acme"
+  Rule: A login gives a short-lived access token that anyone can verify against the published keys
 
-  Scenario: A wrong password and an unknown email get the same refusal
-    When Olive tries to log in with a wrong password
-    And someone tries to log in with an email nobody uses
-    Then both logins are refused as unauthenticated with the same answer
-    And both refusals are audited as denied
+    @smoke
+    Scenario: Logging in gives an access token that verifies against the published keys
+      When Olive logs in
+      Then Olive's access token verifies against the published signing keys
+      And Olive's access token is an ES256 access token for the gateway that expires within 15 minutes
+      And with her access token the gateway knows Olive as the owner of "Acme"
+
+  Rule: A failed login never tells whether the email belongs to someone, and is audited
+
+    Scenario: A wrong password and an unknown email get the same refusal
+      Given Olive has tried to log in with a wrong password
+      When someone tries to log in with an email nobody uses
+      Then both logins are refused as unauthenticated with the same answer
+      And both refusals are audited as denied
