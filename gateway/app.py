@@ -15,7 +15,7 @@ from gateway.db import Database
 from gateway.middleware import GatewayMiddleware
 from gateway.models import SigningKey
 from gateway.routers import audit_log, auth, billing, chat, config, health, keys, orgs, people
-from gateway.routers import reservation_reads, signing_keys
+from gateway.routers import admin_cleanup, reservation_reads, signing_keys
 from gateway.runtime import Runtime
 from gateway.secrets_at_rest import Sealer, reseal_signing_keys
 from gateway.security import KeyRing
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (signing_keys, reservation_reads):  # identity and tenant reads (issue 4)
         app.include_router(module.router)
+    app.include_router(admin_cleanup.router)  # retiring orgs and people: what a run created (issue 17)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, addresses=rt.guards.addresses,
                        metrics_token=settings.metrics_token)
     return app
