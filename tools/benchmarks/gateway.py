@@ -3,6 +3,7 @@ the ledger for overspend. Runs on an embedded stack (model stub + gateway as chi
 
     scripts/bench-gateway [--database sqlite] [--database postgresql://postgres@127.0.0.1:5432/postgres]
                           [--latency-samples 400] [--requests 4000] [--concurrency 16]
+                          [--stream-samples 400] [--stream-requests 4000]
 
 Measurements, per database, in this order (MEASUREMENTS; each is one function that prints its figures and
 states its goals):
@@ -10,11 +11,16 @@ states its goals):
      chat body; median and p99 of each and the difference (the gateway's added latency).
   2. throughput: `--requests` chat completions over `--concurrency` keep-alive connections; the org has a budget
      limit, so every request goes through the budget check, the hold and the finalize.
-  3. exhaustion: the budget is lowered to what was spent plus 50 requests' worth, then 200 requests are sent at the
+  3. streamed latency: as 1, with `"stream": true`: the time to the first token (the first event with text) and the
+     time between chunks, through the gateway and straight from the stub, and what the gateway adds to each.
+  4. streamed throughput: `--stream-requests` streamed completions over `--concurrency` connections, each read to
+     its [DONE], budget enforced; then the ledger is checked for overspend, as in 6.
+  5. exhaustion: the budget is lowered to what was spent plus 50 requests' worth, then 200 requests are sent at the
      same concurrency: at most 50 may be answered, the rest must be 402.
-  4. ledger: straight from the database, the org's spend is within its limit, nothing is held, the spend equals the
+  6. ledger: straight from the database, the org's spend is within its limit, nothing is held, the spend equals the
      answered requests times their price, and the ledger's postings agree with the account's balances.
-Goals on 2 cores: added median latency < 5 ms, >= 300 req/s on PostgreSQL, zero overspend.
+Goals on 2 cores: added median latency < 5 ms, >= 300 req/s on PostgreSQL, zero overspend; streamed: added median
+time to first token < 5 ms, >= 200 streamed req/s on PostgreSQL, zero overspend.
 The load generator is a minimal asyncio HTTP/1.1 client, so that it takes as little of the 2 cores as it can.
 """
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from tools.benchmarks.chat_client import COST, Connection, Setup
+from tools.benchmarks import streaming
 from tools.benchmarks.common import (POSTGRES_SERVER, cpu_seconds, embedded_stack, label, load_average,
                                      machine_ticks, percentile, postgres_cpu_seconds)
 
@@ -86,6 +93,29 @@ def measure_throughput(bench: Bench) -> None:
         bench.goal(f"throughput {thr['rate']:.0f} req/s >= 300", thr["rate"] >= 300)
 
 
+def measure_streaming_latency(bench: Bench) -> None:
+    lat = asyncio.run(streaming.first_token(bench.setup, bench.args.stream_samples, LATENCY_WARMUP))
+    bench.answered += lat["answered"]
+    print(f"streamed, {bench.args.stream_samples} sequential requests each (ms): time to first token stub direct p50 "
+          f"{lat['ttft_direct_p50']:.2f} | via gateway p50 {lat['ttft_via_p50']:.2f} | added p50 "
+          f"{lat['ttft_added_p50']:.2f} p99 {lat['ttft_added_p99']:.2f}; time per chunk stub direct p50 "
+          f"{lat['chunk_direct_p50']:.3f} | via gateway p50 {lat['chunk_via_p50']:.3f} | added p50 "
+          f"{lat['chunk_added_p50']:.3f} p99 {lat['chunk_added_p99']:.3f}", flush=True)
+    bench.goal(f"added median time to first token {lat['ttft_added_p50']:.2f} ms < 5 ms", lat["ttft_added_p50"] < 5)
+
+
+def measure_streaming_throughput(bench: Bench) -> None:
+    requests = bench.args.stream_requests
+    thr = asyncio.run(streaming.streamed_load(bench.setup, requests, bench.args.concurrency))
+    bench.answered += thr["answered"]
+    print(f"streamed throughput, {requests} streamed requests at concurrency {bench.args.concurrency}, budget "
+          f"enforced: {thr['rate']:.0f} req/s (statuses {thr['statuses']})", flush=True)
+    if bench.kind == "PostgreSQL":
+        bench.goal(f"streamed throughput {thr['rate']:.0f} req/s >= 200", thr["rate"] >= 200)
+    streaming.wait_settled(bench.setup)
+    check_ledger(bench, "after the streamed load")
+
+
 def measure_exhaustion(bench: Bench) -> None:
     bench.limit = bench.setup.usage()["spent_micros"] + EXHAUST_AFFORDABLE * COST
     bench.setup.set_budget(bench.limit)
@@ -97,20 +127,22 @@ def measure_exhaustion(bench: Bench) -> None:
                set(exh["statuses"]) <= {200, 402} and exh["statuses"].get(200, 0) <= EXHAUST_AFFORDABLE)
 
 
-def check_ledger(bench: Bench) -> None:
+def check_ledger(bench: Bench, when: str = "at the end") -> None:
     check = ledger_check(bench.setup, bench.answered, bench.limit)
-    print(f"ledger: spent {check['spent']} of limit {check['limit']} micro-USD, {check['finalized']} finalize "
+    print(f"ledger {when}: spent {check['spent']} of limit {check['limit']} micro-USD, {check['finalized']} finalize "
           f"entries for {bench.answered} answered; " + ("no overspend, ledger agrees" if not check["problems"]
                                                        else "PROBLEMS: " + "; ".join(check["problems"])), flush=True)
-    bench.goal("zero overspend, ledger agrees", not check["problems"])
+    bench.goal(f"zero overspend, ledger agrees {when}", not check["problems"])
 
 
-MEASUREMENTS = (measure_latency, measure_throughput, measure_exhaustion, check_ledger)
+MEASUREMENTS = (measure_latency, measure_throughput, measure_streaming_latency, measure_streaming_throughput,
+                measure_exhaustion, check_ledger)
 
 
 def planned_requests(args) -> int:
     """Chat requests the measurements send before the exhaustion phase (the budget and credit are sized by it)."""
-    return args.latency_samples + LATENCY_WARMUP + args.requests
+    return args.latency_samples + LATENCY_WARMUP + args.requests + args.stream_samples + LATENCY_WARMUP + \
+        args.stream_requests
 
 
 # ---- the load ------------------------------------------------------------------------------------------------------
@@ -224,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-samples", type=int, default=400)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--stream-samples", type=int, default=400)
+    parser.add_argument("--stream-requests", type=int, default=4000)
     args = parser.parse_args(argv)
     benches = [run(database, args) for database in args.database or ["sqlite", POSTGRES_SERVER]]
     print("\n== goals ==")
