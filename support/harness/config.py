@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import textwrap
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from support.harness.redaction import mask_url
@@ -16,32 +17,76 @@ class SuiteSetupError(Exception):
     """A problem that stops the run at once; its message is one line that says what to do."""
 
 
+def option(default, meaning: str, shown: str | None = None):
+    """A suite option: its default, what it means, and how `behave -D help` shows the default (when the default
+    is worked out at run time)."""
+    return field(default=default, metadata={"meaning": meaning, "shown": shown})
+
+
 @dataclass(frozen=True)
 class SuiteConfig:
-    stack: str = "local"
-    base_url: str | None = None
-    database_url: str | None = None
-    keys_dir: str | None = None
-    stub_url: str | None = None
-    backend_base_url: str | None = None  # the stub as the gateway reaches it, when not at stub_url (compose)
-    config_repo: str | None = None
-    logs_dir: str | None = None  # where a running stack's processes log (<name>.log), for `external` runs
-    ready_timeout: float = 30.0
-    request_timeout: float = 15.0
-    poll_timeout: float = 10.0
-    run_id: str = ""
-    worker: str = ""
-    artifacts_dir: str = "artifacts"
-    keep_stack: bool = False
+    stack: str = option("local", "local (gateway and model stub started here), compose (Docker) or external (a "
+                                 "deployment given by -D base_url)")
+    base_url: str | None = option(None, "the gateway's address, for -D stack=external")
+    database_url: str | None = option(
+        None, "local: a PostgreSQL server on which the run creates, and later drops, a fresh database; external: "
+              "the deployment's database (scenarios tagged @needs_database are skipped without it)",
+        "SQLite in a temp folder, on the local stack")
+    keys_dir: str | None = option(None, "the keys folder scripts/keygen wrote for the deployment (external)",
+                                  "generated per run, on the local and compose stacks")
+    stub_url: str | None = option(None, "the model backend stub's control address (external; scenarios tagged "
+                                        "@needs_stub_control are skipped without it)",
+                                  "started per run, on the local stack")
+    backend_base_url: str | None = option(None, "the stub as the gateway reaches it, when not at stub_url (a "
+                                                "gateway in a container)", "stub_url")
+    config_repo: str | None = option(None, "a working copy of the git repository the gateway reconciles from "
+                                           "(external; scenarios tagged @needs_config_repo are skipped without it)",
+                                     "created per run, on the local stack")
+    logs_dir: str | None = option(None, "a folder of the running stack's <process>.log files (external; scenarios "
+                                        "tagged @needs_logs are skipped without it)",
+                                  "the stack's own, on the local stack")
+    ready_timeout: float = option(30.0, "seconds to wait for the gateway's /readyz when the run starts")
+    request_timeout: float = option(15.0, "seconds one HTTP request to the gateway may take")
+    poll_timeout: float = option(10.0, "seconds a step polls for something to happen before it fails")
+    run_id: str = option("", "the run's id, in every org slug, email and request id it makes (scripts/cleanup "
+                             "--run-id removes what a crashed run left)", "generated (r<MMDDhhmmss><hex>)")
+    worker: str = option("", "a parallel worker's name, added to the run id (set by scripts/run-parallel)")
+    artifacts_dir: str = option("artifacts", "where load runs and other artifacts are written")
+    keep_stack: bool = option(False, "keep the embedded stack's temp folder (logs, SQLite file, keys) after the "
+                                     "run")
+    cleanup: bool = option(True, "at the end of the run, deactivate the orgs, keys, invitations and users it "
+                                 "created (false: leave them, to look at after a failure)")
 
-    def describe(self) -> str:
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "database_url" and value:
-                value = mask_url(value)
-            shown.append(f"{f.name}={value}")
-        return "acceptance suite: " + " ".join(shown)
+    def describe(self, report: str | None = None) -> str:
+        """The run's first line: which stack, what it offers, the run id and where the report goes. Passwords
+        masked; every option is listed by `behave -D help`."""
+        if self.stack == "external":
+            where = f"external stack at {mask_url(self.base_url or '?')}"
+            offers = [f"database {mask_url(self.database_url)}" if self.database_url else "no database",
+                      "stub control" if self.stub_url else "no stub control",
+                      "config repo" if self.config_repo else "no config repo",
+                      "logs" if self.logs_dir else "no logs"]
+            where += f" ({', '.join(offers)})"
+        elif self.stack == "compose":
+            where = "compose stack (gateway, model stub and PostgreSQL in Docker containers)"
+        else:
+            database = mask_url(self.database_url) if self.database_url else "SQLite in a temp folder"
+            where = f"local stack (gateway and model stub started here, database {database})"
+        line = f"acceptance suite: {where}; run {self.run_id}{self.worker}"
+        if report:
+            line += f"; report: {report} (scripts/report makes the HTML)"
+        return line + "; every option: behave -D help"
+
+
+def options_help() -> str:
+    """Every -D option with its default and meaning, read from SuiteConfig (what `behave -D help` prints)."""
+    lines = ["Suite options: behave -D NAME=VALUE, else the environment variable SUITE_<NAME>, else the default.", ""]
+    for f in fields(SuiteConfig):
+        default = f.metadata["shown"] or (str(f.default).lower() if isinstance(f.default, bool) else f.default)
+        lines.append(f"  {f.name}" + (f"  (default: {default})" if default not in (None, "") else ""))
+        lines.extend(textwrap.wrap(f.metadata["meaning"], width=108, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6))
+    return "\n".join(lines)
 
 
 def _convert(name: str, kind, raw: str):

@@ -41,3 +41,24 @@ def test_the_printed_configuration_masks_database_passwords():
     config = load({"database_url": "postgresql://app:hunter22@db:5432/x"}, environ={})
     assert "hunter22" not in config.describe()
     assert "app:«masked»@db" in config.describe()
+
+
+def test_the_first_line_says_which_stack_what_it_offers_and_where_the_report_goes():
+    local = load({"run_id": "r1"}, environ={}).describe("allure-results")
+    assert local.startswith("acceptance suite: local stack (gateway and model stub started here, database SQLite")
+    assert "run r1;" in local and "report: allure-results" in local and "None" not in local
+    external = load({"stack": "external", "base_url": "https://gw.example.test", "stub_url": "http://stub:9"},
+                    environ={}).describe()
+    assert "external stack at https://gw.example.test (no database, stub control, no config repo, no logs)" in external
+    assert "\n" not in local + external
+
+
+def test_every_option_is_listed_with_its_default_and_meaning():
+    from dataclasses import fields
+
+    from support.harness.config import SuiteConfig, options_help
+    listed = options_help()
+    for f in fields(SuiteConfig):
+        assert f"\n  {f.name}" in listed, f.name
+        assert f.metadata["meaning"].split()[0] in listed, f.name
+    assert "stack  (default: local)" in listed and "cleanup  (default: true)" in listed
