@@ -51,37 +51,44 @@ def model_declared(context, model, backends):
     state.convergence.await_commit(SETTLE_SECONDS, synced=True)
 
 
+@given('the operator has committed a budget of {amount} for "{org}", and the gateway has applied it')
+def budget_committed_and_applied(context, amount, org):
+    declarations = context.state.convergence
+    declarations.commit_budget(org, micros(amount))
+    declarations.sync_and_settle()
+    declarations.await_commit(SETTLE_SECONDS, synced=True)
+
+
 @given('{person} holds the API key "{key}" for "{org}"')
 def holds_key(context, person, key, org):
     expect_status(context.state.platform.issue_key(person, org, key), 201, f"{person} issuing the API key {key!r}")
 
 
-# ---- When: commits, changes outside git, triggers -----------------------------------------------------------------
+# ---- commits and changes made outside git (already made), and the triggers that sync them -------------------------
 
-@when('the operator commits a budget of {amount} for "{org}" together with {problem} for "{other}"')
+@given('the operator has committed a budget of {amount} for "{org}" together with {problem} for "{other}"')
 def commit_budget_and_broken_file(context, amount, org, problem, other):
     state = context.state
     state.world.declared.broken_problem, state.world.declared.broken_org = problem, other
     state.convergence.commit_budget_with_broken_file(org, micros(amount), problem, other)
 
 
-@when('the operator commits a budget of {amount} for "{org}"')
+@given('the operator has committed a budget of {amount} for "{org}"')
 def commit_budget(context, amount, org):
     context.state.convergence.commit_budget(org, micros(amount))
 
 
-@when('the operator removes "{org}" from git')
+@given('the operator has removed "{org}" from git')
 def remove_org(context, org):
     context.state.convergence.remove_org(org)
 
 
-@when('the operator declares the model "{model}" in git, routed to its {backends}')
-@when('the operator reroutes "{model}" in git to its {backends}')
+@given('the operator has rerouted "{model}" in git to its {backends}')
 def declare_model(context, model, backends):
     _declare_model(context.state, model, backends)
 
 
-@when('{person} raises the budget of "{org}" to {amount} through the API')
+@given('{person} has raised the budget of "{org}" to {amount} through the API')
 def raise_budget_through_api(context, person, org, amount):
     state = context.state
     state.world.last.answer = state.platform.set_budget(person, org, micros(amount))
@@ -95,6 +102,7 @@ def gateway_syncs(context):
 
 
 @when("the reconcile interval passes")
+@given("the reconcile interval has passed")
 def reconcile_interval_passes(context):
     context.state.convergence.await_interval_pass()
 

@@ -135,7 +135,7 @@ def refusal_unchanged(context):
                  answer)
 
 
-@then("the request fails with 502, naming each backend that failed")
+@then("the request fails as no backend could answer, naming each backend that failed")
 def bad_gateway(context):
     state = context.state
     answer = state.world.answer()
@@ -156,7 +156,10 @@ def not_listed(context, model, key):
     context.state.routing.expect_not_listed(key, model)
 
 
-@then('the request is refused with {status:d}, its message about "{subject}"')
-def refused_with_message(context, status, subject):
+@then('the request is refused as {refusal}, its message about "{subject}"')
+def refused_with_message(context, refusal, subject):
+    statuses = {"invalid": 400, "too large": 413}
+    expect_true(refusal in statuses, f"The refusal {refusal!r} is none of {sorted(statuses)}")
     world = context.state.world
-    expect_refusal(world.answer(), status, None, f"a chat request {world.last.about}", mentions=subject)
+    expect_refusal(world.answer(), statuses[refusal], None, f"a chat request {world.last.about} (refused as "
+                   f"{refusal})", mentions=subject)

@@ -77,7 +77,7 @@ def gave_up_within_timeout(context):
                     f"{answer.request_id}, but it saw no such call", answer)
 
 
-@then("the gateway answers 502, naming each backend that timed out, within their timeouts")
+@then("the request fails as no backend could answer, naming each backend that timed out, within their timeouts")
 def bad_gateway_naming_timeouts(context):
     state = context.state
     answer = state.world.answer()
@@ -113,7 +113,7 @@ def nothing_held(context, org):
 
 # ---- the database goes away ----------------------------------------------------------------------------------
 
-@when("the gateway's database becomes unavailable")
+@given("the gateway's database has become unavailable")
 def database_goes_away(context):
     _unless_unavailable(context, context.state.faults.take_database_away)
 
@@ -142,26 +142,35 @@ def not_ready_naming_database(context):
                 f"Expected the readiness answer to name the database as the reason, but it said: {body}", exchange)
 
 
-@then('the chat completion is refused with 503 "{code}", not a server error')
-def chat_refused_503(context, code):
-    world = context.state.world
-    exchange = world.last.answers["chat"]
+def _expect_chat_refused_as_unavailable(world, exchange) -> None:
     expect_status(exchange, 503, "a chat completion while the database is unavailable")
-    expect_equal(problem_field(exchange, "code"), code, "the error code", exchange)
+    expect_equal(problem_field(exchange, "code"), "database_unavailable", "the error code", exchange)
     message = problem_field(exchange, "message") or ""
     expect_true("database" in message.lower(), f"Expected the message to name the database, but it was {message!r}",
                 exchange)
     world.chat.refused += 1
 
 
-@then('the platform admin\'s reconciliation request is refused with 503 "{code}"')
-def reconciliation_refused_503(context, code):
+@then("the chat completion is refused as unavailable, naming the database, not a server error")
+def chat_refused_as_unavailable(context):
+    world = context.state.world
+    _expect_chat_refused_as_unavailable(world, world.last.answers["chat"])
+
+
+@given('a chat completion with the key "{key}" has been refused as unavailable meanwhile')
+def chat_refused_meanwhile(context, key):
+    state = context.state
+    _expect_chat_refused_as_unavailable(state.world, state.platform.chat(key, state.routing.current().served_as))
+
+
+@then("the platform admin's reconciliation request is refused as unavailable")
+def reconciliation_refused_as_unavailable(context):
     exchange = context.state.world.last.answers["reconciliation"]
     expect_status(exchange, 503, "the reconciliation report while the database is unavailable")
     expect_true(exchange.response_headers.get("Content-Type", "").startswith("application/problem+json"),
                 f"Expected an application/problem+json answer, but the content type was "
                 f"{exchange.response_headers.get('Content-Type')!r}", exchange)
-    expect_equal(problem_field(exchange, "code"), code, "the problem's code", exchange)
+    expect_equal(problem_field(exchange, "code"), "database_unavailable", "the problem's code", exchange)
 
 
 @then("the gateway still answers that it is alive")
@@ -217,6 +226,7 @@ def completions_in_flight(context, count, key):
 
 
 @when("the gateway process is killed and started again")
+@given("the gateway process has been killed and started again")
 def gateway_killed_and_restarted(context):
     _unless_unavailable(context, context.state.faults.kill_and_restart_gateway)
 
@@ -280,8 +290,8 @@ def burst_only_client_errors(context):
                 f"{len(outcomes)} were not: {wrong[:10]}")
 
 
-@then("every oversized body is refused with 413")
-def oversized_413(context):
+@then("every oversized body is refused as too large")
+def oversized_refused_as_too_large(context):
     oversized = [o for o in context.state.world.malformed.outcomes if o.oversized]
     wrong = [o.as_row() for o in oversized if o.status != 413 or o.code != "body_too_large"]
     expect_true(oversized and not wrong, f"Expected 413 body_too_large for each of the {len(oversized)} oversized "

@@ -9,15 +9,29 @@ Feature: Budgets declared in git are the budgets in force
     And the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
     And Olive holds the API key "ci" for "Acme"
 
-  Scenario Outline: A request is held to the budget of the latest commit (<trigger>)
-    Given "Acme" is declared in git with a budget of <old budget>
-    When the operator commits a budget of <new budget> for "Acme"
-    And <trigger>
-    Then the configuration is Synced at that commit within 5 seconds
-    When the key "ci" asks "chat-basic" for a chat completion
-    Then the request is <verdict> under the budget in git
+  Rule: A committed budget is in force once the gateway syncs, whether asked to or on its interval
 
-    Examples:
-      | old budget | new budget | trigger                       | verdict  |
-      | 0.05 USD   | 5.00 USD   | the gateway syncs             | answered |
-      | 5.00 USD   | 0.05 USD   | the reconcile interval passes | refused  |
+    Scenario Outline: A budget committed to git is Synced (<trigger>)
+      Given "Acme" is declared in git with a budget of <old budget>
+      And the operator has committed a budget of <new budget> for "Acme"
+      When <trigger>
+      Then the configuration is Synced at that commit within 5 seconds
+      And the budget in force for "Acme" is <new budget>
+
+      Examples:
+        | old budget | new budget | trigger                       |
+        | 0.05 USD   | 5.00 USD   | the gateway syncs             |
+        | 5.00 USD   | 0.05 USD   | the reconcile interval passes |
+
+  Rule: Chat requests are held to the budget of the latest commit in force
+
+    Scenario Outline: A request is <verdict> under the budget of the latest commit
+      Given "Acme" is declared in git with a budget of <old budget>
+      And the operator has committed a budget of <new budget> for "Acme", and the gateway has applied it
+      When the key "ci" asks "chat-basic" for a chat completion
+      Then the request is <verdict> under the budget in git
+
+      Examples:
+        | old budget | new budget | verdict  |
+        | 0.05 USD   | 5.00 USD   | answered |
+        | 5.00 USD   | 0.05 USD   | refused  |

@@ -7,17 +7,21 @@ Feature: Changes made outside git are drift
   Background:
     Given the org "Acme" with its owner "Olive"
 
-  Scenario: With self-heal on, a budget raised through the API is restored and the correction audited
-    Given "Acme" is declared in git with a budget of 2.00 USD and self-heal on
-    When Olive raises the budget of "Acme" to 9.00 USD through the API
-    And the reconcile interval passes
-    Then within 5 seconds the budget in force for "Acme" is back to 2.00 USD
-    And the audit log of "Acme" shows the gateway restored its budget from 9.00 USD to 2.00 USD
+  Rule: With self-heal on, the gateway restores the declared value and audits the correction
 
-  Scenario: With self-heal off, a budget raised through the API is reported and left in place
-    Given "Acme" is declared in git with a budget of 2.00 USD
-    When Olive raises the budget of "Acme" to 9.00 USD through the API
-    And the gateway syncs
-    Then the drift report lists "Acme" budget declared 2.00 USD, effective 9.00 USD
-    And the budget in force for "Acme" is 9.00 USD
-    And no drift correction is recorded for "Acme"
+    Scenario: With self-heal on, a budget raised through the API is restored and the correction audited
+      Given "Acme" is declared in git with a budget of 2.00 USD and self-heal on
+      And Olive has raised the budget of "Acme" to 9.00 USD through the API
+      When the reconcile interval passes
+      Then within 5 seconds the budget in force for "Acme" is back to 2.00 USD
+      And the audit log of "Acme" shows the gateway restored its budget from 9.00 USD to 2.00 USD
+
+  Rule: With self-heal off, the gateway reports the drift and leaves the value in place
+
+    Scenario: With self-heal off, a budget raised through the API is reported and left in place
+      Given "Acme" is declared in git with a budget of 2.00 USD
+      And Olive has raised the budget of "Acme" to 9.00 USD through the API
+      When the gateway syncs
+      Then the drift report lists "Acme" budget declared 2.00 USD, effective 9.00 USD
+      And the budget in force for "Acme" is 9.00 USD
+      And no drift correction is recorded for "Acme"

@@ -9,8 +9,8 @@ Feature: A commit that does not validate changes nothing
     And "Acme" is declared in git with a budget of 2.00 USD
 
   Scenario Outline: A commit with <problem> keeps the last good revision (<trigger>)
-    When the operator commits a budget of 5.00 USD for "Acme" together with <problem> for "Globex"
-    And <trigger>
+    Given the operator has committed a budget of 5.00 USD for "Acme" together with <problem> for "Globex"
+    When <trigger>
     Then the gateway keeps the last good revision, and its error points at the broken line of "Globex"'s file
     And the budget in force for "Acme" is 2.00 USD
 

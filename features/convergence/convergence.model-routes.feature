@@ -8,14 +8,13 @@ Feature: Model routes declared in git
     And Olive holds the API key "ci" for "Acme"
 
   Scenario: A model declared in git answers the next request through its declared backend
-    When the operator declares the model "chat-git" in git, routed to its "blue" backend
-    And the gateway syncs
-    And the key "ci" asks "chat-git" for a chat completion
+    Given the model "chat-git" is declared in git, routed to its "blue" backend
+    When the key "ci" asks "chat-git" for a chat completion
     Then the completion is answered by the model's blue backend
 
   Scenario: A route reordered in git sends the next request to the new first backend
     Given the model "chat-git" is declared in git, routed to its "blue" then "green" backends
-    When the operator reroutes "chat-git" in git to its "green" then "blue" backends
-    And the reconcile interval passes
-    And the key "ci" asks "chat-git" for a chat completion
+    And the operator has rerouted "chat-git" in git to its "green" then "blue" backends
+    And the reconcile interval has passed
+    When the key "ci" asks "chat-git" for a chat completion
     Then the completion is answered by the model's green backend

@@ -1,9 +1,9 @@
 @allure.label.epic:Orgs
 Feature: What each role may do in an org
   Roles rank owner > admin > member > viewer. Viewers read; members also read reservations; admins also manage
-  keys, people and the budget and read the audit log; only owners change roles. A refused action is a 403 that
-  says what was refused and why, and the org's audit log records it with who tried, what, on what, and the
-  request id the client sent. An allowed change is audited too.
+  keys, people and the budget and read the audit log; only owners change roles. A refused action is forbidden,
+  with a message that says what was refused and why, and the org's audit log records it with who tried, what, on
+  what, and the request id the client sent. An allowed change is audited too.
 
   Scenario Outline: Role <role> trying to <action> is <outcome>
     Given the org "Acme" with its owner "Olive"

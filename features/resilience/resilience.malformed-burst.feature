@@ -10,6 +10,6 @@ Feature: A burst of malformed and oversized requests
     And Olive has issued the API key "ci" for "Acme"
     When a burst of malformed and oversized requests hits the gateway's endpoints with valid credentials
     Then every request of the burst is refused with a client error that names the problem
-    And every oversized body is refused with 413
+    And every oversized body is refused as too large
     And the gateway answered every health probe promptly during and after the burst
     And the burst left no trace in the ledger of "Acme"

@@ -9,19 +9,23 @@ Feature: Routing a chat request to its model
     And "Acme" calls models with the API key "ci"
     And the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
 
-  Scenario: The backend receives the caller's trace id
-    When the key "ci" asks "chat-basic" for a chat completion
-    Then the completion is answered by the model's primary backend
-    And the model's primary backend received the request with the caller's trace id
+  Rule: A request goes to its model's backend, carrying the caller's trace
 
-  Scenario: A model that does not exist is not found
-    When the key "ci" asks "chat-imaginary" for a chat completion
-    Then the request is refused as an unknown model
+    Scenario: The backend receives the caller's trace id
+      When the key "ci" asks "chat-basic" for a chat completion
+      Then the completion is answered by the model's primary backend
+      And the model's primary backend received the request with the caller's trace id
 
-  Scenario: A model the org may not use is not found either, and never reaches its backend
-    Given the model "chat-premium" costs 5.00 USD per 1k prompt tokens and 10.00 USD per 1k completion tokens
-    And "Acme" may use only the model "chat-basic"
-    When the key "ci" asks "chat-premium" for a chat completion
-    Then the request is refused as an unknown model
-    And the model's primary backend received no request for it
-    And "chat-premium" is not among the models the key "ci" can list
+  Rule: A model that does not exist and a model the org may not use are both simply not found
+
+    Scenario: A model that does not exist is not found
+      When the key "ci" asks "chat-imaginary" for a chat completion
+      Then the request is refused as an unknown model
+
+    Scenario: A model the org may not use is not found either, and never reaches its backend
+      Given the model "chat-premium" costs 5.00 USD per 1k prompt tokens and 10.00 USD per 1k completion tokens
+      And "Acme" may use only the model "chat-basic"
+      When the key "ci" asks "chat-premium" for a chat completion
+      Then the request is refused as an unknown model
+      And the model's primary backend received no request for it
+      And "chat-premium" is not among the models the key "ci" can list
