@@ -1,5 +1,6 @@
 """behave hooks: bring the stack up once (context.suite_run), give each scenario its own state with its namespace
-and cleanup (context.state), attach evidence on failure, bring the stack down. See support/scenario.py."""
+and cleanup (context.state), attach evidence on failure, search the gateway's logs for the run's secrets, bring the
+stack down. See support/scenario.py."""
 from __future__ import annotations
 
 import os
@@ -35,7 +36,14 @@ def after_step(context, step):
         failure_dossier.attach(context.state, step)
 
 
+def after_scenario(context, scenario):
+    context.suite_run.secrets_seen.remember(context.state.api.exchanges)  # searched for in the gateway's logs
+
+
 def after_all(context):
     run = getattr(context, "suite_run", None)
     if run is not None:
-        run.stop()
+        try:
+            run.secrets_seen.search(run.stack)  # a secret in the gateway's logs fails the run
+        finally:
+            run.stop()

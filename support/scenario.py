@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import atexit
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
@@ -34,11 +34,13 @@ from support.domain.budgets import Budgets
 from support.domain.chat_retries import ChatRetries
 from support.domain.declarations import Declarations
 from support.domain.identity import Identity, Rotation
+from support.domain.log_secrets import SecretsSeen
 from support.domain.model_backends import ModelBackends
 from support.domain.model_routes import ModelRoutes
 from support.domain.org_ledgers import OrgLedgers
 from support.domain.platform_api import Platform
 from support.domain.rate_limits import RateLimits
+from support.domain.security import Floods, Security
 from support.domain.request_costs import RequestCosts
 from support.domain.request_shapes import RequestShapes
 from support.domain.streamed_chat import StreamedChat
@@ -62,6 +64,7 @@ class SuiteRun:
     keys: KeyMaterial
     db: Database
     backends: ModelBackends
+    secrets_seen: SecretsSeen = field(default_factory=SecretsSeen)  # searched for in the gateway's logs after the run
 
     @classmethod
     def start(cls, userdata: dict) -> SuiteRun:
@@ -160,6 +163,15 @@ class ScenarioState:
     def applications(self) -> Applications:
         """Applications built on the official OpenAI SDK (their HTTP clients closed when the scenario ends)."""
         return Applications(self.routing, self.costs, self.add_cleanup)
+
+    @cached_property
+    def security(self) -> Security:
+        return Security(self.identity, self.db, self.world.attacks)
+
+    @cached_property
+    def floods(self) -> Floods:
+        return Floods(self.api.base_url, self.db, self.ns.request_id_prefix, self.world.first_org().slug,
+                      self.config.artifacts_dir)
 
     @cached_property
     def billing(self) -> Billing:

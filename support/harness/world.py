@@ -220,6 +220,17 @@ class Application:
 
 
 @dataclass
+class Attacks:
+    """What an attacker tried (features/security), from which client address, and what came back."""
+    address: str | None = None  # the attacker's client address (X-Forwarded-For)
+    tries: list[Exchange] = field(default_factory=list)  # guesses, in order
+    held_invitation: str | None = None  # the token of an invitation the attacker holds
+    answers: list[Exchange] = field(default_factory=list)  # answers that carried a secret
+    removal: Exchange | None = None  # a member's removal
+    flood: dict | None = None  # what a flood beside normal traffic measured
+
+
+@dataclass
 class World:
     orgs: dict[str, OrgRecord] = field(default_factory=dict)
     people: dict[str, Person] = field(default_factory=dict)
@@ -247,6 +258,7 @@ class World:
     in_flight: InFlight | None = None  # requests left in flight when the gateway dies
     gateway_pid: int | None = None  # the gateway's process before a fault
     load: LoadRun = field(default_factory=LoadRun)
+    attacks: Attacks = field(default_factory=Attacks)
     retries: Retries = field(default_factory=Retries)
     application: Application = field(default_factory=Application)
 

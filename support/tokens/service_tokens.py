@@ -1,7 +1,8 @@
 """Service (S2S) and platform-admin tokens in business words: valid ones, and every way one can be wrong.
 
 "a valid service token", "an expired admin token", "a malformed service token", "no token",
-"a service token signed with the wrong secret", "an admin token for another audience".
+"a service token signed with the wrong secret", "an admin token for another audience", "a service token without
+an issuer", "an admin token from an unknown issuer", "a service token that lasts a year".
 Tokens are minted with PyJWT from the keys folder's HS256 secrets (support.tokens.signing_keys.hs256).
 """
 from __future__ import annotations
@@ -15,9 +16,13 @@ from support.tokens.signing_keys import ADMIN_AUDIENCE, SERVICE_AUDIENCE, KeyMat
 from support.harness.redaction import register_secret
 
 SUBJECT = "acceptance-suite"
-FLAWS = ("valid", "expired", "malformed", "wrong secret", "wrong audience")
+FLAWS = ("valid", "expired", "malformed", "wrong secret", "wrong audience", "no issuer", "unknown issuer",
+         "lasts a year")
+TAILS = {"signed with the wrong secret": "wrong secret", "for another audience": "wrong audience",
+         "without an issuer": "no issuer", "from an unknown issuer": "unknown issuer", "that lasts a year": "lasts a year"}
 _PHRASE = re.compile(r"^(?:a|an) (?:(?P<adj>valid|expired|malformed) )?(?P<kind>service|admin) token"
-                     r"(?P<tail> signed with the wrong secret| for another audience)?$")
+                     r"(?P<tail> signed with the wrong secret| for another audience| without an issuer"
+                     r"| from an unknown issuer| that lasts a year)?$")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,12 @@ def make(keys: KeyMaterial, kind: str, flaw: str = "valid") -> Credential:
         token = hs256(forged, audience, SUBJECT, 300)
     elif flaw == "wrong audience":  # the right secret, but issued for something else
         token = hs256(secret, f"{audience}-reports", SUBJECT, 300)
+    elif flaw == "no issuer":
+        token = hs256(secret, audience, SUBJECT, 300, iss=None)
+    elif flaw == "unknown issuer":
+        token = hs256(secret, audience, SUBJECT, 300, iss="someone-else")
+    elif flaw == "lasts a year":  # rightly signed, but a leak of it would be good for a year
+        token = hs256(secret, audience, SUBJECT, 365 * 24 * 3600)
     else:
         raise ValueError(f"unknown token flaw {flaw!r}: use one of {', '.join(FLAWS)}")
     return Credential(f"{flaw} {kind} token", token)
@@ -62,7 +73,7 @@ def from_words(keys: KeyMaterial, words: str) -> Credential:
                          f"admin token', 'a malformed service token', 'a service token signed with the wrong "
                          f"secret', 'an admin token for another audience' or 'no token'")
     tail = (match.group("tail") or "").strip()
-    flaw = {"signed with the wrong secret": "wrong secret", "for another audience": "wrong audience"}.get(tail)
+    flaw = TAILS.get(tail)
     adjective = match.group("adj")
     if flaw and adjective:
         raise ValueError(f"{words!r} names two flaws; name one")

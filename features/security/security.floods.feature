@@ -1,0 +1,25 @@
+@allure.label.epic:Security @serial
+Feature: Refusing a flood costs the gateway no more than a counter
+  Requests without valid credentials are refused before they cost a password hash or a database write: each
+  client address has its refusals audited one by one up to a budget per window, the rest are counted and summed up
+  in one event, and metrics are served from cheap counters. So a flood beside an org's traffic leaves that traffic
+  served, and the audit log grows by the sampling budget, not by the size of the flood. These scenarios measure
+  latency, so they run alone (@serial); their figures are attached to the report.
+
+  Background:
+    Given the org "Acme" with its owner "Olive" and 5.00 USD of credit
+    And "Acme" calls models with the API key "ci"
+    And the model "chat-basic" costs 0.01 USD per 1k prompt tokens and 0.02 USD per 1k completion tokens
+
+  Scenario Outline: A flood of <flood> beside an org's traffic leaves that traffic served
+    When attackers from 4 addresses send 2000 <flood> while the key "ci" keeps asking "chat-basic" for completions
+    Then every request of the flood was refused or answered without a server error
+    And every completion "Acme" asked for meanwhile was answered, the slowest 1% within 1 second
+    And the flood grew the audit log by no more than the sampling budget allows
+
+    Examples:
+      | flood                     |
+      | bad access tokens         |
+      | unknown API keys          |
+      | logins with random emails |
+      | metrics scrapes           |
