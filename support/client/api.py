@@ -55,7 +55,8 @@ class Exchange:
         body = mask_body(self.text)
         if len(body) > 600:
             body = body[:600] + " …"
-        return (f"{self.method} {mask_text(self.path)} → {self.status} [request id {self.request_id}]\n"
+        outcome = self.status if self.status is not None else f"no answer ({self.error})"
+        return (f"{self.method} {mask_text(self.path)} → {outcome} [request id {self.request_id}]\n"
                 f"response body: {body}")
 
 

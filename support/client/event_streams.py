@@ -85,7 +85,9 @@ class StreamedExchange(Exchange):
                 for choice in chunk.get("choices") or [] if choice.get("finish_reason")}
 
     def transcript(self) -> list[str]:
-        return [f"+{e.at_ms:8.1f} ms  {mask_text(e.data)}" for e in self.events]
+        """One line per event, when it arrived and what it said: a choice's role, text or finish; the usage; an
+        error; [DONE]."""
+        return [f"+{e.at_ms:8.1f} ms  {mask_text(_described(e))}" for e in self.events]
 
     def title(self) -> str:
         if not self.is_event_stream:
@@ -98,8 +100,9 @@ class StreamedExchange(Exchange):
     def evidence(self) -> dict:
         shown = super().evidence()
         if self.is_event_stream and shown["response"] is not None:
-            shown["response"]["body"] = "(an event stream: see transcript)"
+            shown["response"]["body"] = "(an event stream: see transcript, and its first event in full)"
             shown["transcript"] = self.transcript()
+            shown["first_event"] = mask_text(self.events[0].data) if self.events else None
             shown["texts"] = {str(index): text for index, text in self.texts().items()}
         return shown
 
@@ -110,6 +113,24 @@ class StreamedExchange(Exchange):
         shown = lines if len(lines) <= 12 else lines[:6] + [f"… {len(lines) - 10} more events …"] + lines[-4:]
         return (f"{self.method} {mask_text(self.path)} → {self.status}, a stream of {len(self.events)} events "
                 f"[request id {self.request_id}]\n" + "\n".join(shown))
+
+
+def _described(event: StreamEvent) -> str:
+    chunk = event.chunk()
+    if chunk is None:
+        return event.data
+    if isinstance(chunk.get("error"), dict):
+        return f"error {json.dumps(chunk['error'], ensure_ascii=False)}"
+    said = []
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        said += [f"[{choice.get('index')}] role {delta['role']}"] if delta.get("role") else []
+        said += [f"[{choice.get('index')}] {json.dumps(delta['content'], ensure_ascii=False)}"] if delta.get(
+            "content") else []
+        said += [f"[{choice.get('index')}] finish {choice['finish_reason']}"] if choice.get("finish_reason") else []
+    if isinstance(chunk.get("usage"), dict):
+        said.append(f"usage {json.dumps(chunk['usage'])}")
+    return "; ".join(said) or json.dumps(chunk, ensure_ascii=False)
 
 
 def send_streamed(api: ApiClient, path: str, *, token: str, json_body: dict, headers: dict | None = None,

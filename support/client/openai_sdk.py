@@ -43,9 +43,9 @@ class SdkCall:
 
 
 class RecordingTransport(httpx.BaseTransport):
-    def __init__(self, api: ApiClient, attempts: list[Attempt]):
+    def __init__(self, api: ApiClient, attempts: list[Attempt], inner: httpx.BaseTransport | None = None):
         self.api, self.attempts = api, attempts
-        self.inner = httpx.HTTPTransport()
+        self.inner = inner or httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         content = request.read()
@@ -111,11 +111,11 @@ class _RecordingStream(httpx.SyncByteStream):
 class SdkApplication:
     """An application's `openai.OpenAI` client: the gateway's /v1 as its base URL, one of the org's API keys."""
 
-    def __init__(self, api: ApiClient, api_key: str):
+    def __init__(self, api: ApiClient, api_key: str, transport: httpx.BaseTransport | None = None):
         register_secret(api_key, "api-key")
         self.api = api
         self.attempts: list[Attempt] = []
-        self.http = httpx.Client(transport=RecordingTransport(api, self.attempts), timeout=api.timeout)
+        self.http = httpx.Client(transport=RecordingTransport(api, self.attempts, transport), timeout=api.timeout)
         self.client = openai.OpenAI(base_url=f"{api.base_url}/v1", api_key=api_key, timeout=api.timeout,
                                     http_client=self.http)
 
