@@ -18,14 +18,10 @@ KEY_ENCRYPTION_KEYS_FILE = "key-encryption.keys"
 MODES = ("production", "test")
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default: int | float) -> int | float:
+    """The variable read as the default's type (int or float), or the default when it is unset or empty."""
     raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
+    return type(default)(raw) if raw not in (None, "") else default
 
 
 def _env_list(name: str) -> tuple[str, ...]:
@@ -54,6 +50,30 @@ def _key_encryption_keys(keys_dir: Path | None) -> tuple[str, ...]:
             raise SystemExit(f"gateway: KEY_ENCRYPTION_KEYS_FILE={path} does not exist")
         return ()
     return tuple(line.strip() for line in file.read_text().splitlines() if line.strip() and not line.startswith("#"))
+
+
+# Numeric settings: field -> environment variable (the field's default is used when the variable is unset).
+NUMBERS = {
+    "access_token_ttl_seconds": "ACCESS_TOKEN_TTL_SECONDS",
+    "upstream_timeout_seconds": "UPSTREAM_TIMEOUT_SECONDS",
+    "upstream_connect_timeout_seconds": "UPSTREAM_CONNECT_TIMEOUT_SECONDS",
+    "max_body_bytes": "MAX_BODY_BYTES",
+    "expiry_sweep_seconds": "EXPIRY_SWEEP_SECONDS",
+    "reservation_margin_seconds": "RESERVATION_MARGIN_SECONDS",
+    "default_reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
+    "port": "GATEWAY_PORT",
+    "password_hash_cost": "PASSWORD_HASH_COST",
+    "throttle_window_seconds": "THROTTLE_WINDOW_SECONDS",
+    "throttle_failures_per_account": "THROTTLE_FAILURES_PER_ACCOUNT",
+    "throttle_failures_per_address": "THROTTLE_FAILURES_PER_ADDRESS",
+    "invitation_max_failed_attempts": "INVITATION_MAX_FAILED_ATTEMPTS",
+    "audit_sampling_window_seconds": "AUDIT_SAMPLING_WINDOW_SECONDS",
+    "audit_unauthenticated_per_address": "AUDIT_UNAUTHENTICATED_PER_ADDRESS",
+    "audit_unauthenticated_per_window": "AUDIT_UNAUTHENTICATED_PER_WINDOW",
+    "audit_unauthenticated_retention_days": "AUDIT_UNAUTHENTICATED_RETENTION_DAYS",
+    "service_token_max_lifetime_seconds": "SERVICE_TOKEN_MAX_LIFETIME_SECONDS",
+    "metrics_refresh_seconds": "METRICS_REFRESH_SECONDS",
+}
 
 
 @dataclass(frozen=True)
@@ -107,30 +127,13 @@ class Settings:
             config_branch=os.environ.get("CONFIG_BRANCH", "main"),
             mode=os.environ.get("GATEWAY_MODE") or "production",
             issuer=os.environ.get("GATEWAY_ISSUER", "ai-gateway"),
-            access_token_ttl_seconds=_env_int("ACCESS_TOKEN_TTL_SECONDS", 900),
-            upstream_timeout_seconds=_env_float("UPSTREAM_TIMEOUT_SECONDS", 10.0),
-            upstream_connect_timeout_seconds=_env_float("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0),
-            max_body_bytes=_env_int("MAX_BODY_BYTES", 1_000_000),
-            expiry_sweep_seconds=_env_float("EXPIRY_SWEEP_SECONDS", 0.5),
-            reservation_margin_seconds=_env_float("RESERVATION_MARGIN_SECONDS", 30.0),
-            default_reconcile_interval_seconds=_env_float("RECONCILE_INTERVAL_SECONDS", 30.0),
             host=os.environ.get("GATEWAY_HOST", "127.0.0.1"),
-            port=_env_int("GATEWAY_PORT", 8080),
-            password_hash_cost=_env_int("PASSWORD_HASH_COST", PASSWORD_HASH_COST),
             key_encryption_keys=_key_encryption_keys(keys_dir),
             trusted_proxies=_env_list("TRUSTED_PROXIES"),
-            throttle_window_seconds=_env_float("THROTTLE_WINDOW_SECONDS", 300.0),
-            throttle_failures_per_account=_env_int("THROTTLE_FAILURES_PER_ACCOUNT", 5),
-            throttle_failures_per_address=_env_int("THROTTLE_FAILURES_PER_ADDRESS", 20),
-            invitation_max_failed_attempts=_env_int("INVITATION_MAX_FAILED_ATTEMPTS", 3),
-            audit_sampling_window_seconds=_env_float("AUDIT_SAMPLING_WINDOW_SECONDS", 10.0),
-            audit_unauthenticated_per_address=_env_int("AUDIT_UNAUTHENTICATED_PER_ADDRESS", 50),
-            audit_unauthenticated_per_window=_env_int("AUDIT_UNAUTHENTICATED_PER_WINDOW", 500),
-            audit_unauthenticated_retention_days=_env_float("AUDIT_UNAUTHENTICATED_RETENTION_DAYS", 30.0),
             service_token_issuers=_env_list("SERVICE_TOKEN_ISSUERS"),
-            service_token_max_lifetime_seconds=_env_int("SERVICE_TOKEN_MAX_LIFETIME_SECONDS", 3600),
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
-            metrics_refresh_seconds=_env_float("METRICS_REFRESH_SECONDS", 5.0),
+            **{name: _env_number(variable, cls.__dataclass_fields__[name].default)
+               for name, variable in NUMBERS.items()},
         )
         problems = settings.problems()
         if problems:
