@@ -1,4 +1,4 @@
-@allure.label.epic:Security @serial
+@allure.label.epic:Security @serial @needs_database
 Feature: Refusing a flood costs the gateway no more than a counter
   Requests without valid credentials are refused before they cost a password hash or a database write: each
   client address has its refusals audited one by one up to a budget per window, the rest are counted and summed up

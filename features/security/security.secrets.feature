@@ -6,6 +6,7 @@ Feature: Secrets stay secret at rest, in caches and in logs
   its logs; besides this feature's scenario, every run ends by searching the gateway's logs for the secrets it
   handled.
 
+  @needs_database
   Scenario: A copy of the gateway's database holds no signing key that could mint tokens
     Given the platform has published a signing key of its own making
     Then no table of the gateway's database holds a private signing key in the clear
@@ -15,6 +16,7 @@ Feature: Secrets stay secret at rest, in caches and in logs
     When Olive logs in, creates an API key and invites Ian to "Acme"
     Then none of those answers may be kept by a cache or sniffed as another content type
 
+  @needs_logs
   Scenario: An invitation accepted leaves its token in no log line
     Given the org "Acme" with its owner "Olive"
     And Olive has invited Ian to "Acme" as a member
