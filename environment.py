@@ -6,16 +6,21 @@ from __future__ import annotations
 import os
 import sys
 
-from support.client import evidence, failure_dossier
-from support.harness.config import SuiteSetupError
+from support.client import console, evidence, failure_dossier
+from support.domain import cleanup
+from support.harness.config import SuiteSetupError, options_help
 from support.scenario import ScenarioState, SuiteRun
+from support.stacks import needs
 
 
 def before_all(context):
     runner = getattr(context, "_runner", None)  # the registry behave matches steps with
     evidence.install(getattr(runner, "step_registry", None))  # failure messages and log records masked from here on
+    if "help" in context.config.userdata:  # behave -D help: the options, and no stack
+        print(options_help(), flush=True)
+        os._exit(0)
     try:
-        context.suite_run = SuiteRun.start(context.config.userdata)
+        context.suite_run = SuiteRun.start(context.config.userdata, report=console.results_folder(context.config))
     except SuiteSetupError as problem:
         # A set-up problem ends the run at once with one line that says what to do.
         sys.stderr.write(f"acceptance suite: {problem}\n")
@@ -26,9 +31,9 @@ def before_all(context):
 def before_scenario(context, scenario):
     run = context.suite_run
     context.state = ScenarioState(run, f"{scenario.filename}:{scenario.line}:{scenario.name}", context.add_cleanup)
-    if "needs_config_repo" in scenario.effective_tags and not run.endpoints.config_repo:
-        scenario.skip("needs the gateway's config repository on this machine: use the local stack, or pass "
-                      "-D config_repo=PATH (a working copy of the repository the gateway reads)")
+    lacking = needs.missing(scenario.effective_tags, run.endpoints, run.config)
+    if lacking:
+        scenario.skip(lacking)
 
 
 def after_step(context, step):
@@ -46,4 +51,20 @@ def after_all(context):
         try:
             run.secrets_seen.search(run.stack)  # a secret in the gateway's logs fails the run
         finally:
-            run.stop()
+            _leave_nothing_behind(run, context._runner.features)
+
+
+after_all.capture = False  # behave would keep its lines (what was skipped, what was cleaned up) to itself
+
+
+def _leave_nothing_behind(run: SuiteRun, features) -> None:
+    """Say what was skipped and why, retire what the run created (-D cleanup=false keeps it), stop the stack."""
+    try:
+        skipped = needs.skip_summary(s for feature in features for s in feature.walk_scenarios())
+        if skipped:
+            print(f"acceptance suite: {skipped}")
+        if run.config.cleanup:
+            done = cleanup.after_run(run.endpoints.base_url, run.keys, run.config.run_id + run.config.worker)
+            print(f"acceptance suite: cleanup: {done}")
+    finally:
+        run.stop()

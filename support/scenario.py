@@ -67,11 +67,11 @@ class SuiteRun:
     secrets_seen: SecretsSeen = field(default_factory=SecretsSeen)  # searched for in the gateway's logs after the run
 
     @classmethod
-    def start(cls, userdata: dict) -> SuiteRun:
+    def start(cls, userdata: dict, report: str | None = None) -> SuiteRun:
         """Read the configuration, print it once, bring the stack up. A set-up problem raises SuiteSetupError with
         one line that says what to do (the stack, if it was started, is down again)."""
         config = suite_config.load(userdata)
-        print(config.describe(), flush=True)
+        print(config.describe(report), flush=True)
         stack = make_stack(config)
         atexit.register(stack.down)
         try:

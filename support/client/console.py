@@ -66,3 +66,11 @@ def describe_problem(scenario) -> str:
         captured = scenario.captured.make_report() if scenario.captured.has_output() else ""
         lines.append(textwrap.indent((captured or "a hook failed; see the output above").strip(), "      "))
     return "\n".join(lines) + "\n"
+
+
+def results_folder(config) -> str | None:
+    """Where this run's Allure formatter writes (behave's config: formats and their output files in order)."""
+    for index, name in enumerate(config.format or []):
+        if "allure" in name.lower() and index < len(config.outputs) and config.outputs[index].name:
+            return config.outputs[index].name
+    return None

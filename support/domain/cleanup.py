@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from support.client.api import ApiClient, Exchange
+from support.client.api import ApiClient, Exchange, GatewayUnreachable
 from support.tokens.signing_keys import KeyMaterial
 
 PAGE = 1000  # the most one admin list answers with
@@ -123,3 +124,16 @@ class Leftovers:
 
 class CleanupRefused(Exception):
     """The gateway refused a cleanup request (or does not have the admin routes)."""
+
+
+def after_run(base_url: str, keys: KeyMaterial, run_id: str) -> str:
+    """Retire what the run created; one line saying what was done (or what stopped it, and how to finish)."""
+    started = time.monotonic()
+    leftovers = Leftovers(base_url, keys)
+    try:
+        removed = leftovers.remove(run_id)
+    except (CleanupRefused, GatewayUnreachable) as problem:
+        return f"not finished ({problem}); scripts/cleanup --run-id {run_id} retires the rest"
+    finally:
+        leftovers.close()
+    return f"{removed.describe()} in {time.monotonic() - started:.1f} s"
