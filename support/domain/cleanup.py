@@ -65,6 +65,12 @@ class Leftovers:
                    self._count_person)
         return removed
 
+    def found(self, run_id: str | None = None, created_before: datetime | None = None) -> dict[str, list[str]]:
+        """What `remove` would retire: the active orgs' slugs and the people's emails."""
+        return {"active orgs": [o["slug"] for o in self._listed("orgs", "slug", run_id, created_before,
+                                                                 active="true")],
+                "people": [p["email"] for p in self._listed("users", "email", run_id, created_before)]}
+
     def active(self, run_id: str) -> dict[str, int]:
         """How many of the run's orgs are still active and how many of its people are left."""
         return {"orgs": len(self._listed("orgs", "slug", run_id, None, active="true")),
