@@ -64,7 +64,8 @@ def says_nothing(context, name, org):
 @then("the invitation is used up, so that even {name:Name}'s own password no longer accepts it")
 def used_up(context, name):
     security = context.state.security
-    security.expect_refusal_words(security.accept_held_invitation_as(name), 410, "no longer")
+    security.expect_refusal_words(security.accept_held_invitation_as(name), 410,
+                                  f"{name}'s own password on the invitation once wrong ones used it up", "no longer")
 
 
 @then('{name:Name} is not a member of "{org}"')
@@ -97,7 +98,8 @@ def listed_revoked(context, org, name):
 @then("{name:Name}'s invitation no longer works")
 def invitation_dead(context, name):
     security = context.state.security
-    security.expect_refusal_words(security.try_invitation(name), 410, "no longer")
+    security.expect_refusal_words(security.try_invitation(name), 410, f"accepting {name}'s invitation once it should "
+                                  f"no longer work", "no longer")
 
 
 # ---- removing a member -----------------------------------------------------------------------------------------

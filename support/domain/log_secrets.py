@@ -33,8 +33,9 @@ class Leak:
     value: str
 
     def __str__(self) -> str:
-        return (f"the gateway's log {self.log} holds a {self.kind} the run handled ({marker('secret', self.value)}) "
-                f"at line {self.line}")
+        article = "an" if self.kind[0] in "aeiouAEIOU" else "a"
+        return (f"the gateway's log {self.log} holds {article} {self.kind} the run handled "
+                f"({marker('secret', self.value)}) at line {self.line}")
 
 
 @dataclass

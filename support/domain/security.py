@@ -347,8 +347,8 @@ class Security:
             expect_true(sniff.lower() == "nosniff", f"Expected X-Content-Type-Options: nosniff, but it was "
                         f"{sniff!r}", exchange)
 
-    def expect_refusal_words(self, exchange: Exchange, status: int, *words: str) -> None:
-        expect_status(exchange, status, "the request")
+    def expect_refusal_words(self, exchange: Exchange, status: int, doing: str, *words: str) -> None:
+        expect_status(exchange, status, doing)
         detail = str(problem_field(exchange, "detail") or "")
         missing = [w for w in words if not re.search(re.escape(w), detail, re.I)]
         expect_true(not missing, f"Expected the refusal to say {missing}, but it said {detail!r}", exchange)
