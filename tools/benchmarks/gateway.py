@@ -9,10 +9,10 @@ Measurements, per database, in this order (MEASUREMENTS; each is one function th
 states its goals):
   1. latency: one keep-alive connection to the gateway and one straight to the stub, requests alternating, the same
      chat body; median and p99 of each and the difference (the gateway's added latency).
-  2. throughput: `--requests` chat completions over `--concurrency` keep-alive connections; the org has a budget
-     limit, so every request goes through the budget check, the hold and the finalize.
-  3. streamed latency: as 1, with `"stream": true`: the time to the first token (the first event with text) and the
+  2. streamed latency: as 1, with `"stream": true`: the time to the first token (the first event with text) and the
      time between chunks, through the gateway and straight from the stub, and what the gateway adds to each.
+  3. throughput: `--requests` chat completions over `--concurrency` keep-alive connections; the org has a budget
+     limit, so every request goes through the budget check, the hold and the finalize.
   4. streamed throughput: `--stream-requests` streamed completions over `--concurrency` connections, each read to
      its [DONE], budget enforced; then the ledger is checked for overspend, as in 6.
   5. exhaustion: the budget is lowered to what was spent plus 50 requests' worth, then 200 requests are sent at the
@@ -135,7 +135,7 @@ def check_ledger(bench: Bench, when: str = "at the end") -> None:
     bench.goal(f"zero overspend, ledger agrees {when}", not check["problems"])
 
 
-MEASUREMENTS = (measure_latency, measure_throughput, measure_streaming_latency, measure_streaming_throughput,
+MEASUREMENTS = (measure_latency, measure_streaming_latency, measure_throughput, measure_streaming_throughput,
                 measure_exhaustion, check_ledger)
 
 
