@@ -32,6 +32,7 @@ from support.domain.audit_trail import AuditTrail
 from support.domain.billing_api import Billing
 from support.domain.budgets import Budgets
 from support.domain.chat_retries import ChatRetries
+from support.domain.cleanup import Retirement
 from support.domain.declarations import Declarations
 from support.domain.identity import Identity, Rotation
 from support.domain.log_secrets import SecretsSeen
@@ -126,6 +127,10 @@ class ScenarioState:
         self.add_cleanup(rotation.restore)
         self.world.signing.signing = rotation.original
         return rotation
+
+    @cached_property
+    def retirement(self) -> Retirement:
+        return Retirement(self.platform)
 
     @cached_property
     def tenancy(self) -> Tenancy:

@@ -20,6 +20,8 @@ from urllib.parse import urlencode
 import requests
 
 from support.client.api import ApiClient, Exchange, GatewayUnreachable
+from support.client.assertions import expect_status
+from support.domain.platform_api import Platform
 from support.tokens.signing_keys import KeyMaterial
 
 PAGE = 1000  # the most one admin list answers with
@@ -126,6 +128,36 @@ class Leftovers:
     @staticmethod
     def _count_person(removed: Removed, answer: dict) -> None:
         removed.people += 1
+
+
+class Retirement:
+    """A platform admin retiring one of the scenario's orgs, and what its people and keys meet afterwards."""
+
+    def __init__(self, platform: Platform):
+        self.platform = platform
+        self.api = platform.api
+
+    def deactivate(self, org_name: str) -> Exchange:
+        slug = self.platform.world.org(org_name).slug
+        return self.api.delete(f"/admin/orgs/{slug}", token=self.platform.keys.admin_token())
+
+    def listing(self, org_name: str) -> tuple[dict | None, Exchange]:
+        """The org as the platform admin's list shows it (None: not listed), and the exchange."""
+        slug = self.platform.world.org(org_name).slug
+        exchange = expect_status(self.api.get(f"/admin/orgs?slug_contains={slug}",
+                                              token=self.platform.keys.admin_token()), 200, "listing the orgs")
+        return next((org for org in exchange.json()["orgs"] if org["slug"] == slug), None), exchange
+
+    def open_again(self, org_name: str) -> Exchange:
+        """A platform admin tries to open an org under the same slug (the answer unchecked)."""
+        org = self.platform.world.org(org_name)
+        return self.api.post("/admin/orgs", token=self.platform.keys.admin_token(),
+                             json_body={"slug": org.slug, "name": org.name, "owner_email": "new@example.test"})
+
+    def login(self, name: str) -> Exchange:
+        """The person tries to log in with the password they had (the answer unchecked)."""
+        person = self.platform.person(name)
+        return self.api.post("/auth/login", json_body={"email": person.email, "password": person.password})
 
 
 class CleanupRefused(Exception):
