@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from urllib.parse import urlsplit
 
 import requests
@@ -47,6 +48,24 @@ class Connection:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+async def spread(base_url: str, total: int, concurrency: int, send) -> float:
+    """`total` calls of `await send(connection)` over `concurrency` keep-alive connections; the seconds it took."""
+    remaining = [total]
+
+    async def worker():
+        connection = await Connection(base_url).open()
+        try:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                await send(connection)
+        finally:
+            connection.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - began
 
 
 class Setup:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from tools.benchmarks.chat_client import COST, Connection, Setup
+from tools.benchmarks.chat_client import COST, Connection, Setup, spread
 from tools.benchmarks import streaming
 from tools.benchmarks.common import (POSTGRES_SERVER, cpu_seconds, embedded_stack, label, load_average,
                                      machine_ticks, percentile, postgres_cpu_seconds)
@@ -179,24 +179,15 @@ async def load(setup: Setup, total: int, concurrency: int) -> dict:
     body = setup.body()
     auth = {"Authorization": f"Bearer {setup.key}"}
     statuses: dict[int, int] = {}
-    remaining = [total]
     latencies = []
 
-    async def worker():
-        connection = await Connection(setup.base).open()
-        try:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                t0 = time.perf_counter()
-                status, _ = await connection.post("/v1/chat/completions", body, auth)
-                latencies.append((time.perf_counter() - t0) * 1000)
-                statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            connection.close()
+    async def send(connection: Connection) -> None:
+        t0 = time.perf_counter()
+        status, _ = await connection.post("/v1/chat/completions", body, auth)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        statuses[status] = statuses.get(status, 0) + 1
 
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - began
+    elapsed = await spread(setup.base, total, concurrency, send)
     return {"statuses": statuses, "elapsed": elapsed, "rate": total / elapsed,
             "p50": statistics.median(latencies), "p99": percentile(latencies, 0.99)}
 

@@ -5,7 +5,6 @@ A streamed answer is read off a keep-alive HTTP/1.1 connection by hand (chunked 
 events), each event stamped as it arrives, so the load generator stays as light as the non-streaming one."""
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import time
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from support.harness.waits import wait_until
-from tools.benchmarks.chat_client import Connection, Setup
+from tools.benchmarks.chat_client import Connection, Setup, spread
 from tools.benchmarks.common import percentile
 
 SETTLE_TIMEOUT_SECONDS = 10
@@ -108,22 +107,13 @@ async def streamed_load(setup: Setup, total: int, concurrency: int) -> dict:
     body = streamed_body(setup)
     auth = {"Authorization": f"Bearer {setup.key}"}
     statuses: dict[str, int] = {}
-    remaining = [total]
 
-    async def worker():
-        connection = await Connection(setup.base).open()
-        try:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                timing = await post_streamed(connection, "/v1/chat/completions", body, auth)
-                outcome = "200 [DONE]" if timing.status == 200 and timing.done else str(timing.status)
-                statuses[outcome] = statuses.get(outcome, 0) + 1
-        finally:
-            connection.close()
+    async def send(connection: Connection) -> None:
+        timing = await post_streamed(connection, "/v1/chat/completions", body, auth)
+        outcome = "200 [DONE]" if timing.status == 200 and timing.done else str(timing.status)
+        statuses[outcome] = statuses.get(outcome, 0) + 1
 
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - began
+    elapsed = await spread(setup.base, total, concurrency, send)
     return {"statuses": statuses, "rate": total / elapsed, "answered": statuses.get("200 [DONE]", 0)}
 
 
