@@ -118,11 +118,8 @@ def database_goes_away(context):
     _unless_unavailable(context, context.state.faults.take_database_away)
 
 
-@when('a readiness probe, a chat completion with the key "{key}" and a platform admin\'s reconciliation request '
-      'arrive at once')
-def calls_during_outage(context, key):
+def _requests_during_outage(state, key: str) -> dict:
     # Sent at once: each waits out the gateway's database timeout before it is refused.
-    state = context.state
     requests = {
         "readiness": Request("GET", "/readyz"),
         "chat": Request("POST", "/v1/chat/completions", token=state.world.key(key).secret,
@@ -130,12 +127,10 @@ def calls_during_outage(context, key):
         "reconciliation": Request("GET", "/admin/billing/reconciliation", token=state.keys.admin_token()),
     }
     burst = state.at_once(list(requests.values()), title="requests during the database outage")
-    state.world.last.answers = dict(zip(requests, burst.exchanges))
+    return dict(zip(requests, burst.exchanges))
 
 
-@then("the gateway reports that it is not ready, naming the database")
-def not_ready_naming_database(context):
-    exchange = context.state.world.last.answers["readiness"]
+def _expect_not_ready(exchange) -> None:
     expect_status(exchange, 503, "the readiness probe while the database is unavailable")
     body = exchange.json()
     expect_true((body.get("checks") or {}).get("database", "ok") != "ok" and "database" in (body.get("reason") or ""),
@@ -151,26 +146,45 @@ def _expect_chat_refused_as_unavailable(world, exchange) -> None:
     world.chat.refused += 1
 
 
+def _expect_reconciliation_refused_as_unavailable(exchange) -> None:
+    expect_status(exchange, 503, "the reconciliation report while the database is unavailable")
+    expect_true(exchange.response_headers.get("Content-Type", "").startswith("application/problem+json"),
+                f"Expected an application/problem+json answer, but the content type was "
+                f"{exchange.response_headers.get('Content-Type')!r}", exchange)
+    expect_equal(problem_field(exchange, "code"), "database_unavailable", "the problem's code", exchange)
+
+
+@when('a readiness probe, a chat completion with the key "{key}" and a platform admin\'s reconciliation request '
+      'arrive at once')
+def calls_during_outage(context, key):
+    state = context.state
+    state.world.last.answers = _requests_during_outage(state, key)
+
+
+@given('a readiness probe, a chat completion with the key "{key}" and a platform admin\'s reconciliation request '
+       'have been refused meanwhile')
+def refused_during_outage(context, key):
+    state = context.state
+    answers = state.world.last.answers = _requests_during_outage(state, key)
+    _expect_not_ready(answers["readiness"])
+    _expect_chat_refused_as_unavailable(state.world, answers["chat"])
+    _expect_reconciliation_refused_as_unavailable(answers["reconciliation"])
+
+
+@then("the gateway reports that it is not ready, naming the database")
+def not_ready_naming_database(context):
+    _expect_not_ready(context.state.world.last.answers["readiness"])
+
+
 @then("the chat completion is refused as unavailable, naming the database, not a server error")
 def chat_refused_as_unavailable(context):
     world = context.state.world
     _expect_chat_refused_as_unavailable(world, world.last.answers["chat"])
 
 
-@given('a chat completion with the key "{key}" has been refused as unavailable meanwhile')
-def chat_refused_meanwhile(context, key):
-    state = context.state
-    _expect_chat_refused_as_unavailable(state.world, state.platform.chat(key, state.routing.current().served_as))
-
-
 @then("the platform admin's reconciliation request is refused as unavailable")
 def reconciliation_refused_as_unavailable(context):
-    exchange = context.state.world.last.answers["reconciliation"]
-    expect_status(exchange, 503, "the reconciliation report while the database is unavailable")
-    expect_true(exchange.response_headers.get("Content-Type", "").startswith("application/problem+json"),
-                f"Expected an application/problem+json answer, but the content type was "
-                f"{exchange.response_headers.get('Content-Type')!r}", exchange)
-    expect_equal(problem_field(exchange, "code"), "database_unavailable", "the problem's code", exchange)
+    _expect_reconciliation_refused_as_unavailable(context.state.world.last.answers["reconciliation"])
 
 
 @then("the gateway still answers that it is alive")

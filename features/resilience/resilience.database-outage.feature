@@ -25,7 +25,7 @@ Feature: The database goes away and comes back
 
     Scenario: The gateway recovers without a restart and without losing money
       Given the gateway's database has become unavailable
-      And a chat completion with the key "ci" has been refused as unavailable meanwhile
+      And a readiness probe, a chat completion with the key "ci" and a platform admin's reconciliation request have been refused meanwhile
       When the database is available again
       Then the gateway becomes ready again without having been restarted
       And the key "ci" has had 2 chat completions from "chat-basic" answered
