@@ -44,19 +44,18 @@ def tamper(context, amount):
 
 # ---- what the service has already done (a Given: each checks that it took effect) ---------------------------------
 
+def _account(state, org: str | None = None):
+    """The account seeded for the scenario, or the account the gateway opened with the org."""
+    return state.billing.org_account(state.world.org(org)) if org else state.world.account()
+
+
 @given("the service has reserved {amount} on the account")
-@given('the service has reserved {amount} on the account with the idempotency key "{key}"')
-def service_has_reserved(context, amount, key=None):
-    state = context.state
-    state.billing.expect_reservation_status(state.billing.reserve(state.world.account(), micros(amount), key=key),
-                                            "pending")
-
-
 @given('the service has reserved {amount} on the account of "{org}"')
-def service_has_reserved_on_org(context, amount, org):
+@given('the service has reserved {amount} on the account with the idempotency key "{key}"')
+def service_has_reserved(context, amount, key=None, org=None):
     state = context.state
-    account = state.billing.org_account(state.world.org(org))
-    state.billing.expect_reservation_status(state.billing.reserve(account, micros(amount)), "pending")
+    state.billing.expect_reservation_status(state.billing.reserve(_account(state, org), micros(amount), key=key),
+                                            "pending")
 
 
 @given("the service has finalized the reservation at {amount}")
@@ -181,8 +180,7 @@ def caller_mints(context, credential, amount):
 @then('the account of "{org}" has {available} available, {held} held and {spent} spent of {minted} minted')
 def account_balances(context, available, held, spent, minted, org=None):
     state = context.state
-    account = state.billing.org_account(state.world.org(org)) if org else state.world.account()
-    state.billing.expect_balances(account, {
+    state.billing.expect_balances(_account(state, org), {
         "minted_micros": micros(minted), "available_micros": micros(available), "held_micros": micros(held),
         "spent_micros": micros(spent)})
 

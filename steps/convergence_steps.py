@@ -24,6 +24,12 @@ def _declare_model(state, model: str, backends: str) -> None:
     state.convergence.declare_model(model, list(declared.backends.values()), declared.prices)
 
 
+def _in_force(declarations) -> None:
+    """The gateway syncs, and the scenario's last commit is Synced (what a Given's declaration needs)."""
+    declarations.sync_and_settle()
+    declarations.await_commit(SETTLE_SECONDS, synced=True)
+
+
 # ---- Given: a declaration already in force ------------------------------------------------------------------------
 
 # (longer sentence first: behave takes the first definition that matches)
@@ -31,32 +37,28 @@ def _declare_model(state, model: str, backends: str) -> None:
 def org_declared_self_healing(context, org, amount):
     declarations = context.state.convergence
     declarations.declare_org(org, micros(amount), self_heal=True)
-    declarations.sync_and_settle()
-    declarations.await_commit(SETTLE_SECONDS, synced=True)
+    _in_force(declarations)
 
 
 @given('"{org}" is declared in git with a budget of {amount}')
 def org_declared(context, org, amount):
     declarations = context.state.convergence
     declarations.declare_org(org, micros(amount))
-    declarations.sync_and_settle()
-    declarations.await_commit(SETTLE_SECONDS, synced=True)
+    _in_force(declarations)
 
 
 @given('the model "{model}" is declared in git, routed to its {backends}')
 def model_declared(context, model, backends):
     state = context.state
     _declare_model(state, model, backends)
-    state.convergence.sync_and_settle()
-    state.convergence.await_commit(SETTLE_SECONDS, synced=True)
+    _in_force(state.convergence)
 
 
 @given('the operator has committed a budget of {amount} for "{org}", and the gateway has applied it')
 def budget_committed_and_applied(context, amount, org):
     declarations = context.state.convergence
     declarations.commit_budget(org, micros(amount))
-    declarations.sync_and_settle()
-    declarations.await_commit(SETTLE_SECONDS, synced=True)
+    _in_force(declarations)
 
 
 @given('{person} holds the API key "{key}" for "{org}"')
