@@ -6,15 +6,20 @@ run with support.client.reporting:AllureFormatter; the Allure results are checke
 the evidence attached to the failing step); then scripts/report builds the HTML report,
 scripts/serve-report serves it on 127.0.0.1 and headless Chromium renders the failing
 test's page (deep link ``index.html#<test result id>``) and writes
-artifacts/report-screenshot.png.
+artifacts/report-screenshot.png. The single-file copy scripts/report writes beside it
+(allure-report-single/index.html) is opened from file://, as a reviewer opens a downloaded
+CI artifact, and must show the failed step and its evidence (reports/report-single-file.png).
 
 Skips: the report part when node/npm are missing, the browser part when
 /usr/bin/chromium is missing.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -224,7 +229,7 @@ def test_report_is_generated_quietly(report):
     assert "index.html" in report["stdout"]
     assert "serve-report" in report["stdout"]
     assert report["stderr"] == ""
-    assert len(report["stdout"].splitlines()) <= 3, report["stdout"]
+    assert len(report["stdout"].splitlines()) <= 3, report["stdout"]  # where it is, how to open it, the single file
 
 
 def test_report_has_every_test_and_no_analytics(report):
@@ -280,6 +285,49 @@ def test_report_renders_failing_test_in_chromium(report, served_report, tmp_path
     shot.parent.mkdir(parents=True, exist_ok=True)
     shot.unlink(missing_ok=True)
     run = headless_chromium(f"--screenshot={shot}", page)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000, f"screenshot looks blank ({len(data)} bytes)"
+
+
+# ---------------------------------------------------------------------------
+# the single-file report, opened from disk as a reviewer opens a downloaded CI artifact
+# ---------------------------------------------------------------------------
+def test_the_single_file_report_sits_beside_the_served_one(report):
+    single = report["out"].parent / "allure-report-single" / "index.html"
+    assert single.is_file(), report["stdout"]
+    assert f"{single.parent.name}/index.html" in report["stdout"]
+    assert not (single.parent / "data").exists(), "a single-file report keeps everything in index.html"
+    assert any(MARKER.encode() in body for body in embedded_strings(single)), \
+        "the failed step's evidence attachment is not inside index.html"
+
+
+def embedded_strings(page: Path):
+    """Every base64 string of the page, decoded (Allure embeds each attachment of a single-file report so)."""
+    for text in re.findall(r'"([A-Za-z0-9+/]{20,}={0,2})"', page.read_text(encoding="utf-8")):
+        try:
+            yield base64.b64decode(text, validate=True)
+        except binascii.Error:
+            continue
+
+
+def test_the_single_file_report_shows_the_failed_steps_evidence_from_file_url(report, headless_chromium):
+    single = report["out"].parent / "allure-report-single" / "index.html"
+    page = f"{single.as_uri()}#{failing_test_id(report)}"
+
+    dom = headless_chromium("--allow-file-access-from-files", "--dump-dom", page)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert FAILING in html, f"the failing test is not rendered from file://; DOM starts:\n{html[:1500]}"
+    assert "Then the charge is rejected with evidence" in html
+    assert "expected status 200, got 500" in html
+    assert "evidence" in html
+
+    shot = ROOT / "reports" / "report-single-file.png"  # kept by CI as an artifact
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot.unlink(missing_ok=True)
+    run = headless_chromium("--allow-file-access-from-files", f"--screenshot={shot}", page)
     assert run.returncode == 0, run.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
