@@ -12,59 +12,59 @@ from support.harness import step_types  # noqa: F401  (registers {name:Name}, {p
 
 @when("an attacker guesses {name:Name}'s password {count:d} times")
 def guesses_password(context, name, count):
-    context.state.security.guess_password(name, count)
+    context.state.attacker.guess_password(name, count)
 
 
 @when("an attacker tries one password on {count:d} accounts from one client address")
 def sprays(context, count):
-    context.state.security.spray(count)
+    context.state.attacker.spray(count)
 
 
 @then("the attacker is refused as trying too often before the {limit:d}th try, and told when to retry")
 def refused_before(context, limit):
-    context.state.security.expect_throttled_before(limit)
+    context.state.attacker.expect_throttled_before(limit)
 
 
 @then("while that lasts even {name:Name}'s own password is refused as trying too often")
 def own_password_waits(context, name):
     state = context.state
-    answer = state.security.login_from_attacker(name)
+    answer = state.attacker.login_from_attacker(name)
     state.world.attacks.tries.append(answer)
     expect_status(answer, 429, f"{name}'s own password from the attacker's address while the account is throttled")
 
 
 @then("the attacker's refused tries leave one audit event, not one per try")
 def one_event_per_burst(context):
-    security = context.state.security
-    security.expect_one_event_for(security.expect_throttled_before(len(context.state.world.attacks.tries)))
+    attacker = context.state.attacker
+    attacker.expect_one_event_for(attacker.expect_throttled_before(len(context.state.world.attacks.tries)))
 
 
 @then("{name:Name}, logging in from another address, is served")
 def served_elsewhere(context, name):
-    expect_status(context.state.security.login_from_elsewhere(name), 200, f"{name} logging in from another address")
+    expect_status(context.state.attacker.login_from_elsewhere(name), 200, f"{name} logging in from another address")
 
 
 # ---- invitations -----------------------------------------------------------------------------------------------
 
 @given('{inviter:Name} holds an invitation to "{org}" for {name:Name}\'s email')
 def holds_invitation(context, inviter, org, name):
-    context.state.security.hold_invitation_for(inviter, org, name)
+    context.state.attacker.hold_invitation_for(inviter, org, name)
 
 
 @when("{name:Name} tries {count:d} passwords on that invitation")
 def tries_passwords(context, name, count):
-    context.state.security.try_held_invitation(count)
+    context.state.attacker.try_held_invitation(count)
 
 
 @then('no refusal names {name:Name}, her email or "{org}", or says that she has an account')
 def says_nothing(context, name, org):
-    context.state.security.expect_tries_say_nothing_about(name, org)
+    context.state.attacker.expect_tries_say_nothing_about(name, org)
 
 
 @then("the invitation is used up, so that even {name:Name}'s own password no longer accepts it")
 def used_up(context, name):
-    security = context.state.security
-    security.expect_refusal_words(security.accept_held_invitation_as(name), 410,
+    attacker = context.state.attacker
+    attacker.expect_refusal_words(attacker.accept_held_invitation_as(name), 410,
                                   f"{name}'s own password on the invitation once wrong ones used it up", "no longer")
 
 
@@ -83,22 +83,22 @@ def has_invited_as_an(context, inviter, name, org, role):
 
 @when('{actor:Name} revokes {name:Name}\'s invitation to "{org}"')
 def revokes(context, actor, name, org):
-    context.state.security.revoke_invitation(actor, org, name)
+    context.state.attacker.revoke_invitation(actor, org, name)
 
 
 @then('the invitations of "{org}" show {name:Name}\'s as revoked, without its token')
 def listed_revoked(context, org, name):
-    security = context.state.security
-    listed, answer = security.invitation_listed(security.platform.owner_of(org), org, name)
+    attacker = context.state.attacker
+    listed, answer = attacker.invitation_listed(attacker.platform.owner_of(org), org, name)
     expect_equal(listed.get("state"), "revoked", f"the state of {name}'s invitation", answer)
-    expect_true(security.invitation_of(name) not in answer.text, f"Expected the list of invitations to hold no "
+    expect_true(attacker.invitation_of(name) not in answer.text, f"Expected the list of invitations to hold no "
                 f"token, but it holds {name}'s", answer)
 
 
 @then("{name:Name}'s invitation no longer works")
 def invitation_dead(context, name):
-    security = context.state.security
-    security.expect_refusal_words(security.try_invitation(name), 410, f"accepting {name}'s invitation once it should "
+    attacker = context.state.attacker
+    attacker.expect_refusal_words(attacker.try_invitation(name), 410, f"accepting {name}'s invitation once it should "
                                   f"no longer work", "no longer")
 
 
@@ -107,7 +107,7 @@ def invitation_dead(context, name):
 @when('{actor:Name} removes {name:Name} from "{org}"')
 def removes(context, actor, name, org):
     state = context.state
-    state.world.attacks.removal = state.security.remove(actor, org, name)
+    state.world.attacks.removal = state.attacker.remove(actor, org, name)
 
 
 @then('the audit log of "{org}" shows {name:Name}\'s removal revoking {invitee:Name}\'s invitation')
@@ -117,7 +117,7 @@ def removal_audited(context, org, name, invitee):
     events, read = state.identity.org_audit_for(org, removal.request_id)
     expect_true(len(events) == 1 and events[0].get("action") == "members.remove", f"Expected one members.remove "
                 f"event for the removal of {name} (request id {removal.request_id}), but found {events}", read)
-    listed, _ = state.security.invitation_listed(state.platform.owner_of(org), org, invitee)
+    listed, _ = state.attacker.invitation_listed(state.platform.owner_of(org), org, invitee)
     revoked = (events[0].get("details") or {}).get("revoked_invitations") or []
     expect_true(listed["id"] in revoked, f"Expected the removal's event to name {invitee}'s invitation "
                 f"{listed['id']} among those it revoked, but it names {revoked}", read)
@@ -139,12 +139,12 @@ def no_longer_reaches(context, name, org):
 @given("the platform has published a signing key of its own making")
 def published_own_key(context):
     state = context.state
-    state.security.publish_signing_key(state.add_cleanup)
+    state.attacker.publish_signing_key(state.add_cleanup)
 
 
 @then("no table of the gateway's database holds a private signing key in the clear")
 def no_clear_keys(context):
-    found = context.state.security.private_keys_in_the_clear()
+    found = context.state.attacker.private_keys_in_the_clear()
     expect_true(not found, f"Expected no private signing key in the clear in the gateway's database, but found one "
                 f"in {found}")
 
@@ -160,7 +160,7 @@ def answers_with_secrets(context, name, invitee, org):
 
 @then("none of those answers may be kept by a cache or sniffed as another content type")
 def never_cached(context):
-    context.state.security.expect_never_cached(context.state.world.attacks.answers)
+    context.state.attacker.expect_never_cached(context.state.world.attacks.answers)
 
 
 @then("the gateway's logs hold none of the secrets this scenario handled")

@@ -41,7 +41,7 @@ from support.domain.model_routes import ModelRoutes
 from support.domain.org_ledgers import OrgLedgers
 from support.domain.platform_api import Platform
 from support.domain.rate_limits import RateLimits
-from support.domain.security import Floods, Security
+from support.domain.attacks import Attacker
 from support.domain.request_costs import RequestCosts
 from support.domain.request_shapes import RequestShapes
 from support.domain.streamed_chat import StreamedChat
@@ -53,6 +53,7 @@ from support.harness.world import World
 from support.stacks import Endpoints, Stack, make_stack
 from support.stress import burst
 from support.stress.faults import Faults
+from support.stress.floods import Floods
 from support.stress.load import LoadRuns
 from support.tokens.signing_keys import KeyMaterial
 
@@ -170,8 +171,8 @@ class ScenarioState:
         return Applications(self.routing, self.costs, self.add_cleanup)
 
     @cached_property
-    def security(self) -> Security:
-        return Security(self.identity, self.db, self.world.attacks)
+    def attacker(self) -> Attacker:
+        return Attacker(self.identity, self.db, self.world.attacks)
 
     @cached_property
     def floods(self) -> Floods:

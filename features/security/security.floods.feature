@@ -1,4 +1,4 @@
-@allure.label.epic:Security @serial @needs_database
+@allure.label.epic:Security @serial @needs_database @needs_stub_control
 Feature: Refusing a flood costs the gateway no more than a counter
   Requests without valid credentials are refused before they cost a password hash or a database write: each
   client address has its refusals audited one by one up to a budget per window, the rest are counted and summed up
@@ -14,7 +14,7 @@ Feature: Refusing a flood costs the gateway no more than a counter
   Scenario Outline: A flood of <flood> beside an org's traffic leaves that traffic served
     When attackers from 4 addresses send 2000 <flood> while the key "ci" keeps asking "chat-basic" for completions
     Then every request of the flood was refused or answered without a server error
-    And every completion "Acme" asked for meanwhile was answered, the slowest 1% within 1 second
+    And every completion "Acme" asked for meanwhile was answered, the slowest 1% within 2 seconds
     And the flood grew the audit log by no more than the sampling budget allows
 
     Examples:
