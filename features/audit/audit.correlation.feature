@@ -10,12 +10,14 @@ Feature: One request id and one trace follow a request everywhere
 
   Rule: The request id and the trace the caller sent follow the request everywhere
 
+    @needs_database @needs_stub_control
     Scenario: The answer, the audit event and the model's backend agree on the request and the trace
       Given the model "chat-basic" costs 1.00 USD per 1k prompt tokens and 2.00 USD per 1k completion tokens
       And Olive has issued the API key "ci" for "Acme"
       When the key "ci" asks "chat-basic" for a chat completion
       Then the answer, its audit event and the model's backend carry the request id and the trace the caller sent
 
+    @needs_logs
     Scenario: The gateway's log lines about a request carry its request id and trace
       When Olive issues the API key "ci" for "Acme"
       Then every gateway log line about that request is a JSON object with its request id and trace id

@@ -1,4 +1,4 @@
-@allure.label.epic:Audit
+@allure.label.epic:Audit @needs_database @needs_stub_control
 Feature: Secrets never reach the audit log
   The audit log is read by people who must never see a credential: owners, admins, auditors. Passwords, access
   and refresh tokens, API key secrets and invitation tokens pass through the gateway on every sign-up, login,

@@ -67,6 +67,7 @@ Feature: Every change and every refusal leaves exactly one audit event
       When a caller without credentials asks to issue an API key for "Acme"
       Then the request leaves exactly one audit event: auth.user_token by an anonymous caller on its route, denied
 
+  @needs_database @needs_stub_control
   Rule: A chat request is audited once, by the API key that sent it, whatever came of it
 
     Scenario: A chat completion is audited once, by the API key that asked
@@ -92,11 +93,13 @@ Feature: Every change and every refusal leaves exactly one audit event
 
   Rule: A billing request is audited once, by the service or the platform that sent it
 
+    @needs_database
     Scenario: A reservation by the billing service is audited once
       Given an account with 5.00 USD in one credit lot
       When the service reserves 1.00 USD on the account
       Then the request leaves exactly one audit event: billing.reserve by the service on a reservation, allowed
 
+    @needs_database
     Scenario: A reservation beyond the available credit is audited once, as denied
       Given an account with 5.00 USD in one credit lot
       When the service reserves 9.00 USD on the account

@@ -1,4 +1,4 @@
-@allure.label.epic:Billing
+@allure.label.epic:Billing @needs_database
 Feature: Credit is conserved under concurrency
   However many reservations arrive at the same moment, an account never holds more than it has: each one either
   fits in what is still available or is refused, and the books still balance afterwards.

@@ -1,4 +1,4 @@
-@allure.label.epic:Billing
+@allure.label.epic:Billing @needs_database
 Feature: Reservations expire
   A reservation nobody settles does not hold credit forever: once its time to live has passed it expires, its
   amount returns to available, and it can no longer be finalized.

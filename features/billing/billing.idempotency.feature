@@ -1,4 +1,4 @@
-@allure.label.epic:Billing
+@allure.label.epic:Billing @needs_database
 Feature: Retried billing requests take effect once
   A service that retries a request with the same idempotency key gets the first answer again, and the ledger
   moves once. The same key with a different request is refused, and requests racing with one key hold once.

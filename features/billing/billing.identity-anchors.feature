@@ -1,4 +1,4 @@
-@allure.label.epic:Billing
+@allure.label.epic:Billing @needs_database
 Feature: Identity anchors guard accounts
   An account can be anchored to the identity that owns it. Then a service may act on it only on behalf of that
   identity: a request naming another identity, or none, is refused, and holds nothing.

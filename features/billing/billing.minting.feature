@@ -1,4 +1,4 @@
-@allure.label.epic:Billing
+@allure.label.epic:Billing @needs_database
 Feature: Platform admins mint credit
   Credit enters an account only when a platform admin mints it, as a new credit lot. The account's balance grows
   by exactly the lot's amount, and a retried mint with the same idempotency key does not mint twice.

@@ -1,4 +1,4 @@
-@allure.label.epic:Billing
+@allure.label.epic:Billing @needs_database
 Feature: The books reconcile
   For every account, what was minted equals what is available plus what is held plus what is spent, and every
   ledger entry's postings sum to zero. The reconciliation proves it after any activity, and reports an account

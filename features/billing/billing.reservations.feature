@@ -4,6 +4,7 @@ Feature: Reservations settle once
   moves exactly once: finalized at what was actually used (the rest returns to available), or released in full.
   Once it has moved, it cannot move again, and nothing can be charged above what was reserved.
 
+  @needs_database
   Rule: Reserved credit is held, not spent, and only available credit can be reserved
 
     Scenario: A reservation holds its amount without spending it
@@ -22,6 +23,7 @@ Feature: Reservations settle once
 
   Rule: A pending reservation settles once: finalized at what was used, or released in full
 
+    @needs_database
     Scenario: Finalizing at the reserved amount spends all of it
       Given an account with 10.00 USD in one credit lot
       And a pending reservation of 3.00 USD on it
@@ -29,6 +31,7 @@ Feature: Reservations settle once
       Then the reservation is finalized
       And the account has 7.00 USD available, 0.00 USD held and 3.00 USD spent of 10.00 USD minted
 
+    @needs_database
     Scenario: Finalizing below the reserved amount returns the rest
       Given an account with 10.00 USD in one credit lot
       And a pending reservation of 3.00 USD on it
@@ -36,6 +39,7 @@ Feature: Reservations settle once
       Then the reservation is finalized
       And the account has 8.75 USD available, 0.00 USD held and 1.25 USD spent of 10.00 USD minted
 
+    @needs_database
     Scenario: Releasing a reservation returns all of it
       Given an account with 10.00 USD in one credit lot
       And a pending reservation of 3.00 USD on it
@@ -53,6 +57,7 @@ Feature: Reservations settle once
 
   Rule: A settled reservation cannot move again, and nothing is charged above what was reserved
 
+    @needs_database
     Scenario: A finalized reservation cannot be finalized again
       Given an account with 10.00 USD in one credit lot
       And a pending reservation of 3.00 USD on it
@@ -63,6 +68,7 @@ Feature: Reservations settle once
       And the account has 7.00 USD available, 0.00 USD held and 3.00 USD spent of 10.00 USD minted
       And the reconciliation shows the books balanced, including the account
 
+    @needs_database
     Scenario: A released reservation cannot be finalized
       Given an account with 10.00 USD in one credit lot
       And a pending reservation of 3.00 USD on it
@@ -71,6 +77,7 @@ Feature: Reservations settle once
       Then the request is refused because the reservation is no longer pending
       And the account has 10.00 USD available, 0.00 USD held and 0.00 USD spent of 10.00 USD minted
 
+    @needs_database
     Scenario: Finalizing above the reserved amount is refused and posts nothing
       Given an account with 10.00 USD in one credit lot
       And a pending reservation of 3.00 USD on it

@@ -1,4 +1,4 @@
-@allure.label.epic:Billing
+@allure.label.epic:Billing @needs_database
 Feature: Only the right token reaches billing
   Services reserve and settle with a service token; only platform admins mint, with an admin token. A token that
   is missing, expired, malformed, signed with the wrong secret or issued for another audience is refused, and

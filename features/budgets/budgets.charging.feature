@@ -1,4 +1,4 @@
-@allure.label.epic:Budgets
+@allure.label.epic:Budgets @needs_database @needs_stub_control
 Feature: Charging exactly what a completion used
   Before a backend is called, a chat request holds its worst-case cost on the org's account; once answered, it is
   charged exactly its usage at the model's price and the rest of the hold goes back. The org's usage and its ledger

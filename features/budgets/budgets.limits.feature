@@ -1,4 +1,4 @@
-@allure.label.epic:Budgets
+@allure.label.epic:Budgets @needs_database @needs_stub_control
 Feature: An org never spends past its budget
   A request that would take an org past its budget limit is refused as over budget before any backend is called.
   The message names the org, its limit and its spend, and the refusal is in the audit log. Requests arriving

@@ -1,4 +1,4 @@
-@allure.label.epic:Budgets
+@allure.label.epic:Budgets @needs_database @needs_stub_control
 Feature: Rate limits per API key
   Each API key may send so many requests per time window, as set for its org. A request over the limit is refused
   as rate limited and told when to retry, without reaching a backend; once that time has passed the key is served

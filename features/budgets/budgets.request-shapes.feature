@@ -1,4 +1,4 @@
-@allure.label.epic:Budgets
+@allure.label.epic:Budgets @needs_database @needs_stub_control
 Feature: A budget holds for every shape of request
   Applications send more than short English sentences: other scripts, content in parts, tool definitions and
   tool calls, several completions at once, and newer token limits. Before calling a backend the gateway holds a

@@ -1,4 +1,4 @@
-@allure.label.epic:Clients
+@allure.label.epic:Clients @needs_database
 Feature: Applications built on the official OpenAI SDK
   Most applications reach a gateway through OpenAI's own Python SDK, pointed at the gateway's address with one of
   the org's API keys. Everything such an application does works as it does against OpenAI: listing models,
@@ -17,11 +17,13 @@ Feature: Applications built on the official OpenAI SDK
       When the application lists the models
       Then "chat-basic" is among the models the application sees
 
+    @needs_stub_control
     Scenario: The application gets a completion
       When the application asks "chat-basic" for a chat completion
       Then the application receives the model's answer with its usage
       And "Acme" was charged once, exactly the completion's usage at the model's price
 
+    @needs_stub_control
     Scenario: The application streams a completion with its usage
       When the application streams a chat completion from "chat-basic", asking for its usage
       Then the application receives the answer in pieces that say what the whole answer says
@@ -30,6 +32,7 @@ Feature: Applications built on the official OpenAI SDK
 
   Rule: Failures reach the application as the SDK's own errors
 
+    @needs_stub_control
     Scenario: A wrong API key is an authentication error
       Given an application uses the OpenAI SDK with an API key that does not exist
       When the application asks "chat-basic" for a chat completion
@@ -39,11 +42,13 @@ Feature: Applications built on the official OpenAI SDK
       When the application asks "no-such-model" for a chat completion
       Then the application receives the SDK's not-found error
 
+    @needs_stub_control
     Scenario: An org at its budget gets the budget's message
       Given the key "ci" has spent the whole budget of "Acme" on "chat-basic"
       When the application asks "chat-basic" for a chat completion
       Then the application receives the SDK's status error for payment required, naming "Acme" and its limit
 
+    @needs_stub_control
     Scenario: A rate-limited application is told when to retry, and the SDK's own retry is then served
       Given "Acme" allows each key 2 requests every 2 seconds
       And the key "ci" has used its 2 requests of the window on "chat-basic"
@@ -53,6 +58,7 @@ Feature: Applications built on the official OpenAI SDK
 
   Rule: The SDK's automatic retries never charge twice
 
+    @needs_stub_control
     Scenario: A completion whose answer came too late for the SDK is retried and charged once
       Given the primary backend answers only after a long pause
       When the application asks "chat-basic" for a chat completion with an idempotency key, giving up on each try sooner than the backend answers

@@ -1,4 +1,4 @@
-@allure.label.epic:Clients
+@allure.label.epic:Clients @needs_database @needs_stub_control
 Feature: A retried completion is charged once
   Clients retry a completion when its answer does not arrive in time. A retry that carries the first request's
   Idempotency-Key gets the first answer again without another backend call or charge. The same key with another

@@ -1,4 +1,4 @@
-@allure.label.epic:Convergence @needs_config_repo
+@allure.label.epic:Convergence @needs_config_repo @needs_database
 Feature: Budgets declared in git are the budgets in force
   Operators declare each org's budget in the configuration repository. Once the gateway has synced a commit,
   chat requests are held to the budget of that commit, whether the sync was asked for or came with the
@@ -25,6 +25,7 @@ Feature: Budgets declared in git are the budgets in force
 
   Rule: Chat requests are held to the budget of the latest commit in force
 
+    @needs_stub_control
     Scenario Outline: A request is <verdict> under the budget of the latest commit
       Given "Acme" is declared in git with a budget of <old budget>
       And the operator has committed a budget of <new budget> for "Acme", and the gateway has applied it

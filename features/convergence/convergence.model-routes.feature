@@ -1,4 +1,4 @@
-@allure.label.epic:Convergence @needs_config_repo
+@allure.label.epic:Convergence @needs_config_repo @needs_stub_control
 Feature: Model routes declared in git
   A model and its backends, in route order, are declared in the configuration repository. The next chat
   request after the gateway has synced a commit goes where that commit says.

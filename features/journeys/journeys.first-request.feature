@@ -1,4 +1,4 @@
-@allure.label.epic:Journeys @critical
+@allure.label.epic:Journeys @critical @needs_database @needs_stub_control
 Feature: A new customer's first request
   The path every customer takes on day one: the platform opens their org, the owner joins and brings a colleague,
   issues an API key and sends a first chat request. Each step leaves an audit event that carries the request id

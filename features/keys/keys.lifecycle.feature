@@ -21,6 +21,7 @@ Feature: An API key's secret is shown once, and a revoked key dies at once
       Then the secret of "ci" appears nowhere in the answer
       And the secret of "ci" appears nowhere in the audit log of "Acme"
 
+    @needs_database
     Scenario: The gateway keeps only a hash of the secret
       When Olive issues the API key "batch" for "Acme"
       Then the gateway's database holds no copy of the secret of "batch"

@@ -1,4 +1,4 @@
-@allure.label.epic:Performance @performance @serial
+@allure.label.epic:Performance @performance @serial @needs_database @needs_stub_control
 Feature: Chat traffic under load keeps budgets and the ledger exact
   Many clients of several orgs calling at once must not make the gateway overspend: no org ever spends more than
   its budget, each org's spend equals the sum of what its answered completions cost, and the ledger balances

@@ -1,4 +1,4 @@
-@allure.label.epic:Resilience @resilience @serial
+@allure.label.epic:Resilience @resilience @serial @needs_database @needs_stub_control
 Feature: The database goes away and comes back
   When the gateway's database cannot be used, the gateway says so: its readiness probe fails naming the
   database, and every request that needs the database is refused as unavailable with a clear message, never with

@@ -1,4 +1,4 @@
-@allure.label.epic:Resilience @resilience @serial
+@allure.label.epic:Resilience @resilience @serial @needs_database @needs_stub_control
 Feature: The gateway is killed in the middle of requests
   A gateway process can die at any moment, with requests in flight and money on hold. Nothing may be spent
   twice: the holds of the requests it never finished expire and return to the customer, completed requests stay

@@ -1,4 +1,4 @@
-@allure.label.epic:Resilience @resilience
+@allure.label.epic:Resilience @resilience @needs_database @needs_stub_control
 Feature: A model backend that hangs
   A backend that takes a request and never answers must hold neither the caller nor the customer's money: the
   gateway gives up on it within that backend's configured timeout, tries the next backend in route order, and

@@ -1,4 +1,4 @@
-@allure.label.epic:Resilience @resilience
+@allure.label.epic:Resilience @resilience @needs_database
 Feature: A burst of malformed and oversized requests
   Garbage must bounce off the gateway: broken JSON, wrong types, bodies of 10 MB and documents nested a hundred
   thousand levels deep are each refused with a client error that says what is wrong, never a server error, and

@@ -1,4 +1,4 @@
-@allure.label.epic:Routing
+@allure.label.epic:Routing @needs_database @needs_stub_control
 Feature: Malformed chat requests
   A chat request the gateway cannot use is refused as the caller's error, with a message that says what is wrong,
   never with a server error, and before anything is held or any backend is called.

@@ -1,4 +1,4 @@
-@allure.label.epic:Routing
+@allure.label.epic:Routing @needs_database @needs_stub_control
 Feature: Falling back when a model backend fails
   A chat request goes to its model's backends in route order. A backend that fails (a server error, no answer in
   time, a dropped connection, nothing listening) is passed over and the next one answers; the customer is charged

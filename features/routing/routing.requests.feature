@@ -1,4 +1,4 @@
-@allure.label.epic:Routing
+@allure.label.epic:Routing @needs_database
 Feature: Routing a chat request to its model
   A key's chat request names a model; the gateway sends it to that model's backend with the caller's trace id, so
   one trace follows the request end to end. A model that does not exist, and a model the key's org may not use,
@@ -11,6 +11,7 @@ Feature: Routing a chat request to its model
 
   Rule: A request goes to its model's backend, carrying the caller's trace
 
+    @needs_stub_control
     Scenario: The backend receives the caller's trace id
       When the key "ci" asks "chat-basic" for a chat completion
       Then the completion is answered by the model's primary backend
@@ -22,6 +23,7 @@ Feature: Routing a chat request to its model
       When the key "ci" asks "chat-imaginary" for a chat completion
       Then the request is refused as an unknown model
 
+    @needs_stub_control
     Scenario: A model the org may not use is not found either, and never reaches its backend
       Given the model "chat-premium" costs 5.00 USD per 1k prompt tokens and 10.00 USD per 1k completion tokens
       And "Acme" may use only the model "chat-basic"

@@ -1,4 +1,4 @@
-@allure.label.epic:Security
+@allure.label.epic:Security @needs_database
 Feature: Service and admin tokens say who issued them and expire soon
   Service and platform-admin tokens are shared-secret (HS256) tokens. Each must name a trusted issuer and live at
   most an hour, so that a leaked token is worth little. (Start-up refuses shared secrets that are short or equal.)

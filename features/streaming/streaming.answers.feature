@@ -1,4 +1,4 @@
-@allure.label.epic:Streaming
+@allure.label.epic:Streaming @needs_database @needs_stub_control
 Feature: Streamed answers
   Applications stream completions to show text as it is written. A streamed answer carries the same text as the
   answer the model gives in one piece, arrives while the backend is still writing, ends the way OpenAI's clients

@@ -1,4 +1,4 @@
-@allure.label.epic:Streaming
+@allure.label.epic:Streaming @needs_database @needs_stub_control
 Feature: Streams that are cut short
   A stream can end early: the client goes away, or the backend fails while writing. Either way the org pays for
   what was generated and no more, the rest of its hold goes back, and the request is audited once. A backend that
