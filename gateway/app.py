@@ -15,13 +15,14 @@ from gateway.db import Database
 from gateway.middleware import GatewayMiddleware
 from gateway.models import SigningKey
 from gateway.routers import audit_log, auth, billing, chat, config, health, keys, orgs, people
-from gateway.routers import admin_cleanup, reservation_reads, signing_keys
+from gateway.routers import admin_cleanup, billing_admin, reservation_reads, signing_keys
 from gateway.runtime import Runtime
 from gateway.secrets_at_rest import Sealer, reseal_signing_keys
 from gateway.security import KeyRing
-from gateway.services import ledger
+from gateway.services import circuit_breakers, ledger
 from gateway.services.chat_billing import make_chat_store
 from gateway.services.routing import Upstream
+from gateway.services.settlements import Settlements
 from gateway.settings import Settings
 from gateway.throttle import Guards
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rt = Runtime(settings=settings, db=db, keyring=KeyRing(db, sealer))
     rt.reconciler = Reconciler(rt)
     rt.guards = Guards(settings)
+    rt.breakers = circuit_breakers.for_runtime(rt)
 
     def sweep_expired():
         with db.transaction() as session:
@@ -100,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt.keyring.reload()
         rt.upstream = Upstream()  # the model backends' client (aiohttp), made inside the running loop
         rt.chat_store = make_chat_store(db, rt.in_db_thread)
+        rt.settlements = Settlements.for_runtime(rt)
+        await rt.settlements.start()  # applies what a previous process journaled and never wrote
         tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval, first_and_later_syncs, "reconciler")),
                  asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep")),
                  asyncio.create_task(_every(lambda: settings.audit_sampling_window_seconds, audit_upkeep,
@@ -109,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
+            await rt.settlements.stop()
             await rt.upstream.close()
             await rt.chat_store.close()
             rt.db_threads.shutdown(wait=False)
@@ -124,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (signing_keys, reservation_reads):  # identity and tenant reads (issue 4)
         app.include_router(module.router)
     app.include_router(admin_cleanup.router)  # retiring orgs and people: what a run created (issue 17)
+    app.include_router(billing_admin.router)  # dead letters, voids, circuit breakers (issue 16)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, addresses=rt.guards.addresses,
                        metrics_token=settings.metrics_token)
     return app

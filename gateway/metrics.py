@@ -57,7 +57,7 @@ class ReservationStates:
 
     def collect(self):
         family = GaugeMetricFamily("gateway_reservations", "Reservations by state", labels=["state"])
-        counts = {state: 0 for state in ("pending", "finalized", "released", "expired")}
+        counts = {state: 0 for state in ("pending", "finalized", "released", "expired", "voided")}
         counts.update(self._fresh_counts())
         for state, count in counts.items():
             family.add_metric([state], count)

@@ -142,7 +142,9 @@ class CreditLot(Base):
 
 
 class Reservation(Base):
-    """Two-phase hold on an account: pending -> finalized | released | expired; only pending moves."""
+    """Two-phase hold on an account: pending -> finalized | released | expired; only pending moves. A charge (a
+    finalized reservation, or an expired or released one charged late) can then be voided, in part or whole
+    (whole: status `voided`)."""
     __tablename__ = "reservations"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -155,13 +157,15 @@ class Reservation(Base):
     request_id: Mapped[str | None] = mapped_column(String(128))
     # Charged beyond the hold (a chat backend reported more usage than the gateway's bound); None: no overrun.
     overrun_micros: Mapped[int | None] = mapped_column(Micros)
+    # Given back of the charge by platform admins (void / refund); None: nothing.
+    voided_micros: Mapped[int | None] = mapped_column(Micros)
 
 
 class LedgerEntry(Base):
     """One business event; its postings sum to zero."""
     __tablename__ = "ledger_entries"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))  # mint, reserve, finalize, release, expire
+    kind: Mapped[str] = mapped_column(String(20))  # mint, reserve, finalize, release, expire, late_charge, void
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     reservation_id: Mapped[str | None] = mapped_column(String(64), index=True)
     lot_id: Mapped[str | None] = mapped_column(String(64))
@@ -191,6 +195,25 @@ class IdempotencyRecord(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(Stamp, default=utcnow)
+
+
+class SettlementDeadLetter(Base):
+    """A settlement of the journal that kept failing: kept until a platform admin replays it (state dead ->
+    replayed). `settlement` is the journal's entry as written (gateway/services/settlements.py)."""
+    __tablename__ = "settlement_dead_letters"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "dl_" + the journal entry's id
+    reservation_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    org: Mapped[str | None] = mapped_column(String(100))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    amount_micros: Mapped[int] = mapped_column(Micros)
+    settlement: Mapped[dict] = mapped_column(JSON)
+    error: Mapped[str] = mapped_column(Text)
+    tries: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    created_at: Mapped[datetime] = mapped_column(Stamp, default=utcnow)
+    replayed_at: Mapped[datetime | None] = mapped_column(Stamp)
+    replayed_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class AuditEvent(Base):

@@ -50,6 +50,8 @@ class Runtime:
     first_sync_done: bool = False
     reconciler: object | None = None
     guards: object | None = None  # gateway.throttle.Guards: credential throttles, sampling of anonymous refusals
+    settlements: object | None = None  # gateway.services.settlements.Settlements, started in the app's lifespan
+    breakers: object | None = None  # gateway.services.circuit_breakers.Breakers: model backends' circuits
     # The chat path's database work. A plain executor costs less per call than AnyIO's thread pool, and a chat
     # request makes two calls.
     db_threads: ThreadPoolExecutor = field(

@@ -3,8 +3,10 @@ settings that would leave the gateway open (short or equal HS256 secrets, a pass
 outside test mode, no key-encryption key)."""
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +75,9 @@ NUMBERS = {
     "audit_unauthenticated_retention_days": "AUDIT_UNAUTHENTICATED_RETENTION_DAYS",
     "service_token_max_lifetime_seconds": "SERVICE_TOKEN_MAX_LIFETIME_SECONDS",
     "metrics_refresh_seconds": "METRICS_REFRESH_SECONDS",
+    "settlement_retry_seconds": "SETTLEMENT_RETRY_SECONDS",
+    "settlement_retry_max_seconds": "SETTLEMENT_RETRY_MAX_SECONDS",
+    "settlement_max_tries": "SETTLEMENT_MAX_TRIES",
 }
 
 
@@ -113,6 +118,12 @@ class Settings:
     service_token_max_lifetime_seconds: int = 3600
     metrics_token: str | None = None  # when set, /metrics wants `Authorization: Bearer <it>`
     metrics_refresh_seconds: float = 5.0  # reservation counts are read at most this often, whoever scrapes
+    # ---- the settlement journal (gateway/services/settlements.py) ----
+    settlement_journal_dir: Path | None = None  # None: beside a SQLite file, else in the temp folder (see below)
+    settlement_journal_fsync: bool = True  # off only to measure what the disk costs
+    settlement_retry_seconds: float = 0.5  # the first retry's delay; doubled each try
+    settlement_retry_max_seconds: float = 30.0
+    settlement_max_tries: int = 5  # refusals by the database before a settlement becomes a dead letter
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -132,6 +143,10 @@ class Settings:
             trusted_proxies=_env_list("TRUSTED_PROXIES"),
             service_token_issuers=_env_list("SERVICE_TOKEN_ISSUERS"),
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
+            settlement_journal_dir=Path(os.environ["SETTLEMENT_JOURNAL_DIR"])
+            if os.environ.get("SETTLEMENT_JOURNAL_DIR") else None,
+            settlement_journal_fsync=os.environ.get("SETTLEMENT_JOURNAL_FSYNC", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
             **{name: _env_number(variable, cls.__dataclass_fields__[name].default)
                for name, variable in NUMBERS.items()},
         )
@@ -139,6 +154,17 @@ class Settings:
         if problems:
             raise SystemExit("gateway: refusing to start: " + "; ".join(problems))
         return settings
+
+    def settlement_journal_path(self) -> Path:
+        """SETTLEMENT_JOURNAL_DIR; without it, `<file>.settlements` beside a SQLite database, else a folder named
+        for the database in the temp folder (survives a restart of the process, not of the machine: production
+        sets SETTLEMENT_JOURNAL_DIR on persistent storage)."""
+        if self.settlement_journal_dir is not None:
+            return self.settlement_journal_dir
+        if self.database_url.startswith("sqlite:///") and ":memory:" not in self.database_url:
+            return Path(self.database_url.removeprefix("sqlite:///") + ".settlements")
+        named = hashlib.sha256(self.database_url.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"gateway-settlements-{named}"
 
     def problems(self) -> list[str]:
         """What makes these settings unsafe to serve with, one sentence each (empty: none)."""
@@ -172,7 +198,8 @@ class Settings:
                             ("INVITATION_MAX_FAILED_ATTEMPTS", self.invitation_max_failed_attempts),
                             ("AUDIT_UNAUTHENTICATED_PER_ADDRESS", self.audit_unauthenticated_per_address),
                             ("AUDIT_UNAUTHENTICATED_PER_WINDOW", self.audit_unauthenticated_per_window),
-                            ("SERVICE_TOKEN_MAX_LIFETIME_SECONDS", self.service_token_max_lifetime_seconds)):
+                            ("SERVICE_TOKEN_MAX_LIFETIME_SECONDS", self.service_token_max_lifetime_seconds),
+                            ("SETTLEMENT_MAX_TRIES", self.settlement_max_tries)):
             if value < 1:
                 found.append(f"{name} is {value}; it must be at least 1")
         return found

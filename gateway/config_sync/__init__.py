@@ -2,11 +2,12 @@
 
 Layout of the repository (see docs/contract.md, Declarative configuration)::
 
-    gateway.yaml          self_heal, prune, reconcile_interval_seconds
+    gateway.yaml          self_heal, prune, reconcile_interval_seconds, circuit_breaker {failures, window_seconds,
+                          cooldown_seconds}
     orgs/<slug>.yaml      name, budget_micros, models (allowlist), rate_limit {requests, window_seconds},
                           sync_policy {self_heal}  (a per-org override of the global switch)
     models/<name>.yaml    price {prompt_per_1k_micros, completion_per_1k_micros}, backends [{name, url,
-                          timeout_seconds?}] in route order, default_max_tokens
+                          timeout_seconds?, circuit_breaker?}] in route order, default_max_tokens
 
 One pass:
 1. read the branch head (git CLI; blobs are cached by id, so an unchanged file is never read or parsed twice);

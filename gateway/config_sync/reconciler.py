@@ -40,6 +40,11 @@ class Reconciler:
         self.last_pass_ms: float | None = None  # how long this process's last pass took
 
     @property
+    def applied_settings(self) -> dict:
+        """The gateway.yaml this process applied last ({} before its first pass)."""
+        return self._settings or {}
+
+    @property
     def interval(self) -> float:
         settings = self._settings
         if settings is None:

@@ -100,8 +100,27 @@ def _bool(value, where: tuple):
 
 # ---- the three kinds of file -----------------------------------------------------------------------------------
 
+def _circuit_breaker(value, where: tuple) -> dict | None:
+    """`circuit_breaker: {failures, window_seconds, cooldown_seconds}` (each optional), in gateway.yaml or on one
+    backend of a model (gateway/services/circuit_breakers.py)."""
+    if value is None:
+        return None
+    raw = _mapping(value, where, {"failures", "window_seconds", "cooldown_seconds"})
+    checked = {}
+    if "failures" in raw:
+        checked["failures"] = _int(raw["failures"], where + ("failures",), minimum=1, maximum=1000)
+    for key in ("window_seconds", "cooldown_seconds"):
+        if key in raw:
+            seconds = raw[key]
+            if type(seconds) not in (int, float) or not 0.1 <= seconds <= 86400:
+                raise Invalid(where + (key,), f"{'.'.join(map(str, where + (key,)))} must be a number of seconds "
+                                              f"from 0.1 to 86400, not {seconds!r}")
+            checked[key] = seconds
+    return checked
+
+
 def validate_settings(doc) -> dict:
-    doc = _mapping(doc, (), {"self_heal", "prune", "reconcile_interval_seconds"})
+    doc = _mapping(doc, (), {"self_heal", "prune", "reconcile_interval_seconds", "circuit_breaker"})
     settings = {"self_heal": _bool(doc.get("self_heal", False), ("self_heal",)),
                 "prune": _bool(doc.get("prune", False), ("prune",))}
     if "reconcile_interval_seconds" in doc:
@@ -110,6 +129,8 @@ def validate_settings(doc) -> dict:
             raise Invalid(("reconcile_interval_seconds",),
                           f"reconcile_interval_seconds must be a number of seconds from 0.1 to 86400, not {interval!r}")
         settings["reconcile_interval_seconds"] = interval
+    if doc.get("circuit_breaker") is not None:
+        settings["circuit_breaker"] = _circuit_breaker(doc["circuit_breaker"], ("circuit_breaker",))
     return settings
 
 
@@ -156,7 +177,7 @@ def validate_org(slug: str, doc) -> dict:
 
 def _backend(i: int, raw, names: set[str]) -> dict:
     """backends[i], checked; `names` holds the names of the backends before it."""
-    raw = _mapping(raw, ("backends", i), {"name", "url", "timeout_seconds"})
+    raw = _mapping(raw, ("backends", i), {"name", "url", "timeout_seconds", "circuit_breaker"})
     url = raw.get("url")
     if not isinstance(url, str) or not URL.match(url):
         raise Invalid(("backends", i, "url") if "url" in raw else ("backends", i),
@@ -175,6 +196,8 @@ def _backend(i: int, raw, names: set[str]) -> dict:
                           f"backends[{i}].timeout_seconds must be a number of seconds from 0 to 600, "
                           f"not {timeout!r}")
         backend["timeout_seconds"] = timeout
+    if raw.get("circuit_breaker") is not None:
+        backend["circuit_breaker"] = _circuit_breaker(raw["circuit_breaker"], ("backends", i, "circuit_breaker"))
     return backend
 
 

@@ -6,12 +6,18 @@ hold at the reported usage (beyond it if it must: an overrun) or releases it, an
 database work goes through the runtime's chat store (gateway/services/chat_billing.py): on PostgreSQL three
 statements on the event loop, on SQLite the ledger's functions on worker threads. A streamed request is relayed
 chunk by chunk (gateway/services/streaming.py) and settled when its stream ends. With an Idempotency-Key, a retry
-of a finished request replays its answer. Refusals are audited in a transaction of their own."""
+of a finished request replays its answer. Refusals are audited in a transaction of their own.
+
+What an answered request owes is journaled (gateway/services/settlements.py) before it is written to the database:
+if that write fails (the database away, the hold expired meanwhile), the client still gets its answer and the
+journal's worker charges it, exactly once, when it can."""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +27,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from gateway import audit, metrics
+from gateway import audit, errors, metrics
 from gateway.audit import Actor
 from gateway.errors import ApiError
 from gateway.logs import log as log_fields
@@ -30,7 +36,7 @@ from gateway.principals import (NO_API_KEY, Principal, Refusal, api_key, api_key
                                  unauthorized)
 from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import sha256_hex
-from gateway.services import idempotency, ledger, token_bounds
+from gateway.services import idempotency, ledger, settlements, token_bounds
 from gateway.services.routing import RouteResult, call_in_order, cost_micros, worst_case_seconds
 from gateway.services.streaming import StreamRelay, Tally, error_event
 
@@ -38,6 +44,10 @@ router = APIRouter(prefix="/v1")
 log = logging.getLogger("gateway.chat")
 
 MAX_MODEL_NAME = 200
+# GATEWAY_MODE=test only: the request's settlement is journaled, then the process dies (SIGKILL) before it is written
+# to the database: how the suite shows that a gateway killed between the answer and the commit still charges it.
+TEST_FAULT_HEADER = "x-gateway-test-fault"
+CRASH_AFTER_JOURNAL = "crash-after-journal"
 
 
 def _visible_models(session, org: Org) -> list[Model]:
@@ -117,6 +127,10 @@ class KeyClaim:
     async def forget(self, rt: Runtime) -> None:
         await rt.in_db_thread(idempotency.forget, rt.db, self.scope, self.key)
 
+    def record(self, status: int, stored: dict) -> dict:
+        """The answer to record, as the settlement journal keeps it (it commits with the charge)."""
+        return {"scope": self.scope, "key": self.key, "status": status, "stored": stored}
+
 
 @dataclass
 class Admitted:
@@ -135,6 +149,7 @@ class Admitted:
     forward_usage: bool
     claim: KeyClaim | None
     started: float
+    test_fault: str | None = None  # TEST_FAULT_HEADER, honoured in test mode only
 
     @property
     def audited(self) -> dict:
@@ -182,7 +197,8 @@ async def _admit(rt: Runtime, request: Request, raw: bytes, started: float) -> A
             return Admitted(principal, row.slug, row.model_name, row.prompt_price_per_1k_micros,
                             row.completion_price_per_1k_micros, list(row.backends or []), payload, prompt,
                             completion, reservation_id, worst, bool(body.get("stream")),
-                            bool((body.get("stream_options") or {}).get("include_usage")), claim, started)
+                            bool((body.get("stream_options") or {}).get("include_usage")), claim, started,
+                            request.headers.get(TEST_FAULT_HEADER) if rt.settings.mode == "test" else None)
         if claim is not None:  # refused before anything ran: a retry is judged afresh
             await claim.forget(rt)
         short = await rt.chat_store.shortfall(row.account_id, worst, row.budget_limit_micros)
@@ -290,9 +306,10 @@ def usage_tokens(admitted: Admitted, usage, generated_bytes: int) -> tuple[int, 
 
 
 async def _charge(rt: Runtime, admitted: Admitted, backend: str, usage, generated_bytes: int, details: dict, *,
-                  outcome: str = "allowed", reason: str | None = None) -> int | None:
-    """Finalize at usage x price (above the hold too: an overrun, audited and counted) and audit it, as one change.
-    Returns what was charged, or None when the hold could no longer be finalized."""
+                  outcome: str = "allowed", reason: str | None = None, answer: tuple[int, dict] | None = None) -> int:
+    """Finalize at usage x price (above the hold too: an overrun, audited and counted) and audit it, as one change,
+    after journaling it; `answer` (status, stored) is recorded for the request's Idempotency-Key. Returns what is
+    charged: now, or by the journal's worker when the database cannot take it now."""
     prompt, completion, reported = usage_tokens(admitted, usage, generated_bytes)
     actual = cost_micros(prompt, completion, admitted.prompt_price, admitted.completion_price)
     details = {"backend": backend, "charged_micros": actual, "held_micros": admitted.held_micros,
@@ -308,17 +325,38 @@ async def _charge(rt: Runtime, admitted: Admitted, backend: str, usage, generate
         metrics.OVERRUN_MICROS.labels(backend).inc(overrun)
         log_fields(log, logging.WARNING, "a backend reported more usage than the hold", backend=backend,
                    reservation_id=admitted.reservation_id, held_micros=admitted.held_micros, charged_micros=actual)
-    if await rt.chat_store.settle(admitted.reservation_id, actual, **admitted.audited, outcome=outcome,
-                                  reason=reason, details=details):
-        return actual
-    await _unsettled(rt, admitted, actual, details.get("attempts", []))
-    return None
+    record = admitted.claim.record(*answer) if admitted.claim is not None and answer is not None else None
+    entry = settlements.new_entry(admitted.reservation_id, actual, **admitted.audited, outcome=outcome,
+                                  reason=reason, details=details, idempotency_record=record)
+    await rt.settlements.owe(entry)
+    if admitted.test_fault == CRASH_AFTER_JOURNAL:
+        log_fields(log, logging.WARNING, "test fault: the gateway dies now, its settlement journaled, not written",
+                   reservation_id=admitted.reservation_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        if not await rt.chat_store.settle(admitted.reservation_id, actual, **admitted.audited, outcome=outcome,
+                                          reason=reason, details=details):
+            await rt.in_db_thread(settlements.apply, rt.db, entry)  # its hold expired meanwhile: charged late
+        elif record is not None:
+            await admitted.claim.complete(rt, *answer)
+    except Exception as exc:  # the journal's worker writes it once it can; the client is answered meanwhile
+        rt.settlements.hand_over(entry, f"{type(exc).__name__}: {str(exc)[:300]}")
+    else:
+        rt.settlements.settled(entry)
+    return actual
 
 
 async def _release(rt: Runtime, admitted: Admitted, reason: str, details: dict, outcome: str) -> None:
-    if not await rt.chat_store.settle(admitted.reservation_id, None, **admitted.audited, outcome=outcome,
-                                      reason=reason, details={"reservation_id": admitted.reservation_id, **details}):
-        await _unsettled(rt, admitted, None, details.get("attempts", []))
+    """Give the hold back (nothing is owed, so nothing is journaled: if the database cannot take it now, the hold
+    expires at its TTL to the same effect)."""
+    try:
+        if not await rt.chat_store.settle(admitted.reservation_id, None, **admitted.audited, outcome=outcome,
+                                          reason=reason,
+                                          details={"reservation_id": admitted.reservation_id, **details}):
+            await _unsettled(rt, admitted, None, details.get("attempts", []))
+    except errors.DATABASE_UNAVAILABLE as exc:
+        log_fields(log, logging.WARNING, "a hold could not be released now; it expires at its time to live",
+                   reservation_id=admitted.reservation_id, error=type(exc).__name__)
 
 
 async def _unsettled(rt: Runtime, admitted: Admitted, actual: int | None, attempts: list) -> None:
@@ -340,8 +378,10 @@ async def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> None:
     if result.answered and result.status < 400:
         usage = result.body.get("usage")
         generated = 0 if reported_usage(usage) else token_bounds.answer_text_len(result.body)
-        await _charge(rt, admitted, result.backend, usage, generated, attempts)
-    elif result.answered:
+        await _charge(rt, admitted, result.backend, usage, generated, attempts,
+                      answer=(result.status, {"raw": result.raw.decode("utf-8", "replace"), "backend": result.backend}))
+        return
+    if result.answered:
         await _release(rt, admitted, f"backend {result.backend} refused the request with {result.status}", attempts,
                        "allowed")
     else:
@@ -349,11 +389,14 @@ async def _settle(rt: Runtime, admitted: Admitted, result: RouteResult) -> None:
                                                                           for a in result.attempts), attempts, "failed")
     if admitted.claim is None:
         return
-    if result.answered and result.body is not None:
-        await admitted.claim.complete(rt, result.status, {"raw": result.raw.decode("utf-8", "replace"),
-                                                          "backend": result.backend})
-    else:  # no answer to replay (every backend failed, or a refusal that was not JSON): a retry runs again
-        await admitted.claim.forget(rt)
+    try:
+        if result.answered and result.body is not None:
+            await admitted.claim.complete(rt, result.status, {"raw": result.raw.decode("utf-8", "replace"),
+                                                              "backend": result.backend})
+        else:  # no answer to replay (every backend failed, or a refusal that was not JSON): a retry runs again
+            await admitted.claim.forget(rt)
+    except errors.DATABASE_UNAVAILABLE:  # the key stays in progress until the hold's TTL; then a retry runs anew
+        log_fields(log, logging.WARNING, "an Idempotency-Key could not be recorded now", key=admitted.claim.key)
 
 
 async def _end_unanswered(rt: Runtime, admitted: Admitted) -> None:
@@ -380,19 +423,20 @@ def _relay(rt: Runtime, admitted: Admitted, result: RouteResult) -> StreamRelay:
         outcome, reason = STREAM_ENDINGS[tally.outcome]
         stream = {"outcome": tally.outcome, "content_chunks": tally.content_chunks,
                   "generated_bytes": tally.generated_bytes}
-        await _charge(rt, admitted, result.backend, tally.usage, tally.generated_bytes,
-                      {"attempts": attempts, "stream": stream}, outcome=outcome,
-                      reason=reason and reason.format(backend=result.backend, detail=tally.detail))
-        metrics.STREAMS.labels(tally.outcome).inc()
-        if tally.first_token_at is not None:
-            metrics.TIME_TO_FIRST_TOKEN.labels(result.backend).observe(tally.first_token_at - admitted.started)
+        answer = None
         if admitted.claim is not None:
             events = tally.events
             if tally.outcome == "client_disconnected":  # what a retry gets: the answer as it was cut
                 events.append(error_event("The first request with this Idempotency-Key ended when its client went "
                                           "away; this is what was generated up to then.", "client_disconnected")
                               .decode("utf-8"))
-            await admitted.claim.complete(rt, 200, {"events": events, "backend": result.backend})
+            answer = (200, {"events": events, "backend": result.backend})
+        await _charge(rt, admitted, result.backend, tally.usage, tally.generated_bytes,
+                      {"attempts": attempts, "stream": stream}, outcome=outcome,
+                      reason=reason and reason.format(backend=result.backend, detail=tally.detail), answer=answer)
+        metrics.STREAMS.labels(tally.outcome).inc()
+        if tally.first_token_at is not None:
+            metrics.TIME_TO_FIRST_TOKEN.labels(result.backend).observe(tally.first_token_at - admitted.started)
 
     return StreamRelay(result.stream, admitted.forward_usage, finish,
                        backend_header={"X-Gateway-Backend": result.backend}, record=admitted.claim is not None)
@@ -419,7 +463,7 @@ async def chat_completions(request: Request, rt: RuntimeDep):
         result = await call_in_order(rt.upstream, admitted.backends, admitted.payload,
                                      default_timeout=rt.settings.upstream_timeout_seconds,
                                      connect_timeout=rt.settings.upstream_connect_timeout_seconds,
-                                     stream=admitted.stream)
+                                     stream=admitted.stream, breakers=rt.breakers, model=admitted.model)
     except BaseException:
         await asyncio.shield(_end_unanswered(rt, admitted))
         raise

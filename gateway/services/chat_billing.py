@@ -31,7 +31,7 @@ from gateway import audit, context
 from gateway.errors import ApiError
 from gateway.models import ApiKey, Model, Org, utcnow
 from gateway.security import new_id
-from gateway.services import ledger
+from gateway.services import billing_counts, ledger
 
 # ---- the statements ------------------------------------------------------------------------------------------------
 # Each is written once with SQLAlchemy Core. SQLite runs them through SQLAlchemy (the ledger's functions); for
@@ -252,10 +252,16 @@ class PgChatStore(ChatStore):
             "amount": amount, "budget_limit": budget_limit, "account": account_id,
             "reservation_id": reservation_id, "expires_at": now + timedelta(seconds=ttl_seconds), "now": now,
             "request_id": request_id, "entry_id": new_id("le")})
-        return reservation_id if placed is not None else None
+        if placed is None:
+            return None
+        billing_counts.count("reserve")
+        return reservation_id
 
     async def settle(self, reservation_id: str, actual: int | None, **audited) -> bool:
-        return await self._one(_PG_SETTLE, _settle_params(reservation_id, actual, **audited)) is not None
+        if await self._one(_PG_SETTLE, _settle_params(reservation_id, actual, **audited)) is None:
+            return False
+        billing_counts.count("release" if actual is None else "finalize")
+        return True
 
 
 def make_chat_store(db, in_thread) -> ChatStore:

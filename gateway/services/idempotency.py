@@ -96,6 +96,11 @@ def _complete(session, scope, key, status, response) -> None:
                     .values(state="done", response_status=status, response_body=response))
 
 
+def complete_in(session, scope: str, key: str, status: int, response: dict) -> None:
+    """`complete`, inside the caller's transaction (the settlement journal records a chat answer with its charge)."""
+    _complete(session, scope, key, status, response)
+
+
 def complete(db, scope: str, key: str, status: int, response: dict) -> None:
     """Record the answer a claimed key's request gave: retries with the same body replay it."""
     with db.transaction() as session:

@@ -17,9 +17,11 @@ from typing import Iterator
 from sqlalchemy import BigInteger, bindparam, case, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
+from gateway.audit import EVENTS, SYSTEM
 from gateway.errors import ApiError
-from gateway.models import Account, CreditLot, LedgerEntry, LedgerPosting, Reservation, utcnow
+from gateway.models import Account, CreditLot, LedgerEntry, LedgerPosting, Org, Reservation, utcnow
 from gateway.security import new_id
+from gateway.services.billing_counts import note
 
 MAX_MICROS = 10 ** 15  # one billion USD: a sanity bound on any single amount
 
@@ -56,6 +58,21 @@ _SETTLE_ACCOUNT = update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account")).
     held_micros=ACCOUNTS.c.held_micros - bindparam("held"), spent_micros=ACCOUNTS.c.spent_micros + bindparam("spent"),
     available_micros=ACCOUNTS.c.available_micros + bindparam("returned"))
 _NEW_RESERVATION, _NEW_ENTRY, _NEW_POSTINGS = insert(RESERVATIONS), insert(ENTRIES), insert(POSTINGS)
+# A charge made after the hold was given back (the settlement journal applying an answer whose hold expired, or was
+# released, meanwhile): once per reservation, recorded as its actual_micros.
+CHARGEABLE_LATE = ("expired", "released")
+_CHARGE_LATE = update(RESERVATIONS).where(
+    RESERVATIONS.c.id == bindparam("reservation"), RESERVATIONS.c.status.in_(CHARGEABLE_LATE),
+    RESERVATIONS.c.actual_micros.is_(None)).values(actual_micros=ACTUAL).returning(*RESERVATIONS.c)
+# Part of a charge given back: never more than is left of it, so voids racing each other cannot pass the charge.
+VOIDABLE = ("finalized", "expired", "released", "voided")
+_VOIDED_BEFORE = func.coalesce(RESERVATIONS.c.voided_micros, literal_column("0"))
+_VOID = update(RESERVATIONS).where(
+    RESERVATIONS.c.id == bindparam("reservation"), RESERVATIONS.c.actual_micros.is_not(None),
+    RESERVATIONS.c.status.in_(VOIDABLE), _VOIDED_BEFORE + AMOUNT <= RESERVATIONS.c.actual_micros).values(
+    voided_micros=_VOIDED_BEFORE + AMOUNT,
+    status=case((_VOIDED_BEFORE + AMOUNT == RESERVATIONS.c.actual_micros, literal_column("'voided'")),
+                else_=RESERVATIONS.c.status)).returning(*RESERVATIONS.c)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -163,6 +180,7 @@ def reserve(session: Session, account_id: str, amount: int, ttl_seconds: float, 
     conn.execute(_NEW_RESERVATION, fields)
     _post(session, "reserve", account_id, {"available": -amount, "held": amount}, reservation_id=fields["id"],
           request_id=request_id)
+    note(session, "reserve")
     return Reservation(**fields)
 
 
@@ -218,6 +236,7 @@ def finalize(session: Session, reservation_id: str, actual: int, request_id: str
     _post(session, "finalize", row.account_id,
           {"held": -amount, "spent": actual, "available": amount - actual}, reservation_id=reservation_id,
           request_id=request_id)
+    note(session, "finalize")
     return Reservation(**row._mapping)
 
 
@@ -236,6 +255,7 @@ def _return_hold(session: Session, account_id: str, reservation_id: str, amount:
                                                    "returned": amount})
     _post(session, kind, account_id, {"held": -amount, "available": amount}, reservation_id=reservation_id,
           request_id=request_id)
+    note(session, kind)
 
 
 def expire_one(session: Session, reservation: Reservation) -> bool:
@@ -248,7 +268,76 @@ def expire_one(session: Session, reservation: Reservation) -> bool:
         return False
     _return_hold(session, reservation.account_id, reservation.id, reservation.amount_micros, "expire", None)
     session.refresh(reservation)
+    _audit_expiry(session, reservation, now)
     return True
+
+
+def org_of_account(session: Session, account_id: str) -> str | None:
+    return session.scalar(select(Org.slug).where(Org.account_id == account_id))
+
+
+def _audit_expiry(session: Session, reservation: Reservation, now: datetime) -> None:
+    """The expiry's own event, by the gateway (actor system): no request of anyone's made it, even when a read
+    found it due, so it carries no request id."""
+    session.connection().execute(insert(EVENTS), {
+        "at": now, "actor_type": SYSTEM.type, "actor_id": SYSTEM.id, "action": "billing.expire",
+        "target": f"reservation:{reservation.id}", "outcome": "allowed",
+        "reason": f"the reservation passed its time to live unsettled; its {usd(reservation.amount_micros)} returned "
+                  f"to the available credit",
+        "org": org_of_account(session, reservation.account_id), "request_id": None, "trace_id": None,
+        "details": {"account_id": reservation.account_id, "amount_micros": reservation.amount_micros,
+                    "expires_at": as_utc(reservation.expires_at).isoformat()}})
+
+
+def charge_late(session: Session, reservation_id: str, actual: int, request_id: str | None = None
+                ) -> Reservation | None:
+    """Charge `actual` for a reservation whose hold already went back (expired or released) before its answer was
+    settled: taken from the available credit (even below zero, like an overrun), once; None when it was charged
+    already (or is not expired or released)."""
+    row = session.connection().execute(_CHARGE_LATE, {"reservation": reservation_id, "actual": actual}).first()
+    if row is None:
+        return None
+    session.connection().execute(_SETTLE_ACCOUNT, {"account": row.account_id, "held": 0, "spent": actual,
+                                                   "returned": -actual})
+    _post(session, "late_charge", row.account_id, {"available": -actual, "spent": actual},
+          reservation_id=reservation_id, request_id=request_id)
+    note(session, "late_charge")
+    return Reservation(**row._mapping)
+
+
+def charged(reservation: Reservation) -> int | None:
+    """What the reservation's charge was (None: it was never charged)."""
+    return reservation.actual_micros if reservation.status in VOIDABLE else None
+
+
+def void(session: Session, reservation_id: str, amount: int | None,
+         request_id: str | None = None) -> tuple[Reservation, int]:
+    """Give back `amount` of a charge (None: all that is left of it) from spent to available; (the reservation, the
+    amount given back). Refused: an unknown reservation (404), one that was never charged or is voided in full
+    (409), more than is left of the charge (422)."""
+    reservation = load_reservation(session, reservation_id)
+    session.refresh(reservation)
+    charge, voided = charged(reservation), reservation.voided_micros or 0
+    if charge is None:
+        never = "still pending: nothing has been charged yet" if reservation.status == "pending" else \
+            f"{reservation.status} and was never charged"
+        raise ApiError(409, "reservation_not_charged", f"Reservation '{reservation_id}' cannot be voided: it is "
+                       f"{never}; only a charge can be voided.")
+    if voided >= charge:
+        raise ApiError(409, "reservation_voided", f"Reservation '{reservation_id}' cannot be voided: its charge of "
+                       f"{usd(charge)} was voided in full already.")
+    amount = charge - voided if amount is None else amount
+    row = session.connection().execute(_VOID, {"reservation": reservation_id, "amount": amount}).first()
+    if row is None:
+        raise ApiError(422, "void_exceeds_charge", f"Voiding {usd(amount)} of reservation '{reservation_id}' is "
+                       f"more than is left of its charge: {usd(charge)} charged, {usd(voided)} voided already, "
+                       f"{usd(charge - voided)} left.", param="amount_micros")
+    session.connection().execute(_SETTLE_ACCOUNT, {"account": row.account_id, "held": 0, "spent": -amount,
+                                                   "returned": amount})
+    _post(session, "void", row.account_id, {"spent": -amount, "available": amount}, reservation_id=reservation_id,
+          request_id=request_id)
+    note(session, "void")
+    return Reservation(**row._mapping), amount
 
 
 def expire_due(session: Session, *, account_id: str | None = None, limit: int = 500) -> int:
@@ -265,7 +354,7 @@ def expire_due(session: Session, *, account_id: str | None = None, limit: int = 
 def reservation_json(reservation: Reservation) -> dict:
     return {"id": reservation.id, "account_id": reservation.account_id, "status": reservation.status,
             "amount_micros": reservation.amount_micros, "actual_micros": reservation.actual_micros,
-            "overrun_micros": reservation.overrun_micros,
+            "overrun_micros": reservation.overrun_micros, "voided_micros": reservation.voided_micros,
             "expires_at": as_utc(reservation.expires_at).isoformat(),
             "created_at": as_utc(reservation.created_at).isoformat() if reservation.created_at else None}
 

@@ -2,6 +2,9 @@
 A streamed request falls back the same way until the first event of a backend's stream has been read, never after:
 from then on the client may have it (gateway/services/streaming.py).
 
+A backend whose circuit is open (gateway/services/circuit_breakers.py) is skipped without a call, as if it had
+failed at once (attempt outcome `circuit_open`).
+
 The upstream client is aiohttp (an asyncio client, so a slow backend never blocks the server): on the chat path it
 costs a third of the CPU that httpx did, which is most of what the gateway adds to a request."""
 from __future__ import annotations
@@ -16,6 +19,7 @@ import aiohttp
 
 from gateway import context, metrics
 from gateway.logs import log as log_fields
+from gateway.services.circuit_breakers import Breakers
 from gateway.services.streaming import EventSource, StreamBroken, is_event_stream
 
 log = logging.getLogger("gateway.routing")
@@ -50,7 +54,7 @@ def worst_case_seconds(backends: list, default_timeout: float, connect_timeout: 
 @dataclass
 class Attempt:
     backend: str
-    outcome: str  # ok, client_error, server_error, timeout, connection_error, misconfigured
+    outcome: str  # ok, client_error, server_error, timeout, connection_error, misconfigured, circuit_open
     status: int | None = None
     detail: str | None = None
 
@@ -149,21 +153,37 @@ def _failure(status: int, raw: bytes | None, stream: bool) -> str | None:
 
 
 async def call_in_order(upstream: Upstream, backends: list, payload: bytes, *, default_timeout: float,
-                        connect_timeout: float, stream: bool = False) -> RouteResult:
+                        connect_timeout: float, stream: bool = False, breakers: Breakers | None = None,
+                        model: str = "") -> RouteResult:
     """Send the JSON `payload` to each backend in turn until one answers (2xx, or a 4xx that is returned as is).
     `stream`: a 2xx must be an event stream, and is returned open, its first event read (`RouteResult.stream`).
-    A backend's timeout bounds its whole answer, streamed or not."""
+    A backend's timeout bounds its whole answer, streamed or not. `breakers`: skip the backends of `model` whose
+    circuit is open, and tell them how each try went."""
     correlation = context.current()
     attempts: list[Attempt] = []
     for backend in backends or []:
+        name = backend_name(backend)
+        admitted = breakers.admit(model, name) if breakers is not None else "call"
+        if admitted is None:
+            attempt = Attempt(name, "circuit_open", detail="skipped: its circuit is open after repeated failures")
+            attempts.append(attempt)
+            metrics.UPSTREAM.labels(name, attempt.outcome).inc()
+            continue
         headers = {"Content-Type": "application/json"}
         if correlation is not None:
             headers["X-Request-ID"] = correlation.request_id
             headers["traceparent"] = correlation.child_traceparent()
         seconds = backend_timeout(backend, default_timeout)
         timeout = aiohttp.ClientTimeout(total=seconds, connect=min(connect_timeout, seconds))
-        attempt, raw, body, content_type, source = await _attempt(upstream, backend, payload, headers, timeout,
-                                                                  stream)
+        try:
+            attempt, raw, body, content_type, source = await _attempt(upstream, backend, payload, headers, timeout,
+                                                                      stream)
+        except BaseException:  # cancelled (the client went away): no verdict on the backend
+            if breakers is not None:
+                breakers.abandon(model, name, admitted)
+            raise
+        if breakers is not None:
+            breakers.outcome(model, name, backend, attempt.outcome, admitted)
         attempts.append(attempt)
         metrics.UPSTREAM.labels(attempt.backend, attempt.outcome).inc()
         if attempt.outcome in ("ok", "client_error"):

@@ -14,7 +14,8 @@ from support.harness.waits import WaitTimeout, wait_until
 # logins are fast (test mode: the gateway refuses it otherwise), and a SQLite busy timeout that turns a locked
 # database into a quick 503. The suite's own address is a trusted proxy, so a security scenario can play a client
 # address of its own (X-Forwarded-For) and its throttles and floods touch no other scenario; refusals without
-# credentials are audited one by one up to a budget above what the rest of the suite sends.
+# credentials are audited one by one up to a budget above what the rest of the suite sends. The settlement journal
+# retries soon and gives up after a few refusals, so a settlement that cannot apply becomes a dead letter in a second.
 GATEWAY_TEST_SETTINGS = {
     "UPSTREAM_TIMEOUT_SECONDS": "2",
     "RECONCILE_INTERVAL_SECONDS": "1",
@@ -28,6 +29,9 @@ GATEWAY_TEST_SETTINGS = {
     "AUDIT_SAMPLING_WINDOW_SECONDS": "10",
     "AUDIT_UNAUTHENTICATED_PER_ADDRESS": "150",
     "AUDIT_UNAUTHENTICATED_PER_WINDOW": "400",
+    "SETTLEMENT_RETRY_SECONDS": "0.05",
+    "SETTLEMENT_RETRY_MAX_SECONDS": "0.5",
+    "SETTLEMENT_MAX_TRIES": "3",
 }
 
 
