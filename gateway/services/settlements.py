@@ -99,7 +99,7 @@ def apply(db, entry: dict) -> str:
                     idempotency.complete_in(session, record["scope"], record["key"], record["status"],
                                             record["stored"])
             return outcome
-        except (DATABASE_UNAVAILABLE, SettlementFailed):
+        except (*DATABASE_UNAVAILABLE, SettlementFailed):
             raise
         except Exception as exc:  # the database answered and refused: a try is spent
             text = str(exc).splitlines()[0][:300] if str(exc) else ""
