@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from support.client.api import GatewayUnreachable
 from support.domain.cleanup import CleanupRefused, Leftovers
+from support.harness.config import SuiteSetupError
 from support.tokens.signing_keys import KeyMaterial
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     before = None if args.older_than is None else datetime.now(timezone.utc) - args.older_than
-    leftovers = Leftovers(args.url, KeyMaterial(args.keys_dir))
+    try:
+        leftovers = Leftovers(args.url, KeyMaterial(args.keys_dir))
+    except SuiteSetupError as problem:
+        sys.stderr.write(f"cleanup: {problem}\n")
+        return 2
     try:
         if args.dry_run:
             found = leftovers.found(args.run_id, before)

@@ -34,5 +34,5 @@ def test_a_missing_key_file_stops_the_run_with_a_hint(tmp_path):
 
 
 def test_an_unreachable_external_deployment_stops_the_run_with_a_hint():
-    with pytest.raises(SuiteSetupError, match="cannot reach the gateway at http://127.0.0.1:9"):
+    with pytest.raises(SuiteSetupError, match="the gateway at http://127.0.0.1:9 is down"):
         make_stack(load({"stack": "external", "base_url": "http://127.0.0.1:9"}, environ={})).up()
