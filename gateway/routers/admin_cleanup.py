@@ -62,11 +62,8 @@ def list_orgs(rt: RuntimeDep, principal: Principal = Depends(admin),
 
 @router.delete("/admin/orgs/{slug}")
 def deactivate_org(slug: str, rt: RuntimeDep, principal: Principal = Depends(admin)):
-    with rt.db.sessions() as session:
-        org_id = session.scalar(select(Org.id).where(Org.slug == slug))
-    if org_id is None:
-        raise _not_found(rt, principal, "org_not_found", f"Org '{slug}' was not found.", "org.deactivate",
-                         f"org:{slug}")
+    org_id = _found(rt, principal, select(Org.id).where(Org.slug == slug), "org_not_found",
+                    f"Org '{slug}' was not found.", "org.deactivate", f"org:{slug}")
     with rt.db.transaction() as session:
         lock_org(session, org_id)
         now = utcnow()
@@ -109,11 +106,8 @@ def list_users(rt: RuntimeDep, principal: Principal = Depends(admin),
 
 @router.delete("/admin/users/{user_id}")
 def remove_user(user_id: str, rt: RuntimeDep, principal: Principal = Depends(admin)):
-    with rt.db.sessions() as session:
-        email = session.scalar(select(User.email).where(User.id == user_id))
-    if email is None:
-        raise _not_found(rt, principal, "user_not_found", f"User '{user_id}' was not found.", "user.remove",
-                         f"user:{user_id}")
+    email = _found(rt, principal, select(User.email).where(User.id == user_id), "user_not_found",
+                   f"User '{user_id}' was not found.", "user.remove", f"user:{user_id}")
     with rt.db.transaction() as session:  # a refusal is audited after it: deny() writes in a transaction of its own
         orgs = session.scalars(select(Org.slug).join(Membership, Membership.org_id == Org.id)
                                .where(Membership.user_id == user_id).order_by(Org.slug)).all()
@@ -135,5 +129,11 @@ def _remove_users(session, user_ids: list[str]) -> None:
         session.execute(delete(User).where(User.id.in_(user_ids)))
 
 
-def _not_found(rt: Runtime, principal: Principal, code: str, message: str, action: str, target: str):
-    return deny(rt, 404, code, message, actor=principal.actor, action=action, target=target)
+def _found(rt: Runtime, principal: Principal, query, code: str, message: str, action: str, target: str):
+    """What the query finds, or an audited 404 (raised before any write, so deny() can write in its own
+    transaction)."""
+    with rt.db.sessions() as session:
+        found = session.scalar(query)
+    if found is None:
+        raise deny(rt, 404, code, message, actor=principal.actor, action=action, target=target)
+    return found

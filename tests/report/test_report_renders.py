@@ -270,21 +270,25 @@ def test_evidence_is_served_with_the_report(report, served_report):
         assert MARKER in resp.read().decode()
 
 
-def test_report_renders_failing_test_in_chromium(report, served_report, tmp_path, headless_chromium):
+def test_report_renders_failing_test_in_chromium(report, served_report, headless_chromium):
     page = f"{served_report}index.html#{failing_test_id(report)}"
+    shows_the_failing_test(headless_chromium, page, ROOT / "artifacts" / "report-screenshot.png")
 
-    dom = headless_chromium("--dump-dom", page)
+
+def shows_the_failing_test(headless_chromium, page: str, shot: Path, *flags: str) -> None:
+    """Chromium renders the failing test's page with its failed step, message and evidence; a screenshot of it
+    is written to `shot`."""
+    dom = headless_chromium(*flags, "--dump-dom", page)
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
-    assert FAILING in html, f"failing test's name not rendered; DOM starts:\n{html[:1500]}"
+    assert FAILING in html, f"failing test's name not rendered from {page}; DOM starts:\n{html[:1500]}"
     assert "expected status 200, got 500" in html
     assert "Then the charge is rejected with evidence" in html
     assert "evidence" in html
 
-    shot = ROOT / "artifacts" / "report-screenshot.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     shot.unlink(missing_ok=True)
-    run = headless_chromium(f"--screenshot={shot}", page)
+    run = headless_chromium(*flags, f"--screenshot={shot}", page)
     assert run.returncode == 0, run.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -314,21 +318,6 @@ def embedded_strings(page: Path):
 
 def test_the_single_file_report_shows_the_failed_steps_evidence_from_file_url(report, headless_chromium):
     single = report["out"].parent / "allure-report-single" / "index.html"
-    page = f"{single.as_uri()}#{failing_test_id(report)}"
-
-    dom = headless_chromium("--allow-file-access-from-files", "--dump-dom", page)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    html = dom.stdout
-    assert FAILING in html, f"the failing test is not rendered from file://; DOM starts:\n{html[:1500]}"
-    assert "Then the charge is rejected with evidence" in html
-    assert "expected status 200, got 500" in html
-    assert "evidence" in html
-
-    shot = ROOT / "reports" / "report-single-file.png"  # kept by CI as an artifact
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    shot.unlink(missing_ok=True)
-    run = headless_chromium("--allow-file-access-from-files", f"--screenshot={shot}", page)
-    assert run.returncode == 0, run.stderr[-2000:]
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > 20_000, f"screenshot looks blank ({len(data)} bytes)"
+    shows_the_failing_test(headless_chromium, f"{single.as_uri()}#{failing_test_id(report)}",
+                           ROOT / "reports" / "report-single-file.png",  # kept by CI as an artifact
+                           "--allow-file-access-from-files")
