@@ -78,7 +78,10 @@ NUMBERS = {
     "settlement_retry_seconds": "SETTLEMENT_RETRY_SECONDS",
     "settlement_retry_max_seconds": "SETTLEMENT_RETRY_MAX_SECONDS",
     "settlement_max_tries": "SETTLEMENT_MAX_TRIES",
+    "workers": "GATEWAY_WORKERS",
+    "leader_retry_seconds": "LEADER_RETRY_SECONDS",
 }
+RATE_LIMIT_STORES = ("auto", "database", "process")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,10 @@ class Settings:
     settlement_retry_seconds: float = 0.5  # the first retry's delay; doubled each try
     settlement_retry_max_seconds: float = 30.0
     settlement_max_tries: int = 5  # refusals by the database before a settlement becomes a dead letter
+    # ---- many processes (docs/contract.md, "Many processes and replicas") ----
+    workers: int = 1  # uvicorn worker processes; above 1 only on PostgreSQL
+    rate_limit_store: str = "auto"  # database (PostgreSQL, shared by every process), process, or auto: by the database
+    leader_retry_seconds: float = 2.0  # how often a process tries to lead, and the leader checks it still does
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -147,6 +154,7 @@ class Settings:
             if os.environ.get("SETTLEMENT_JOURNAL_DIR") else None,
             settlement_journal_fsync=os.environ.get("SETTLEMENT_JOURNAL_FSYNC", "1").strip().lower()
             not in ("0", "false", "no", "off"),
+            rate_limit_store=(os.environ.get("RATE_LIMIT_STORE") or "auto").strip().lower(),
             **{name: _env_number(variable, cls.__dataclass_fields__[name].default)
                for name, variable in NUMBERS.items()},
         )
@@ -165,6 +173,15 @@ class Settings:
             return Path(self.database_url.removeprefix("sqlite:///") + ".settlements")
         named = hashlib.sha256(self.database_url.encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"gateway-settlements-{named}"
+
+    @property
+    def on_postgresql(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def shared_rate_limits(self) -> bool:
+        """Rate limits counted in the database, across every process (else in this process only)."""
+        return self.rate_limit_store == "database" or (self.rate_limit_store == "auto" and self.on_postgresql)
 
     def problems(self) -> list[str]:
         """What makes these settings unsafe to serve with, one sentence each (empty: none)."""
@@ -202,4 +219,20 @@ class Settings:
                             ("SETTLEMENT_MAX_TRIES", self.settlement_max_tries)):
             if value < 1:
                 found.append(f"{name} is {value}; it must be at least 1")
+        found.extend(self._scale_problems())
+        return found
+
+    def _scale_problems(self) -> list[str]:
+        found = []
+        if self.workers < 1:
+            found.append(f"GATEWAY_WORKERS is {self.workers}; it must be at least 1")
+        elif self.workers > 1 and not self.on_postgresql:
+            found.append(f"GATEWAY_WORKERS is {self.workers}, but several processes need PostgreSQL (their rate "
+                         f"limits and leadership are shared there); use GATEWAY_WORKERS=1 with SQLite")
+        if self.rate_limit_store not in RATE_LIMIT_STORES:
+            found.append(f"RATE_LIMIT_STORE is {self.rate_limit_store!r}; use {', '.join(RATE_LIMIT_STORES)}")
+        elif self.rate_limit_store == "database" and not self.on_postgresql:
+            found.append("RATE_LIMIT_STORE is database, which needs PostgreSQL; use auto or process with SQLite")
+        if self.leader_retry_seconds <= 0:
+            found.append(f"LEADER_RETRY_SECONDS is {self.leader_retry_seconds:g}; it must be above 0")
         return found
