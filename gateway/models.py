@@ -263,3 +263,5 @@ class ConfigState(Base):
 
 Index("ix_reservations_pending_expiry", Reservation.status, Reservation.expires_at)
 Index("ix_audit_org_at", AuditEvent.org, AuditEvent.at)
+# The retention purge of anonymous refusals reads old events of one actor type (gateway/audit.py).
+Index("ix_audit_actor_type_at", AuditEvent.actor_type, AuditEvent.at)

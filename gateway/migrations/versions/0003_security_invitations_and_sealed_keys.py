@@ -1,4 +1,5 @@
-"""security: invitations record who issued them, their revocation and failed attempts; signing keys are sealed
+"""security: invitations record who issued them, their revocation and failed attempts; signing keys are sealed;
+audit events are indexed by actor type and time for the retention purge
 
 Revision ID: 0003
 Revises: 0002
@@ -25,9 +26,11 @@ def upgrade() -> None:
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.alter_column('private_pem', new_column_name='private_key_sealed', existing_type=sa.Text(),
                               existing_nullable=False)
+    op.create_index('ix_audit_actor_type_at', 'audit_events', ['actor_type', 'at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_audit_actor_type_at', table_name='audit_events')
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.alter_column('private_key_sealed', new_column_name='private_pem', existing_type=sa.Text(),
                               existing_nullable=False)
