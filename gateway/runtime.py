@@ -20,7 +20,8 @@ from gateway.settings import Settings
 
 
 class RateLimiter:
-    """Sliding-window request counter per API key (this process only)."""
+    """Sliding-window request counter per API key (this process only; gateway/shared_limits.py counts across
+    processes in PostgreSQL, by the same rules)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -38,6 +39,10 @@ class RateLimiter:
             hits.append(now)
             return None
 
+    async def over_limit(self, key: str, limit: int, window_seconds: float) -> int | None:
+        """check(), as the chat path calls every limiter."""
+        return self.check(key, limit, window_seconds)
+
 
 @dataclass
 class Runtime:
@@ -46,7 +51,11 @@ class Runtime:
     keyring: KeyRing
     upstream: object | None = None  # gateway.services.routing.Upstream, made in the app's lifespan
     chat_store: object | None = None  # gateway.services.chat_billing.ChatStore, made in the app's lifespan
-    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    # RateLimiter, or gateway.shared_limits.SharedRateLimiter (chosen in the app's lifespan): `await
+    # rate_limiter.over_limit(key, limit, window)` counts a request, None when allowed, else seconds to wait.
+    rate_limiter: object = field(default_factory=RateLimiter)
+    leadership: object | None = None  # gateway.leadership.Leadership: whether this process runs the background work
+    process_name: str | None = None  # host:pid, sent as X-Gateway-Process in test mode
     first_sync_done: bool = False
     reconciler: object | None = None
     guards: object | None = None  # gateway.throttle.Guards: credential throttles, sampling of anonymous refusals

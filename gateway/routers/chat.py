@@ -174,7 +174,7 @@ async def _admit(rt: Runtime, request: Request, raw: bytes, started: float) -> A
     if bad_body is not None:
         raise bad_body
     principal = Principal(Actor("api_key", row.id), org_id=row.org_id, org_slug=row.slug, key_id=row.id)
-    refusal = _refusal(rt, principal, row, name)
+    refusal = await _refusal(rt, principal, row, name)
     if refusal is None:
         prompt = token_bounds.prompt_bound(body, row.content_part_tokens, row.model_name)
         completion = token_bounds.completion_limit(body, row.default_max_tokens) * token_bounds.choices(body)
@@ -210,12 +210,13 @@ async def _refused(rt: Runtime, refusal: Refusal) -> ApiError:
     return await rt.in_db_thread(refusal.audited, rt)
 
 
-def _refusal(rt: Runtime, principal: Principal, row, name: str) -> Refusal | None:
+async def _refusal(rt: Runtime, principal: Principal, row, name: str) -> Refusal | None:
     """Why this key may not use this model now (rate limit, unknown or not allowed model), or None.
     `row` is the admission's: the org's limits and the model's columns (None when there is no such model)."""
     refused = partial(Refusal, actor=principal.actor, action="chat.completion", target=f"model:{name}", org=row.slug)
     if row.rate_limit_requests and row.rate_limit_window_seconds:
-        retry_after = rt.rate_limiter.check(principal.key_id, row.rate_limit_requests, row.rate_limit_window_seconds)
+        retry_after = await rt.rate_limiter.over_limit(principal.key_id, row.rate_limit_requests,
+                                                        row.rate_limit_window_seconds)
         if retry_after is not None:
             return refused(429, "rate_limit_exceeded",
                            f"Rate limit exceeded for this key in org '{row.slug}': {row.rate_limit_requests} "
