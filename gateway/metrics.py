@@ -1,11 +1,15 @@
 """Prometheus metrics: requests by route and status, latency, reservations by state, and the chat path's own:
-streamed requests by outcome, time to first token, and charges beyond the hold (overruns)."""
+streamed requests by outcome, time to first token, and charges beyond the hold (overruns). With several worker
+processes (PROMETHEUS_MULTIPROC_DIR set) every process's counts are summed into each /metrics answer."""
 from __future__ import annotations
 
+import glob
+import os
+import re
 import threading
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
@@ -64,13 +68,45 @@ class ReservationStates:
         yield family
 
 
-REGISTRY.register(ReservationStates())
+# Collectors that read the database rather than this process's counts (in multiprocess mode they are rendered
+# beside the processes' files, once).
+DATABASE_COLLECTORS = [ReservationStates()]
+for _collector in DATABASE_COLLECTORS:
+    REGISTRY.register(_collector)
+
+
+def multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR: set (by `python -m gateway` with GATEWAY_WORKERS above 1) when the gateway's
+    processes share their counts through files there, so any process's /metrics shows every process's."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def render(rt) -> tuple[bytes, str]:
     global _runtime
     _runtime = rt
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    if multiprocess_dir() is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    for collector in DATABASE_COLLECTORS:
+        registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def forget_dead_processes() -> None:
+    """Drop the live-only gauges (gateway_leader) of processes that died without saying so (SIGKILL), so the sum
+    over live processes counts only the living."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return
+    for path in glob.glob(os.path.join(folder, "gauge_live*_*.db")):
+        pid = int(re.search(r"_(\d+)\.db$", path).group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def observe(method: str, route: str, status: int, seconds: float) -> None:
