@@ -18,7 +18,7 @@ PROBLEMS = (Status.failed, Status.error, Status.hook_error, Status.cleanup_error
 
 
 class ConsoleFormatter(Formatter):
-    """Chooses by where the output goes: a terminal gets pretty output (one line per step), anything else gets
+    """Chooses by where the output goes: a terminal gets Pretty (one line per step), anything else gets
     FailuresInFull. behave builds a formatter by calling its class, so __new__ hands back the chosen one."""
     name = "console"
     description = "pretty in a terminal; otherwise progress per feature with each failure in full"
@@ -26,8 +26,26 @@ class ConsoleFormatter(Formatter):
     def __new__(cls, stream_opener, config):
         stream = stream_opener.stream or sys.stdout
         if stream_opener.name is None and getattr(stream, "isatty", lambda: False)():
-            return PrettyFormatter(stream_opener, config)
+            return Pretty(stream_opener, config)
         return FailuresInFull(stream_opener, config)
+
+
+class Pretty(PrettyFormatter):
+    """behave's pretty output, each line once and every header shown. behave 1.3 keeps the feature as a statement
+    still to print and prints it again (indented) when a Background comes, and never prints a Rule's header."""
+
+    def feature(self, feature):
+        super().feature(feature)
+        if feature.description:
+            self.stream.write("\n")  # behave leaves the description's last line open
+        self.statement = None  # printed already
+
+    def rule(self, rule):
+        super().rule(rule)
+        self.stream.write("\n")
+        self.print_tags(rule.tags, "  ")
+        self.stream.write(f"  {rule.keyword}: {rule.name}\n")
+        self.statement = None
 
 
 class FailuresInFull(ScenarioProgressFormatter):

@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 from behave.formatter.base import StreamOpener
-from behave.formatter.pretty import PrettyFormatter
-
-from support.client.console import ConsoleFormatter, FailuresInFull
+from support.client.console import ConsoleFormatter, FailuresInFull, Pretty
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,13 +46,17 @@ console = support.client.console:ConsoleFormatter
 """
 
 
-def test_in_a_log_each_feature_is_one_line_and_each_failure_is_printed_in_full(tmp_path):
-    (tmp_path / "features" / "steps").mkdir(parents=True)
-    (tmp_path / "features" / "billing.invoices.feature").write_text(FEATURE)
-    (tmp_path / "features" / "steps" / "billing_steps.py").write_text(STEPS)
-    (tmp_path / "behave.ini").write_text(BEHAVE_INI)
-    done = subprocess.run([sys.executable, "-m", "behave"], cwd=tmp_path, capture_output=True, text=True,
+def run_behave(project: Path, feature: str, *args: str) -> subprocess.CompletedProcess:
+    (project / "features" / "steps").mkdir(parents=True)
+    (project / "features" / "billing.invoices.feature").write_text(feature)
+    (project / "features" / "steps" / "billing_steps.py").write_text(STEPS)
+    (project / "behave.ini").write_text(BEHAVE_INI)
+    return subprocess.run([sys.executable, "-m", "behave", *args], cwd=project, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+
+
+def test_in_a_log_each_feature_is_one_line_and_each_failure_is_printed_in_full(tmp_path):
+    done = run_behave(tmp_path, FEATURE)
     lines = done.stdout.splitlines()
     assert "features/billing.invoices.feature  .F" in lines, done.stdout
     at = lines.index("features/billing.invoices.feature  .F")
@@ -73,5 +75,13 @@ class Terminal(io.StringIO):
 def test_a_terminal_gets_pretty_output_and_anything_else_the_compact_one():
     config = type("Config", (), {"show_timings": False, "show_source": True, "show_multiline": True,
                                  "has_colored_mode": lambda self, stream: False})()
-    assert type(ConsoleFormatter(StreamOpener(stream=Terminal()), config)) is PrettyFormatter
+    assert type(ConsoleFormatter(StreamOpener(stream=Terminal()), config)) is Pretty
     assert type(ConsoleFormatter(StreamOpener(stream=io.StringIO()), config)) is FailuresInFull
+
+
+def test_pretty_output_shows_each_header_once_with_a_background_and_rules(tmp_path):
+    feature = FEATURE.replace("  Scenario: A paying", "  Background:\n    Given an org\n\n  Rule: Orgs pay\n\n"
+                                                        "  Scenario: A paying")
+    done = run_behave(tmp_path, feature, "-f", "support.client.console:Pretty", "--no-color")
+    assert done.stdout.count("Feature: Invoices") == 1, done.stdout
+    assert "  Rule: Orgs pay" in done.stdout, done.stdout
