@@ -1,16 +1,24 @@
-"""Run the gateway: `python -m gateway` migrates the database, then serves on GATEWAY_HOST:GATEWAY_PORT."""
+"""Run the gateway: `python -m gateway` migrates the database, then serves on GATEWAY_HOST:GATEWAY_PORT, in one
+process or, with GATEWAY_WORKERS=N (PostgreSQL only), in N worker processes sharing the port (uvicorn's
+supervisor restarts a worker that dies). Several processes share their metrics through a fresh
+PROMETHEUS_MULTIPROC_DIR made for each start (docs/contract.md, "Many processes and replicas")."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import uvicorn
 
 from gateway import logs
-from gateway.app import create_app
-from gateway.migrate import upgrade
 from gateway.settings import Settings
+
+MIGRATION_LOCK = int.from_bytes(b"gwmigrat", "big")  # replicas starting together migrate one after another
+WORKER_APP = "gateway.__main__:worker_app"
 
 
 def wait_for_database(database_url: str, seconds: float) -> None:
@@ -42,14 +50,67 @@ def wait_for_database(database_url: str, seconds: float) -> None:
         engine.dispose()
 
 
+def migrate(database_url: str) -> None:
+    """Upgrade the schema; on PostgreSQL under an advisory lock, so replicas that start together take turns (the
+    later ones find it at head)."""
+    from gateway.migrate import upgrade
+
+    if not database_url.startswith("postgresql"):
+        upgrade(database_url)
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                upgrade(database_url)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+    finally:
+        engine.dispose()
+
+
+def fresh_metrics_dir() -> None:
+    """Several processes count into files of one folder: PROMETHEUS_MULTIPROC_DIR emptied if given, else a new
+    temporary folder removed at exit. Set before the app (and prometheus-client) is imported, so every worker,
+    spawned from this process, counts there."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return
+    folder = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, True)
+
+
+def worker_app():
+    """The app of one worker process (uvicorn's factory, called in each worker it spawns)."""
+    from gateway.app import create_app
+
+    logs.configure()
+    return create_app()
+
+
 def main() -> None:
     logs.configure()
     settings = Settings.from_env()
     wait_for_database(settings.database_url, float(os.environ.get("DATABASE_WAIT_SECONDS") or 0))
-    upgrade(settings.database_url)
+    migrate(settings.database_url)
     logs.configure()  # alembic's fileConfig replaced our handlers
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    serving = dict(host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
+                   timeout_graceful_shutdown=5)
+    if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        fresh_metrics_dir()
+    if settings.workers > 1:
+        uvicorn.run(WORKER_APP, factory=True, workers=settings.workers, **serving)
+        return
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(settings), **serving)
 
 
 if __name__ == "__main__":

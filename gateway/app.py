@@ -4,16 +4,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from gateway import audit, errors
+from gateway import audit, errors, metrics, process_slots
 from gateway.config_sync import Reconciler
 from gateway.db import Database
 from gateway.middleware import GatewayMiddleware
-from gateway.models import SigningKey
+from gateway.leadership import Leadership, process_name
+from gateway.models import ConfigState, SigningKey
 from gateway.routers import audit_log, auth, billing, chat, config, health, keys, orgs, people
 from gateway.routers import admin_cleanup, billing_admin, reservation_reads, signing_keys
 from gateway.runtime import Runtime
@@ -24,14 +26,18 @@ from gateway.services.chat_billing import make_chat_store
 from gateway.services.routing import Upstream
 from gateway.services.settlements import Settlements
 from gateway.settings import Settings
+from gateway.shared_limits import rate_limiter_for
 from gateway.throttle import Guards
 
 log = logging.getLogger("gateway")
+STARTUP_LOCK = int.from_bytes(b"gwstart", "big")  # serializes the start-up work of processes starting together
 
 
 def install_signing_key(db: Database, settings: Settings, keyring: KeyRing) -> None:
     """On first start, the key pair from KEYS_DIR becomes the active signing key (sealed, like every key)."""
     with db.transaction() as session:
+        if db.dialect == "postgresql":  # processes starting together: one installs, the others find it installed
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STARTUP_LOCK})
         if session.scalar(select(SigningKey).where(SigningKey.state == "active")) is not None:
             return
         keys_dir = settings.keys_dir
@@ -71,12 +77,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url)
     sealer = Sealer(settings.key_encryption_keys)
-    rt = Runtime(settings=settings, db=db, keyring=KeyRing(db, sealer))
+    # On PostgreSQL other processes and replicas may rotate keys: the ring compares itself with the database on use.
+    rt = Runtime(settings=settings, db=db, keyring=KeyRing(db, sealer, every_use=settings.on_postgresql))
+    rt.leadership = Leadership(settings.database_url, settings.leader_retry_seconds)
+    rt.process_name = process_name()
     rt.reconciler = Reconciler(rt)
     rt.guards = Guards(settings)
     rt.breakers = circuit_breakers.for_runtime(rt)
 
     def sweep_expired():
+        if not rt.leadership.leads:
+            return
         with db.transaction() as session:
             ledger.expire_due(session)
 
@@ -88,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             audit.purge_unauthenticated(session, settings.audit_unauthenticated_retention_days)
 
     def first_and_later_syncs():
+        if not rt.leadership.leads:  # another process reconciles; this one is ready once a pass has been made
+            rt.first_sync_done = rt.first_sync_done or _a_pass_was_made(db)
+            return
         try:
             rt.reconciler.sync()
         finally:
@@ -102,9 +116,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt.keyring.reload()
         rt.upstream = Upstream()  # the model backends' client (aiohttp), made inside the running loop
         rt.chat_store = make_chat_store(db, rt.in_db_thread)
+        rt.rate_limiter = rate_limiter_for(rt)
+        # This process's slot of the journal folder, which other worker processes or replicas may share.
+        slot = process_slots.claim(rt.settings.settlement_journal_path())
+        rt.settings = replace(rt.settings, settlement_journal_dir=slot.folder)
         rt.settlements = Settlements.for_runtime(rt)
         await rt.settlements.start()  # applies what a previous process journaled and never wrote
-        tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval, first_and_later_syncs, "reconciler")),
+        metrics.forget_dead_processes()
+        await rt.leadership.start()
+        # Until its first pass (or, led by another process, until that one's first pass) it looks every 0.25 s.
+        tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval if rt.first_sync_done else 0.25,
+                                            first_and_later_syncs, "reconciler")),
                  asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep")),
                  asyncio.create_task(_every(lambda: settings.audit_sampling_window_seconds, audit_upkeep,
                                             "audit upkeep"))]
@@ -113,7 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
+            await rt.leadership.stop()
             await rt.settlements.stop()
+            slot.release()
             await rt.upstream.close()
             await rt.chat_store.close()
             rt.db_threads.shutdown(wait=False)
@@ -131,5 +155,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_cleanup.router)  # retiring orgs and people: what a run created (issue 17)
     app.include_router(billing_admin.router)  # dead letters, voids, circuit breakers (issue 16)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, addresses=rt.guards.addresses,
-                       metrics_token=settings.metrics_token)
+                       metrics_token=settings.metrics_token,
+                       process_name=rt.process_name if settings.mode == "test" else None)
     return app
+
+
+def _a_pass_was_made(db: Database) -> bool:
+    """Whether any process has made a reconcile pass on this database (the leader's first one, say)."""
+    with db.sessions() as session:
+        state = session.get(ConfigState, 1)
+    return state is not None and state.last_attempt_at is not None

@@ -18,8 +18,10 @@ log = logging.getLogger("gateway.access")
 
 class GatewayMiddleware:
     def __init__(self, app, max_body_bytes: int, max_platform_body_bytes: int = 64 * 1024,
-                 addresses: ClientAddresses | None = None, metrics_token: str | None = None):
+                 addresses: ClientAddresses | None = None, metrics_token: str | None = None,
+                 process_name: str | None = None):
         self.app = app
+        self.process_name = process_name  # test mode: which process served, as X-Gateway-Process
         self.addresses = addresses or ClientAddresses(())
         self.metrics_token = metrics_token
         self.max_body_bytes = max_body_bytes
@@ -48,6 +50,8 @@ class GatewayMiddleware:
                 out["X-Request-ID"] = correlation.request_id
                 out["X-Trace-ID"] = correlation.trace_id
                 out["X-Content-Type-Options"] = "nosniff"
+                if self.process_name:
+                    out["X-Gateway-Process"] = self.process_name
                 if "cache-control" not in out:  # tokens, keys and invitations must never sit in a cache
                     out["Cache-Control"] = "no-store"
             await send(message)

@@ -144,9 +144,15 @@ class KeyRing:
     processes see it within `max_age`. A token naming a kid we do not know triggers a reload too (another
     process may have published it), but at most once per `miss_reload_interval`, so a flood of forged kids
     cannot turn into a flood of database reads.
+
+    `every_use` (several processes share the database): each use first compares the ring's keys and states with
+    the database's (one small read, reloading only when they differ), so a rotation or retirement made through any
+    process holds in every process from its next request on. The reads are shared: a use waits for a comparison
+    that began after it arrived, so however many requests arrive at once, one read at a time runs per process.
     """
 
-    def __init__(self, database, sealer, *, max_age: float = 5.0, miss_reload_interval: float = 1.0):
+    def __init__(self, database, sealer, *, max_age: float = 5.0, miss_reload_interval: float = 1.0,
+                 every_use: bool = False):
         self._db = database
         self._sealer = sealer  # gateway.secrets_at_rest.Sealer: private keys are stored sealed
         self._lock = threading.Lock()
@@ -154,6 +160,9 @@ class KeyRing:
         self._loaded_at = 0.0
         self._max_age = max_age
         self._miss_reload_interval = miss_reload_interval
+        self._every_use = every_use
+        self._comparing = threading.Lock()
+        self._comparisons_begun = self._compared_upto = 0  # comparison numbers: begun so far, last one finished
 
     def sealed(self, kid: str, private_pem: str) -> str:
         """The private key as it is stored: sealed under the key-encryption key, bound to its kid."""
@@ -169,9 +178,24 @@ class KeyRing:
             self._loaded_at = time.monotonic()
 
     def _snapshot(self) -> dict[str, LoadedKey]:
-        if time.monotonic() - self._loaded_at > self._max_age:
+        if self._every_use:
+            self._compare_with_database()
+        elif time.monotonic() - self._loaded_at > self._max_age:
             self.reload()
         return self._keys
+
+    def _compare_with_database(self) -> None:
+        wanted = self._comparisons_begun + 1  # a comparison that begins after this call arrived
+        with self._comparing:
+            if self._compared_upto >= wanted:
+                return
+            self._comparisons_begun += 1
+            number = self._comparisons_begun
+            with self._db.sessions() as session:
+                states = dict(session.execute(select(SigningKey.kid, SigningKey.state)).all())
+            if states != {kid: key.state for kid, key in self._keys.items()}:
+                self.reload()
+            self._compared_upto = number
 
     def active(self) -> LoadedKey:
         for key in self._snapshot().values():
@@ -181,7 +205,7 @@ class KeyRing:
 
     def verifying(self, kid: str) -> LoadedKey | None:
         key = self._snapshot().get(kid)
-        if key is None and time.monotonic() - self._loaded_at > self._miss_reload_interval:
+        if key is None and not self._every_use and time.monotonic() - self._loaded_at > self._miss_reload_interval:
             self.reload()
             key = self._keys.get(kid)
         return key if key is not None and key.state in VERIFYING_STATES else None
