@@ -11,6 +11,7 @@ from pathlib import Path
 from support.harness.redaction import mask_url
 
 STACKS = ("local", "compose", "external")
+COMPOSE_REPLICAS = 2  # the compose stack's gateway replicas unless -D gateway_replicas says otherwise
 
 
 class SuiteSetupError(Exception):
@@ -56,6 +57,17 @@ class SuiteConfig:
                                      "run")
     cleanup: bool = option(True, "at the end of the run, deactivate the orgs, keys, invitations and users it "
                                  "created (false: leave them, to look at after a failure)")
+    gateway_workers: int = option(1, "worker processes of each gateway (GATEWAY_WORKERS; local: PostgreSQL only; "
+                                     "external: how many the deployment runs); scenarios tagged @scale need more than "
+                                     "one process in all")
+    gateway_replicas: int = option(1, "gateway replicas behind the load balancer (compose; external: how many the "
+                                      "deployment runs); scenarios tagged @scale need more than one process in all",
+                                   "2 on the compose stack, else 1")
+
+    @property
+    def gateway_processes(self) -> int:
+        """How many gateway processes serve the suite's requests (workers of every replica)."""
+        return self.gateway_workers * self.gateway_replicas
 
     def describe(self, report: str | None = None) -> str:
         """The run's first line: which stack, what it offers, the run id and where the report goes. Passwords
@@ -68,10 +80,13 @@ class SuiteConfig:
                       "logs" if self.logs_dir else "no logs"]
             where += f" ({', '.join(offers)})"
         elif self.stack == "compose":
-            where = "compose stack (gateway, model stub and PostgreSQL in Docker containers)"
+            replicas = f"{self.gateway_replicas} gateway replica{'s' if self.gateway_replicas != 1 else ''}" + (
+                f" of {self.gateway_workers} processes" if self.gateway_workers > 1 else "")
+            where = f"compose stack ({replicas} behind a load balancer, model stub and PostgreSQL in Docker containers)"
         else:
             database = mask_url(self.database_url) if self.database_url else "SQLite in a temp folder"
-            where = f"local stack (gateway and model stub started here, database {database})"
+            workers = f", {self.gateway_workers} gateway processes" if self.gateway_workers > 1 else ""
+            where = f"local stack (gateway and model stub started here, database {database}{workers})"
         line = f"acceptance suite: {where}; run {self.run_id}{self.worker}"
         if report:
             line += f"; report: {report} (scripts/report makes the HTML)"
@@ -96,6 +111,10 @@ def _convert(name: str, kind, raw: str):
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise SuiteSetupError(f"-D {name}={raw!r} is not a boolean: use true or false")
+    if kind is int or kind == "int":
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise SuiteSetupError(f"-D {name}={raw!r} is not a whole number of at least 1: use e.g. -D {name}=2")
+        return int(raw)
     if kind is float or kind == "float":
         try:
             value = float(raw)
@@ -129,9 +148,24 @@ def load(userdata: dict, environ: dict | None = None) -> SuiteConfig:
     if config.keys_dir and not Path(config.keys_dir).is_dir():
         raise SuiteSetupError(f"-D keys_dir={config.keys_dir} is not a folder: run scripts/keygen --out "
                               f"{config.keys_dir} or point keys_dir at the stack's keys")
+    if config.stack == "compose" and "gateway_replicas" not in values:
+        config = _replace(config, gateway_replicas=COMPOSE_REPLICAS)
+    _check_processes(config)
     if not config.run_id:
         config = _replace(config, run_id=time.strftime("r%m%d%H%M%S") + secrets.token_hex(2))
     return config
+
+
+def _check_processes(config: SuiteConfig) -> None:
+    if config.stack == "local" and config.gateway_workers > 1 and not (config.database_url or "").startswith(
+            "postgresql"):
+        raise SuiteSetupError(f"-D gateway_workers={config.gateway_workers} needs PostgreSQL (several gateway "
+                              f"processes share their rate limits and leadership there): add -D database_url="
+                              f"postgresql://USER@HOST:PORT/postgres, or use -D gateway_workers=1 with SQLite")
+    if config.stack == "local" and config.gateway_replicas > 1:
+        raise SuiteSetupError(f"-D gateway_replicas={config.gateway_replicas} needs a load balancer in front of the "
+                              f"replicas: use -D stack=compose (the local stack runs one gateway; -D gateway_workers=N "
+                              f"gives it N processes)")
 
 
 def _replace(config: SuiteConfig, **changes) -> SuiteConfig:

@@ -15,7 +15,8 @@ from support.harness.waits import WaitTimeout, wait_until
 # database into a quick 503. The suite's own address is a trusted proxy, so a security scenario can play a client
 # address of its own (X-Forwarded-For) and its throttles and floods touch no other scenario; refusals without
 # credentials are audited one by one up to a budget above what the rest of the suite sends. The settlement journal
-# retries soon and gives up after a few refusals, so a settlement that cannot apply becomes a dead letter in a second.
+# retries soon and gives up after a few refusals, so a settlement that cannot apply becomes a dead letter in a second;
+# the reservation counts in /metrics are at most a second old.
 GATEWAY_TEST_SETTINGS = {
     "UPSTREAM_TIMEOUT_SECONDS": "2",
     "RECONCILE_INTERVAL_SECONDS": "1",
@@ -29,9 +30,11 @@ GATEWAY_TEST_SETTINGS = {
     "AUDIT_SAMPLING_WINDOW_SECONDS": "10",
     "AUDIT_UNAUTHENTICATED_PER_ADDRESS": "150",
     "AUDIT_UNAUTHENTICATED_PER_WINDOW": "400",
+    "METRICS_REFRESH_SECONDS": "1",
     "SETTLEMENT_RETRY_SECONDS": "0.05",
     "SETTLEMENT_RETRY_MAX_SECONDS": "0.5",
     "SETTLEMENT_MAX_TRIES": "3",
+    "LEADER_RETRY_SECONDS": "0.5",  # a dead leader's work is taken over within half a second
 }
 
 

@@ -46,7 +46,9 @@ class LocalStack(Stack):
         self.processes["gateway"] = ChildProcess(
             "gateway", [sys.executable, "-m", "gateway"],
             env={**env, "DATABASE_URL": database_url, "KEYS_DIR": str(keys_dir), "CONFIG_REPO": str(repo),
-                 "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), **GATEWAY_TEST_SETTINGS},
+                 "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), **GATEWAY_TEST_SETTINGS,
+                 "GATEWAY_WORKERS": str(self.config.gateway_workers),
+                 "SETTLEMENT_JOURNAL_DIR": str(self.run_dir / "settlements")},
             log_path=self.run_dir / "gateway.log", cwd=ROOT)
         for process in self.processes.values():
             process.start()
