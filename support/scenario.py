@@ -42,6 +42,11 @@ from support.domain.org_ledgers import OrgLedgers
 from support.domain.platform_api import Platform
 from support.domain.rate_limits import RateLimits
 from support.domain.attacks import Attacker
+from support.domain.backend_circuits import BackendCircuits
+from support.domain.billing_metrics import BillingMetrics
+from support.domain.books_corruption import BooksCorruption
+from support.domain.owed_charges import OwedCharges
+from support.domain.reversals import Reversals
 from support.domain.request_costs import RequestCosts
 from support.domain.request_shapes import RequestShapes
 from support.domain.streamed_chat import StreamedChat
@@ -54,6 +59,7 @@ from support.stacks import Endpoints, Stack, make_stack
 from support.stress import burst
 from support.stress.faults import Faults
 from support.stress.floods import Floods
+from support.stress.settlement_faults import SettlementFaults
 from support.stress.load import LoadRuns
 from support.tokens.signing_keys import KeyMaterial
 
@@ -202,6 +208,31 @@ class ScenarioState:
     @cached_property
     def faults(self) -> Faults:
         return Faults(self.stack, self.routing, self.add_cleanup)
+
+    @cached_property
+    def owed(self) -> OwedCharges:
+        """A chat completion's charge followed through faults, and the dead letters it may become (issue 16)."""
+        return OwedCharges(self.routing, self.db, self.keys, self.add_cleanup, self.config.poll_timeout)
+
+    @cached_property
+    def settlement_faults(self) -> SettlementFaults:
+        return SettlementFaults(self.faults, self.owed)
+
+    @cached_property
+    def circuits(self) -> BackendCircuits:
+        return BackendCircuits(self.routing, self.keys, self.config.poll_timeout)
+
+    @cached_property
+    def reversals(self) -> Reversals:
+        return Reversals(self.billing)
+
+    @cached_property
+    def corruption(self) -> BooksCorruption:
+        return BooksCorruption(self.billing)
+
+    @cached_property
+    def billing_metrics(self) -> BillingMetrics:
+        return BillingMetrics(self.api, self.db, self.world.metrics, self.config.poll_timeout)
 
     @cached_property
     def load(self) -> LoadRuns:

@@ -34,7 +34,9 @@ class AccountLedger:
         return [r for r in self.reservations if r["status"] == status]
 
     def spent_by_finalized(self) -> int:
-        return sum(r["actual"] or 0 for r in self.by_status("finalized"))
+        """What the reservations' charges add up to: each charge (a finalize, or a late charge of an expired or
+        released hold) less what was voided of it."""
+        return sum((r["actual"] or 0) - (r["voided"] or 0) for r in self.reservations if r["status"] != "pending")
 
     def reservation_for(self, request_id: str) -> dict | None:
         found = [r for r in self.reservations if r["request_id"] == request_id]
@@ -55,8 +57,8 @@ class AccountLedger:
         if -self.postings.get("issuance", 0) != self.minted:
             found.append(f"minted {self.minted} != ledger issuance {-self.postings.get('issuance', 0)}")
         if self.spent != self.spent_by_finalized():
-            found.append(f"spent {self.spent} != the sum of finalized reservations' actual amounts "
-                         f"{self.spent_by_finalized()}")
+            found.append(f"spent {self.spent} != what the reservations' charges add up to (finalized or charged "
+                         f"late, less what was voided) {self.spent_by_finalized()}")
         held_by_pending = sum(r["amount"] for r in self.by_status("pending"))
         if self.held != held_by_pending:
             found.append(f"held {self.held} != the sum of pending reservations {held_by_pending}")
@@ -67,6 +69,8 @@ class AccountLedger:
             settling = [k for k in kinds if k in SETTLING_KINDS]
             expected = [] if reservation["status"] == "pending" else [
                 k for k, s in SETTLING_KINDS.items() if s == reservation["status"]]
+            if reservation["status"] == "voided":  # a charge voided in full: settled once, by whichever move
+                expected = settling if len(settling) == 1 else ["one settling entry"]
             if settling != expected:
                 found.append(f"reservation {reservation['id']} is {reservation['status']} but its settling entries "
                              f"are {settling or 'none'} (expected {expected or 'none'})")
@@ -89,7 +93,8 @@ def account_ledger(db: Database, account_id: str) -> AccountLedger:
         kinds = conn.execute(select(entries.c.kind, entries.c.reservation_id)
                              .where(entries.c.account_id == account_id)).all()
         held = conn.execute(select(reservations.c.id, reservations.c.status, reservations.c.amount_micros,
-                                   reservations.c.actual_micros, reservations.c.expires_at, reservations.c.request_id)
+                                   reservations.c.actual_micros, reservations.c.expires_at, reservations.c.request_id,
+                                   reservations.c.voided_micros)
                             .where(reservations.c.account_id == account_id)).all()
         sums = dict(conn.execute(select(postings.c.bucket, func.sum(postings.c.amount_micros))
                                  .where(postings.c.account_id == account_id).group_by(postings.c.bucket)).all())
@@ -102,7 +107,7 @@ def account_ledger(db: Database, account_id: str) -> AccountLedger:
         int(account["spent_micros"]), Counter(kind for kind, _ in kinds),
         [{"id": r.id, "status": r.status, "amount": int(r.amount_micros),
           "actual": None if r.actual_micros is None else int(r.actual_micros), "expires_at": _utc(r.expires_at),
-          "request_id": r.request_id} for r in held],
+          "request_id": r.request_id, "voided": int(r.voided_micros or 0)} for r in held],
         by_reservation, {bucket: int(total or 0) for bucket, total in sums.items()})
 
 

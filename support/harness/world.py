@@ -220,6 +220,33 @@ class Application:
 
 
 @dataclass
+class OwedCharge:
+    """A chat completion whose charge is followed through a fault (issue 16)."""
+    exchange: Exchange | None = None  # the completion (its answer, or none when the gateway died)
+    in_flight: Future | None = None  # while it runs in the background
+    org: str | None = None
+    reservation: dict | None = None  # its hold, as the database holds it
+    account_lock: str | None = None  # the database rule that refuses changes to the org's account
+    dead_letter: dict | None = None  # what a platform admin sees of its charge set aside
+    replay: Exchange | None = None  # a platform admin replaying that dead letter
+
+
+@dataclass
+class Circuits:
+    """A backend's circuit breaker as a scenario drives it."""
+    failures: int = 0  # failures in a row that open it
+    cooldown: float = 0.0  # seconds before the probe
+    answers: list[Exchange] = field(default_factory=list)  # completions sent at once
+
+
+@dataclass
+class Moves:
+    """Reservations moved through the billing API and by platform admins (issue 16): voids, refused moves."""
+    voids: list[Exchange] = field(default_factory=list)
+    tampered: dict[str, str] = field(default_factory=dict)  # account name -> the kind of corruption made
+
+
+@dataclass
 class Attacks:
     """What an attacker tried (features/security), from which client address, and what came back."""
     address: str | None = None  # the attacker's client address (X-Forwarded-For)
@@ -261,6 +288,9 @@ class World:
     attacks: Attacks = field(default_factory=Attacks)
     retries: Retries = field(default_factory=Retries)
     application: Application = field(default_factory=Application)
+    owed: OwedCharge = field(default_factory=OwedCharge)
+    circuits: Circuits = field(default_factory=Circuits)
+    moves: Moves = field(default_factory=Moves)
 
     def org(self, name: str) -> OrgRecord:
         return _known(self.orgs, name, "org")
