@@ -61,6 +61,8 @@ from support.stress.faults import Faults
 from support.stress.floods import Floods
 from support.stress.settlement_faults import SettlementFaults
 from support.stress.load import LoadRuns
+from support.stress.process_spread import ProcessSpread
+from support.stress.scale_out import ScaleOut
 from support.tokens.signing_keys import KeyMaterial
 
 
@@ -229,6 +231,13 @@ class ScenarioState:
     @cached_property
     def corruption(self) -> BooksCorruption:
         return BooksCorruption(self.billing)
+
+    @cached_property
+    def scale_out(self) -> ScaleOut:
+        """Requests spread over the deployment's gateway processes, and what they show (features/scale)."""
+        spread = ProcessSpread(self.config.gateway_processes, self.config.poll_timeout, self.at_once)
+        return ScaleOut(spread, self.world, self.budgets, self.retries, self.identity, self.billing, self.ledgers,
+                        self.stack)
 
     @cached_property
     def billing_metrics(self) -> BillingMetrics:

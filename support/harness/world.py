@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # result types made higher up; the world only holds them
     from support.domain.tenancy import Probe
     from support.stress.burst import Burst
     from support.stress.faults import InFlight, MalformedBurst
+    from support.stress.process_spread import SteadyTraffic
 
 
 # ---- things the scenario made ----------------------------------------------------------------------------------
@@ -247,6 +248,16 @@ class Moves:
 
 
 @dataclass
+class Spread:
+    """Requests spread over several gateway processes (features/scale): the bursts of the last step that spread
+    them, and steady traffic across a replica's death."""
+    sent: list[Exchange] = field(default_factory=list)
+    traffic: SteadyTraffic | None = None
+    killed: str | None = None  # the replica killed (its host name, as X-Gateway-Process names it)
+    killed_at: float | None = None  # time.monotonic() when it was killed
+
+
+@dataclass
 class Attacks:
     """What an attacker tried (features/security), from which client address, and what came back."""
     address: str | None = None  # the attacker's client address (X-Forwarded-For)
@@ -291,6 +302,7 @@ class World:
     owed: OwedCharge = field(default_factory=OwedCharge)
     circuits: Circuits = field(default_factory=Circuits)
     moves: Moves = field(default_factory=Moves)
+    spread: Spread = field(default_factory=Spread)
 
     def org(self, name: str) -> OrgRecord:
         return _known(self.orgs, name, "org")

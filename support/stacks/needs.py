@@ -1,5 +1,6 @@
 """What a scenario needs from its stack besides the gateway's HTTP API, named by a tag, and why it is skipped on a
-stack that lacks it: the reason names the option to pass. The local and compose stacks offer everything; an
+stack that lacks it: the reason names the option to pass. The local and compose stacks offer everything but
+several processes (@scale: -D gateway_workers, or the compose stack's replicas) and replicas to kill (compose); an
 external one offers what its -D options give."""
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ NEEDS = {
                                lambda endpoints, config: bool(endpoints.stub_url)),
     "needs_logs": Need("the gateway's logs", "-D logs_dir=DIR (a folder of the stack's <process>.log files)",
                        lambda endpoints, config: config.stack != "external" or bool(config.logs_dir)),
+    "scale": Need("several gateway processes", "-D gateway_workers=2 (with -D database_url=postgresql://...), or "
+                  "-D stack=compose (2 replicas)", lambda endpoints, config: config.gateway_processes > 1),
+    "needs_replica_control": Need("gateway replicas behind a load balancer that the suite may kill and restart",
+                                  "-D stack=compose (2 replicas)",
+                                  lambda endpoints, config: config.stack == "compose" and config.gateway_replicas > 1),
 }
 
 

@@ -40,6 +40,10 @@ def external_defines(endpoints: Endpoints, stack: Stack | None = None) -> dict[s
     logs_dir = logs_folder(stack)
     if logs_dir:
         defines["logs_dir"] = logs_dir
+    config = getattr(stack, "config", None)
+    for name in ("gateway_workers", "gateway_replicas"):  # how many processes serve: @scale scenarios need several
+        if config is not None and getattr(config, name) > 1:
+            defines[name] = str(getattr(config, name))
     return defines
 
 
