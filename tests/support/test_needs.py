@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from support.harness.config import load
 from support.stacks.base import Endpoints
-from support.stacks.needs import NEEDS, missing, skip_summary
+from support.stacks.needs import missing, skip_summary
 
 BARE = Endpoints("http://gw", None, "/keys", None, None)
 FULL = Endpoints("http://gw", "postgresql://db/x", "/keys", "http://stub", "/repo")
@@ -22,8 +22,9 @@ def test_a_stack_that_lacks_a_need_names_the_option_to_pass():
 
 
 def test_a_stack_that_offers_everything_skips_nothing():
-    assert missing(set(NEEDS), FULL, load({"stack": "external", "base_url": "http://gw", "logs_dir": "/logs"},
-                                          environ={})) is None
+    offered = {"needs_database", "needs_stub_control", "needs_config_repo", "needs_logs"}
+    assert missing(offered, FULL, load({"stack": "external", "base_url": "http://gw", "logs_dir": "/logs"},
+                                       environ={})) is None
     assert missing({"needs_logs"}, FULL, load({}, environ={})) is None  # the local stack's logs are its own
 
 
