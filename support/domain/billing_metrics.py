@@ -70,6 +70,10 @@ class BillingMetrics:
             after, exchange = self.read()
             return {words: after[words] - before[words] for words in expected}, exchange
 
-        wait_until(f"the billing metrics to move by exactly {expected} since the first reading", moved,
-                   lambda seen: seen[0] == expected, timeout=self.timeout + 5,
-                   describe=lambda seen: f"they moved by {seen[0]} (the last reading: request {seen[1].request_id})")
+        def wrong(seen) -> str:
+            off = {words: f"{seen[0][words]:g}, not {change}" for words, change in expected.items()
+                   if seen[0][words] != change}
+            return f"these moved otherwise: {off} (the last reading: request {seen[1].request_id})"
+
+        wait_until(f"each billing metric to move by exactly its change since the first reading ({expected})", moved,
+                   lambda seen: seen[0] == expected, timeout=self.timeout + 5, describe=wrong)
