@@ -5,9 +5,13 @@ PROMETHEUS_MULTIPROC_DIR made for each start (docs/contract.md, "Many processes 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +23,7 @@ from gateway.settings import Settings
 
 MIGRATION_LOCK = int.from_bytes(b"gwmigrat", "big")  # replicas starting together migrate one after another
 WORKER_APP = "gateway.__main__:worker_app"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def wait_for_database(database_url: str, seconds: float) -> None:
@@ -87,10 +92,22 @@ def fresh_metrics_dir() -> None:
     atexit.register(shutil.rmtree, folder, True)
 
 
+def die_with_parent() -> None:
+    """A worker dies when its supervisor does (Linux PR_SET_PDEATHSIG), so a supervisor killed outright leaves no
+    orphan serving on the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the request took effect
+        os._exit(1)
+
+
 def worker_app():
     """The app of one worker process (uvicorn's factory, called in each worker it spawns)."""
     from gateway.app import create_app
 
+    die_with_parent()
     logs.configure()
     return create_app()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import os
+import signal
 import threading
 import time
 from collections import deque
@@ -65,6 +67,13 @@ class Runtime:
     # request makes two calls.
     db_threads: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=16, thread_name_prefix="chat-db"))
+
+    def die_at_once(self) -> None:
+        """SIGKILL the whole gateway (a test fault): with worker processes their supervisor first, so that nothing
+        starts a worker again and every worker dies with it (gateway/__main__.py: PR_SET_PDEATHSIG)."""
+        if self.settings.workers > 1:
+            os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     async def in_db_thread(self, fn, *args):
         """`fn(*args)` on a database thread, seeing the caller's context (the request's correlation ids)."""

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -333,7 +331,7 @@ async def _charge(rt: Runtime, admitted: Admitted, backend: str, usage, generate
     if admitted.test_fault == CRASH_AFTER_JOURNAL:
         log_fields(log, logging.WARNING, "test fault: the gateway dies now, its settlement journaled, not written",
                    reservation_id=admitted.reservation_id)
-        os.kill(os.getpid(), signal.SIGKILL)
+        rt.die_at_once()
     try:
         if not await rt.chat_store.settle(admitted.reservation_id, actual, **admitted.audited, outcome=outcome,
                                           reason=reason, details=details):
