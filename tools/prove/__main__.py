@@ -1,0 +1,5 @@
+import sys
+
+from tools.prove.cli import main
+
+sys.exit(main())
