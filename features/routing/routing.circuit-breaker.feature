@@ -1,4 +1,4 @@
-@allure.label.epic:Routing @needs_database @needs_stub_control
+@allure.label.epic:Routing @needs_database @needs_stub_control @needs_one_process
 Feature: A backend that keeps failing is skipped until it recovers
   A backend that keeps failing would cost every caller its time-out before the next backend answers. After a few
   failures in a row the gateway opens that backend's circuit: requests skip it at once and go to the next backend.

@@ -39,6 +39,11 @@ NEEDS = {
     "needs_replica_control": Need("gateway replicas behind a load balancer that the suite may kill and restart",
                                   "-D stack=compose (2 replicas)",
                                   lambda endpoints, config: config.stack == "compose" and config.gateway_replicas > 1),
+    # Circuit breakers are each gateway process's own (docs/contract.md): with several, a scenario that counts one
+    # breaker's probes or changes cannot know which process it met.
+    "needs_one_process": Need("one gateway process (what it checks is kept in each process)",
+                              "-D gateway_workers=1 on the local stack",
+                              lambda endpoints, config: config.gateway_processes == 1),
 }
 
 
