@@ -193,29 +193,29 @@ async def _until(condition, seconds: float = 10) -> None:
         await asyncio.sleep(0.01)
 
 
+def _hand_over_and_drain(worker: Settlements, entry: dict, why: str) -> None:
+    """The chat path journals the entry and cannot write it; the worker runs until nothing waits."""
+    async def scenario():
+        await worker.start()
+        await worker.owe(entry)
+        worker.hand_over(entry, why)
+        await _until(lambda: not worker.waiting)
+        await worker.stop()
+    asyncio.run(scenario())
+
+
 def test_a_settlement_refused_again_and_again_becomes_a_dead_letter_and_replays_once(db, tmp_path, monkeypatch):
     account = funded(db, 10 * USD)
     res = reserve(db, account, 3 * USD)
     entry = owed(res, 2 * USD)
     rt, journal = _runtime(db, tmp_path)
-    worker = Settlements(rt, journal)
-    broken = {"yes": True}
     real_apply = settlements.apply
 
     def refusing_apply(database, item):
-        if broken["yes"]:
-            raise SettlementFailed("IntegrityError: the account refuses every change")
-        return real_apply(database, item)
-
-    async def scenario():
-        await worker.start()
-        await worker.owe(entry)
-        worker.hand_over(entry, "IntegrityError")
-        await _until(lambda: not worker.waiting)
-        await worker.stop()
+        raise SettlementFailed("IntegrityError: the account refuses every change")
 
     monkeypatch.setattr(settlements, "apply", refusing_apply)
-    asyncio.run(scenario())
+    _hand_over_and_drain(Settlements(rt, journal), entry, "IntegrityError")
     monkeypatch.setattr(settlements, "apply", real_apply)
     with db.sessions() as s:
         letter = s.get(SettlementDeadLetter, f"dl_{entry['id']}")
@@ -254,7 +254,6 @@ def test_an_outage_is_retried_without_spending_tries(db, tmp_path, monkeypatch):
     res = reserve(db, account, 3 * USD)
     entry = owed(res, 1 * USD)
     rt, journal = _runtime(db, tmp_path)
-    worker = Settlements(rt, journal)
     outage = {"tries": 0}
     real_apply = settlements.apply
 
@@ -264,15 +263,8 @@ def test_an_outage_is_retried_without_spending_tries(db, tmp_path, monkeypatch):
             raise settlements.DATABASE_UNAVAILABLE[0]("SELECT 1", None, Exception("connection refused"))
         return real_apply(database, item)
 
-    async def scenario():
-        await worker.start()
-        await worker.owe(entry)
-        worker.hand_over(entry, "OperationalError")
-        await _until(lambda: not worker.waiting)
-        await worker.stop()
-
     monkeypatch.setattr(settlements, "apply", unavailable_at_first)
-    asyncio.run(scenario())
+    _hand_over_and_drain(Settlements(rt, journal), entry, "OperationalError")
     assert outage["tries"] == 5
     assert balances(db, account)[3] == 1 * USD
     with db.sessions() as s:
