@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import tools.prove
+from support.harness.config import SuiteSetupError
 from tools.prove import proxy_mode
 from tools.prove.catalogue import CATALOGUE
 from tools.prove.faults import Fault, check_catalogue
 from tools.prove.report import closing_lines, summary, verdict_line, write
 from tools.prove.trials import TrialOptions, control, try_all
-from tools.prove.verdicts import KILLED
+from tools.prove.verdicts import KILLED, UNPROVEN
 from tools.prove.workspace import ROOT, Workspace, WorkspaceError, head_commit
 
 RESULTS = ROOT / "reports" / "prove"
@@ -109,7 +110,7 @@ def prove_faults(args) -> int:
     verdicts = try_all(numbered, args.jobs, options, on_verdict)
     checked = None if args.no_control else control(verdicts, options)
     if checked is not None:
-        unproven = [v.name for v in verdicts if v.outcome == "unproven"]
+        unproven = [v.name for v in verdicts if v.outcome == UNPROVEN]
         print(f"control run without any fault ({len(checked.targets)} scenarios, {checked.seconds:.0f} s): "
               + (f"these kills are not proven, their scenarios fail anyway: {', '.join(unproven)}" if unproven
                  else "every scenario that caught a fault passes"), flush=True)
@@ -124,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     os.chdir(ROOT)
     try:
-        if args.list:
-            return list_catalogue()
         if args.proxy:
             return proxy_mode.run(args)
+        if args.list:
+            return list_catalogue()
         return prove_faults(args)
-    except WorkspaceError as problem:
+    except (WorkspaceError, SuiteSetupError) as problem:
         print(f"scripts/prove: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

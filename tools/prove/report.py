@@ -45,7 +45,8 @@ def summary(verdicts: list[Verdict], *, mode: str, commit: str, seconds: float, 
 
 
 def closing_lines(result: dict) -> list[str]:
-    lines = [f"kill rate: {result['kill_rate']} of {result['tried']} faults tried ({result['mode']}, catalogue of "
+    unit = "corruptions" if result["mode"] == "proxy" else "faults"
+    lines = [f"kill rate: {result['kill_rate']} of {result['tried']} {unit} tried ({result['mode']}, catalogue of "
              f"{result['catalogue']}, {result['commit']}), in {result['seconds']:.0f} s"]
     if result["survivors"]:
         lines.append("survivors: " + ", ".join(f"{name} ({result['outcomes'][name]})" for name in result["survivors"]))

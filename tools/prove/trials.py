@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from tools.prove.faults import Fault
-from tools.prove.verdicts import (KILLED, SURVIVED, UNPROVEN, Verdict, behave_command, failures, judge, read_report,
+from tools.prove.verdicts import (KILLED, SURVIVED, Verdict, behave_command, judge, mark_unproven, read_report,
                                   run_behave)
 from tools.prove.workspace import Workspace
 
@@ -98,12 +98,7 @@ def control(verdicts: list[Verdict], options: TrialOptions) -> Verdict | None:
         code, seconds = run_behave(workspace.root, behave_command(locations, report, rid, options.defines, stop=False),
                                    log, options.timeout)
         run = judge("control (no fault)", locations, code, seconds, read_report(report), rid, log)
-        failing = {f["scenario"]: f for f in failures(read_report(report) or [])}
+        mark_unproven(verdicts, read_report(report), "without the fault")
     finally:
         workspace.remove()
-    for verdict in verdicts:
-        if verdict.outcome == KILLED and verdict.scenario in failing:
-            verdict.outcome = UNPROVEN
-            verdict.detail = (f"the scenario fails without the fault too, at {failing[verdict.scenario]['step']}: "
-                              f"{failing[verdict.scenario]['message'].strip()[:300]}")
     return run

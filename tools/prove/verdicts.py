@@ -139,3 +139,15 @@ def judge(name: str, targets: list[str], code: int | None, seconds: float, repor
         verdict.message = verdict.detail
         verdict.carries_request_id = False
     return verdict
+
+
+def mark_unproven(verdicts: list[Verdict], control_report: list[dict] | None, without: str) -> list[str]:
+    """Kills whose scenario failed in the control run too (`without`: what that run lacked) become UNPROVEN; their
+    names."""
+    failing = {f["scenario"]: f for f in failures(control_report or [])}
+    for verdict in verdicts:
+        if verdict.outcome == KILLED and verdict.scenario in failing:
+            seen = failing[verdict.scenario]
+            verdict.outcome = UNPROVEN
+            verdict.detail = f"the scenario fails {without} too, at {seen['step']}: {seen['message'].strip()[:300]}"
+    return [v.name for v in verdicts if v.outcome == UNPROVEN]
