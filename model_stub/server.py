@@ -21,8 +21,8 @@ Control API, per namespace::
                                                             "kind": "error"|"hang"|"drop"}}
                                    (omitted keys take the defaults shown; a bad value is a 422)
     GET    /_stub/{ns}/behaviour
-    GET    /_stub/{ns}/calls       {"calls": [{"seq", "at", "method", "path", "query",
-                                               "headers", "body"[, "stream"]}]}  (arrival order)
+    GET    /_stub/{ns}/calls       {"calls": [{"seq", "at", "method", "path", "query", "headers", "body"
+                                               [, "usage", "answer"[, "stream"]]}]}  (arrival order)
     DELETE /_stub/{ns}             reset behaviour and calls of one namespace
     DELETE /_stub                  reset every namespace
     GET    /healthz                {"status": "ok"}
@@ -52,10 +52,22 @@ would get without ``stream`` and ``stream_options``. ``chunk_delay_ms`` passes b
 fires after ``after_chunks`` content chunks (after the last one when there are fewer): ``error`` ends the
 stream with an OpenAI error event and no ``[DONE]``; ``hang`` writes nothing more until the client goes away or
 it is released as in ``hang`` mode below (then the connection closes mid-body); ``drop`` closes the connection
-mid-body. The server stopping also cuts a running stream. A streamed call's record has ``"stream":
-{"content_chunks_sent", "completion_tokens_sent", "finished", "client_went_away", "ended"}``, updated as the
-stream is written: ``completion_tokens_sent`` sums, over choices, the tokens of the content written so far;
-``finished`` is true once ``[DONE]`` is written, ``ended`` once the stream is over for any reason.
+mid-body. The server stopping also cuts a running stream.
+
+What a chat call it answers (mode ``ok``, a valid request) adds to its record from its arrival (before
+``latency_ms``), so a client of the stub needs none of its code to know what it answered::
+
+    "usage":  {"prompt_tokens", "completion_tokens", "total_tokens"}   the usage its answer reports (the
+              behaviour's ``usage``, else its own count), also for a stream that sends no usage chunk
+    "answer": {"contents": [<text of each choice>], "n": k}             the answer in one piece (a stream
+              writes the same contents)
+    "stream": {"prompt_tokens", "content_chunks_sent", "completion_tokens_sent", "contents_sent", "finished",
+               "client_went_away", "ended"}                             a streamed call only
+
+The ``stream`` entry is updated as the stream is written: ``prompt_tokens`` is the stub's own count of the prompt
+(whatever the behaviour says to report), ``contents_sent`` each choice's text written so far and
+``completion_tokens_sent`` the sum of their tokens; ``finished`` is true once ``[DONE]`` is written, ``ended``
+once the stream is over for any reason.
 
 Modes: ``ok`` answers after ``latency_ms``; ``error`` answers ``status`` (default 503) with ``body`` or an
 OpenAI error body after ``latency_ms``; ``hang`` never answers: it waits until the client goes away, the
@@ -83,10 +95,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from model_stub.completions import CREATED, RequestError, answer_to, completion_body, parse_chat_request
+from model_stub.completions import (CREATED, Answer, ChatRequest, RequestError, answer_to, completion_body,
+                                    parse_chat_request)
 from model_stub.connection import CloseConnection, Hang, StubH11Protocol
 from model_stub.state import BehaviourError, Namespace, StubState, default_behaviour, parse_behaviour
 from model_stub.streaming import EventStream
+from model_stub.tokens import prompt_tokens
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -144,6 +158,20 @@ def _parse_json(raw: bytes) -> tuple[bool, Any]:
         return False, None
 
 
+def _chat_answer(raw: bytes | None, parsed: bool, body: Any,
+                 usage: dict | None) -> tuple[Response | None, ChatRequest | None, Answer | None]:
+    """(the 4xx refusing a malformed chat request, or None; the request; the answer to it)."""
+    if raw is None:
+        return openai_error(413, f"request body exceeds {MAX_BODY_BYTES} bytes"), None, None
+    if not parsed:
+        return openai_error(400, "request body must be valid JSON", "invalid_json"), None, None
+    try:
+        chat = parse_chat_request(body)
+    except RequestError as exc:
+        return openai_error(400, str(exc), "invalid_request", exc.param), None, None
+    return None, chat, answer_to(chat, usage)
+
+
 def create_app() -> Starlette:
     state = StubState()
 
@@ -179,6 +207,11 @@ def create_app() -> Starlette:
             return CloseConnection()
         if mode == "hang":
             return Hang(state, ns)
+        if mode == "ok":  # what it answers is on record from the start, though it answers after latency_ms
+            refusal, chat, answer = _chat_answer(raw, parsed, body, behaviour["usage"])
+            if answer is not None:
+                call["usage"] = dict(answer.usage)
+                call["answer"] = {"contents": [answer.content] * answer.n, "n": answer.n}
         if behaviour["latency_ms"]:
             await asyncio.sleep(behaviour["latency_ms"] / 1000)
         if mode == "error":
@@ -186,18 +219,10 @@ def create_app() -> Starlette:
             if behaviour["body"] is not None:
                 return JSONResponse(behaviour["body"], status_code=status)
             return openai_error(status, f"model stub: injected error {status}", None)
-        # mode == "ok"
-        if raw is None:
-            return openai_error(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
-        if not parsed:
-            return openai_error(400, "request body must be valid JSON", "invalid_json")
-        try:
-            chat = parse_chat_request(body)
-        except RequestError as exc:
-            return openai_error(400, str(exc), "invalid_request", exc.param)
-        answer = answer_to(chat, behaviour["usage"])
+        if refusal is not None:
+            return refusal
         if chat.stream:
-            call["stream"] = {}
+            call["stream"] = {"prompt_tokens": prompt_tokens(chat.body)}
             return EventStream(answer, behaviour, chat.include_usage, call["stream"], state, ns.release)
         return JSONResponse(completion_body(answer))
 

@@ -48,9 +48,9 @@ class EventStream(Response):
         self.state = state
         self.release = release
         self.progress = progress
-        progress.update(content_chunks_sent=0, completion_tokens_sent=0, finished=False, client_went_away=False,
-                        ended=False)
         self.sent_text = [""] * answer.n
+        progress.update(content_chunks_sent=0, completion_tokens_sent=0, contents_sent=self.sent_text,
+                        finished=False, client_went_away=False, ended=False)
         self.events_sent = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,16 +2,12 @@
 (read from the database once the gateway has settled it), and the usage its backend reported or generated.
 
 The usage comes from the answer when the client saw it (the answer's `usage`, or a stream's usage chunk); else
-from the model backend stub's record of the call (a stream whose client did not ask for usage, or that was cut
-short): the prompt counted by the stub's own token rule, the completion as the tokens it had written
-(`stream.completion_tokens_sent`), or the usage its behaviour was told to report."""
+from the model backend stub's record of the call, read over its control API (a stream whose client did not ask
+for usage, or that was cut short): the prompt as the stub counted it (`stream.prompt_tokens`), the completion as
+the tokens it had written (`stream.completion_tokens_sent`), or the usage its behaviour was told to report."""
 from __future__ import annotations
 
 import json
-
-# The double's own rules (the suite's backend, not the system under test): its token count and its answers.
-from model_stub.completions import answer_to, parse_chat_request
-from model_stub.tokens import prompt_tokens
 
 from support.client.api import Exchange
 from support.client.assertions import expect_true
@@ -70,23 +66,19 @@ class RequestCosts:
         written = (call.get("stream") or {}).get("completion_tokens_sent")
         expect_true(written is not None, f"Expected the backend's record of request {exchange.request_id} to be a "
                     f"stream's, with the tokens it wrote, but it was: {call}", exchange)
-        return {"prompt_tokens": prompt_tokens(call["body"]), "completion_tokens": written}
+        return {"prompt_tokens": call["stream"]["prompt_tokens"], "completion_tokens": written}
 
     def whole_answer(self, exchange: Exchange) -> list[str]:
         """Each choice's text as the backend answers the request in one piece."""
         _, call = self.backend_call(exchange)
-        answer = answer_to(parse_chat_request(call["body"]), None)
-        return [answer.content] * answer.n
+        expect_true("answer" in call, f"Expected the backend's record of request {exchange.request_id} to hold the "
+                    f"answer it gave, but it was: {call}", exchange)
+        return call["answer"]["contents"]
 
     def generated_text(self, exchange: Exchange) -> list[str]:
-        """Each choice's text as far as the backend wrote it: its answer to the request, in the pieces it writes
-        (`chunk_chars` characters, the choices taking turns), as many pieces as its record says it sent."""
-        name, call = self.backend_call(exchange)
-        answer = answer_to(parse_chat_request(call["body"]), None)
-        size = self.routing.backends.behaviour(self.routing.backend(name))["chunk_chars"]
-        pieces = [(index, answer.content[at:at + size]) for at in range(0, len(answer.content), size)
-                  for index in range(answer.n)][:call["stream"]["content_chunks_sent"]]
-        return ["".join(piece for index, piece in pieces if index == choice) for choice in range(answer.n)]
+        """Each choice's text as far as the backend wrote it, by its record of the stream."""
+        _, call = self.backend_call(exchange)
+        return call["stream"]["contents_sent"]
 
     def generated_bytes(self, exchange: Exchange) -> dict:
         """The most any tokenizer can count in what the backend generated, and in the request that asked for it

@@ -112,6 +112,37 @@ def test_usage_override(client, ns):
     assert data["usage"] == {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
 
 
+def test_an_answered_call_is_recorded_with_its_usage_and_answer(client, ns):
+    data = chat(client, ns, chat_body("record me", n=3)).json()
+    record = calls(client, ns)[-1]
+    assert record["usage"] == data["usage"]
+    assert record["answer"] == {"contents": ["Echo: record me"] * 3, "n": 3}
+    assert "stream" not in record
+    set_behaviour(client, ns, usage={"prompt_tokens": 1234, "completion_tokens": 56})
+    chat(client, ns, chat_body("record me"))
+    assert calls(client, ns)[-1]["usage"] == {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
+
+
+def test_what_a_slow_call_will_answer_is_on_record_while_it_waits(stub, client, ns):
+    set_behaviour(client, ns, latency_ms=2000)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        with httpx.Client(base_url=stub.url, timeout=30) as other:
+            answered = pool.submit(chat, other, ns, chat_body("later"))
+            recorded = calls(client, ns)
+            while not recorded and not answered.done():
+                recorded = calls(client, ns)
+            assert not answered.done(), "the call was answered before the test could read its record"
+            assert recorded[0]["answer"] == {"contents": ["Echo: later"], "n": 1}
+            assert recorded[0]["usage"] == answered.result().json()["usage"]
+
+
+def test_a_call_not_answered_has_no_usage_or_answer_on_record(client, ns):
+    chat(client, ns, {"model": "m", "messages": []})  # refused: no messages
+    set_behaviour(client, ns, mode="error")
+    chat(client, ns, chat_body("fail me"))
+    assert [sorted(set(c) & {"usage", "answer", "stream"}) for c in calls(client, ns)] == [[], []]
+
+
 def test_models(client, ns):
     data = client.get(f"/ns/{ns}/v1/models").json()
     assert data["object"] == "list"

@@ -77,9 +77,10 @@ def ended_record(client: httpx.Client, ns: str) -> dict:
     return wait_for_record(client, ns, "the stream has ended", lambda stream: stream["ended"])
 
 
-def record_of(chunks: int, tokens: int, finished: bool = False, client_went_away: bool = False) -> dict:
-    return {"content_chunks_sent": chunks, "completion_tokens_sent": tokens, "finished": finished,
-            "client_went_away": client_went_away, "ended": True}
+def record_of(prompt: int, contents: list[str], chunks: int, tokens: int, finished: bool = False,
+              client_went_away: bool = False) -> dict:
+    return {"prompt_tokens": prompt, "content_chunks_sent": chunks, "completion_tokens_sent": tokens,
+            "contents_sent": contents, "finished": finished, "client_went_away": client_went_away, "ended": True}
 
 
 def test_a_stream_is_the_whole_answer_in_order(client, ns):
@@ -146,7 +147,25 @@ def test_a_streamed_call_is_recorded_with_what_was_sent(client, ns):
     events = streamed(client, ns, chat_body("record this", n=3))
     # "Echo: record this" is 17 characters: 5 chunks and 5 tokens a choice
     assert len(content_chunks(events)) == 3 * 5
-    assert ended_record(client, ns) == record_of(chunks=15, tokens=15, finished=True)
+    assert ended_record(client, ns) == record_of(prompt=3, contents=["Echo: record this"] * 3, chunks=15, tokens=15,
+                                                 finished=True)
+
+
+@pytest.mark.parametrize("told", [None, {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16}])
+def test_a_streamed_call_is_recorded_with_the_usage_and_answer_it_would_give_whole(client, ns, told):
+    """Without a usage chunk, the record still says the usage and the answer the same request gets whole; the
+    stream entry counts the prompt by the stub's own rule, whatever usage it was told to report."""
+    if told:
+        set_behaviour(client, ns, usage=told)
+    body = chat_body("tell me twice", n=2)
+    whole = chat(client, ns, body).json()
+    streamed(client, ns, body)
+    ended_record(client, ns)
+    record = calls(client, ns)[-1]
+    assert record["usage"] == whole["usage"] == (told or record["usage"])
+    assert record["answer"] == {"contents": [c["message"]["content"] for c in whole["choices"]], "n": 2}
+    assert record["stream"]["prompt_tokens"] == 4  # "tell me twice": 13 characters
+    assert record["stream"]["contents_sent"] == record["answer"]["contents"]
 
 
 def test_chunks_are_spaced_by_the_delay_and_the_record_shows_a_running_stream(client, ns):
@@ -174,6 +193,7 @@ def test_a_client_going_away_mid_stream_is_recorded(client, ns):
     assert record["client_went_away"] is True and record["finished"] is False
     assert 3 <= record["content_chunks_sent"] < 52
     assert record["completion_tokens_sent"] == record["content_chunks_sent"]  # 4 ASCII characters a chunk
+    assert record["contents_sent"] == [("Echo: " + LONG_QUESTION)[:4 * record["content_chunks_sent"]]]
     assert len(content_chunks(received)) == 3
 
 
@@ -184,7 +204,7 @@ def test_fault_error_ends_the_stream_with_an_openai_error(client, ns):
     assert events[-1] == {"error": {"message": events[-1]["error"]["message"], "type": "server_error",
                                     "code": "stream_failed"}}
     assert "[DONE]" not in events
-    assert ended_record(client, ns) == record_of(chunks=2, tokens=2)
+    assert ended_record(client, ns) == record_of(prompt=50, contents=["Echo: zz"], chunks=2, tokens=2)
 
 
 @pytest.mark.parametrize("after_chunks, pieces", [(0, []), (1000, ["Echo", ": hi"])])
@@ -203,7 +223,7 @@ def test_fault_drop_cuts_the_connection_mid_body(stub, client, ns):
         with client.stream("POST", stream_url(ns), json=chat_body(LONG_QUESTION, stream=True)) as response:
             received += sse_events(response)
     assert len(content_chunks(received)) == 3
-    assert ended_record(client, ns) == record_of(chunks=3, tokens=3)
+    assert ended_record(client, ns) == record_of(prompt=50, contents=["Echo: zzzzzz"], chunks=3, tokens=3)
     assert "Exception in ASGI application" not in stub.stderr()
 
 
@@ -217,7 +237,7 @@ def test_fault_hang_waits_until_the_client_goes_away(client, ns):
     assert len(content_chunks(received)) == 2
     record = wait_for_record(client, ns, "the hung stream has seen its client go",
                              lambda stream: stream["client_went_away"])
-    assert record == record_of(chunks=2, tokens=2, client_went_away=True)
+    assert record == record_of(prompt=50, contents=["Echo: zz"], chunks=2, tokens=2, client_went_away=True)
 
 
 def test_fault_hang_is_released_by_a_behaviour_change(stub, client, ns):
@@ -236,7 +256,7 @@ def test_fault_hang_is_released_by_a_behaviour_change(stub, client, ns):
         wait_for_record(client, ns, "one piece was sent", lambda stream: stream["content_chunks_sent"] == 1)
         set_behaviour(client, ns)
         assert len(content_chunks(future.result(timeout=10))) == 1
-    assert ended_record(client, ns) == record_of(chunks=1, tokens=1)
+    assert ended_record(client, ns) == record_of(prompt=3, contents=["Echo"], chunks=1, tokens=1)
 
 
 def test_a_streamed_request_has_the_id_of_the_same_request_whole(client, ns):
