@@ -274,6 +274,11 @@ def pages_hold_everything(context):
                 f"but it came in {len(pages)}", pages[-1])
     expect_equal(ids, expected, f"the event ids over {len(pages)} pages of {size} (the whole log, read at once, "
                  f"newest first)", pages[-1])
+    # The same order twice proves consistency, not the order: each event must be older than the one before it.
+    events = [(e["id"], datetime.fromisoformat(e["at"]), page) for page in pages for e in page.json()["events"]]
+    for (newer, newer_at, _), (older, older_at, page) in zip(events, events[1:]):
+        expect_true(older < newer and older_at <= newer_at, f"Expected the log newest first, but event {older} "
+                    f"({older_at.isoformat()}) came after event {newer} ({newer_at.isoformat()})", page)
     for page in pages[:-1]:
         expect_equal(len(page.json()["events"]), size, "the number of events on a page that is not the last", page)
     expect_equal(pages[-1].json().get("next_cursor"), None, "the next_cursor of the last page", pages[-1])
