@@ -1,6 +1,7 @@
 """The suite's structure, read from its source: scenario state lives on `context.state` and the run on
-`context.suite_run` (nothing else is hung on behave's context), support/'s packages import in one direction only,
-and no module of support/ is named like a standard-library module or a gateway module."""
+`context.suite_run` (nothing else is hung on behave's context), no suite module imports the gateway or the model
+stub, support/'s packages import in one direction only, and no module of support/ is named like a standard-library
+module or a gateway module."""
 from __future__ import annotations
 
 import ast
@@ -102,6 +103,48 @@ def test_support_never_takes_behaves_context(path):
               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in allure_hooks
               and any(a.arg == "context" for a in node.args.args + node.args.kwonlyargs)]
     assert not taking, f"{_relative(path)}: {taking} take behave's context; take what they need (or the state)"
+
+
+# ---- black box: the suite reaches the gateway and its backend double over HTTP only ------------------------------
+
+APART = ("gateway", "model_stub")  # the system under test, and the backend double that may run elsewhere
+
+
+def apart_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, module) for every import of gateway or model_stub, by statement or by importlib/__import__ with a
+    constant name, annotations-only imports included."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) and \
+                isinstance(node.args[0].value, str) and \
+                ((isinstance(node.func, ast.Attribute) and node.func.attr == "import_module") or
+                 (isinstance(node.func, ast.Name) and node.func.id in ("__import__", "import_module"))):
+            modules = [node.args[0].value]
+        else:
+            continue
+        found += [(node.lineno, module) for module in modules if module.split(".")[0] in APART]
+    return found
+
+
+def test_the_black_box_checker_sees_every_way_of_importing():
+    tree = ast.parse("import gateway.db\nfrom model_stub.tokens import tokens\nimport gatewayish, json\n"
+                     "if TYPE_CHECKING:\n    from gateway import app\n"
+                     "importlib.import_module('model_stub')\n__import__('gateway.main')\n"
+                     "from support.stacks import gateway_process\n")
+    assert apart_imports(tree) == [(1, "gateway.db"), (2, "model_stub.tokens"), (5, "gateway"), (6, "model_stub"),
+                                   (7, "gateway.main")]
+
+
+@pytest.mark.parametrize("path", SUITE_SOURCES, ids=_relative)
+def test_the_suite_never_imports_the_gateway_or_the_model_stub(path):
+    imports = apart_imports(_tree(path))
+    assert not imports, (f"{_relative(path)} imports {imports}: the suite talks to the gateway and to its model "
+                         f"backend double over HTTP (or the database) only, so it can run against a deployment and a "
+                         f"stub started elsewhere; ask the stub's control API (GET /_stub/{{ns}}/calls) instead")
 
 
 # ---- the dependency direction between support's packages ---------------------------------------------------------
