@@ -246,10 +246,7 @@ def single_hold(context):
 @then("the ledger shows the reservation held once and settled once")
 def held_and_settled_once(context):
     state = context.state
-    reservation = state.world.reservation()
-    kinds = state.billing.entries_for(reservation)
-    expect_equal(len(kinds), 2, f"the number of ledger entries for reservation {reservation.id} (entries seen: "
-                 f"{kinds})", state.world.last.answer)
+    state.billing.expect_held_and_settled_once(state.world.reservation(), state.world.last.answer)
 
 
 @then("the reconciliation shows the books balanced, including the account")

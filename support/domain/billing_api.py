@@ -58,6 +58,10 @@ def _uid(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+# The ledger entry that settles a reservation, by the status it was settled to.
+SETTLING_ENTRIES = {"finalized": "finalize", "released": "release"}
+
+
 class Billing:
     """The billing service's and the platform admin's calls, on accounts seeded into the database; the accounts
     and reservations are kept in the scenario's world."""
@@ -193,6 +197,18 @@ class Billing:
         with self.db.engine.connect() as conn:
             return list(conn.scalars(select(entries.c.kind).where(entries.c.reservation_id == reservation.id)
                                      .order_by(entries.c.created_at)))
+
+    def expect_held_and_settled_once(self, reservation: Reservation, exchange: Exchange) -> None:
+        """One reserve entry, then one entry of the kind that settles it as the database says it was settled."""
+        kinds = self.entries_for(reservation)
+        reservations = self.db.table("reservations")
+        with self.db.engine.connect() as conn:
+            status = conn.scalar(select(reservations.c.status).where(reservations.c.id == reservation.id))
+        settling = SETTLING_ENTRIES.get(status)
+        expect_true(settling is not None, f"Expected reservation {reservation.id} to be settled (finalized or "
+                    f"released), but it is {status}", exchange)
+        expect_equal(kinds, ["reserve", settling], f"the ledger entries of reservation {reservation.id} (held once, "
+                     f"then {status} once)", exchange)
 
     def account_row(self, account: Account) -> dict | None:
         accounts = self.db.table("accounts")
