@@ -13,13 +13,16 @@ Feature: Health probes and metrics
     @smoke
     Scenario: The gateway is ready once its database answers and its configuration is applied
       When an operator asks whether the gateway is ready
-      Then the gateway answers that it is ready, with every check passing
+      Then the gateway answers that it is ready, its database and configuration checks passing
 
   Rule: Metrics count requests by route and status, and reservations by state
 
-    Scenario: Metrics count requests by route and status
+    @needs_database
+    Scenario: Metrics count requests by route and status, and reservations by state
       Given an operator has read the gateway's metrics
       And an operator has then asked whether the gateway is alive
+      And an account with 1.00 USD in one credit lot
+      And the account holds a reservation in each state: pending, finalized, released, expired
       When the operator reads the gateway's metrics again
       Then the count of successful liveness answers has grown
       And the metrics include a latency histogram for the liveness route

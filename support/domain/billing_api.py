@@ -58,6 +58,7 @@ def _uid(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+STATE_HOLD_MICROS = 10_000  # a reservation made only to be in some state
 # The ledger entry that settles a reservation, by the status it was settled to.
 SETTLING_ENTRIES = {"finalized": "finalize", "released": "release"}
 
@@ -452,6 +453,22 @@ class Billing:
                     f"{other[0].summary() if other else 'none'}")
         ids = {e.json()["id"] for e in created}
         expect_equal(len(ids), 1, f"the number of distinct reservations in the 201 answers ({sorted(ids)})")
+
+    def hold_in_each_state(self, account: Account, states: list[str]) -> None:
+        """One small reservation on the account in each of `states`, moved there through the service's API."""
+        for status in states:
+            answer = self.reserve(account, STATE_HOLD_MICROS, ttl_seconds=0.3 if status == "expired" else 300)
+            self.expect_reservation_status(answer, "pending")
+            reservation = self.world.reservation()
+            if status == "finalized":
+                answer = self.finalize(reservation, STATE_HOLD_MICROS)
+            elif status == "released":
+                answer = self.release(reservation)
+            elif status == "expired":
+                answer = self.wait_for_expiry(reservation)
+            elif status != "pending":
+                raise AssertionError(f"The suite cannot put a reservation in the state {status!r}")
+            self.expect_reservation_status(answer, status)
 
     def wait_for_expiry(self, reservation: Reservation) -> Exchange:
         """Poll the account (never sleep) until the reservation's amount is no longer held."""
