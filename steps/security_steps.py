@@ -70,10 +70,7 @@ def used_up(context, name):
 
 @then('{name:Name} is not a member of "{org}"')
 def not_a_member(context, name, org):
-    state = context.state
-    members = state.identity.members(org)
-    expect_true(state.world.person(name).email not in members, f"Expected {name} not to be a member of {org!r}, "
-                f"but its members are {members}")
+    context.state.attacker.expect_not_a_member(name, org)
 
 
 @given('{inviter:Name} has invited {name:Name} to "{org}" as an {role:Role}')
@@ -110,6 +107,13 @@ def removes(context, actor, name, org):
     state.world.attacks.removal = state.attacker.remove(actor, org, name)
 
 
+@given('{actor:Name} has removed {name:Name} from "{org}"')
+def has_removed(context, actor, name, org):
+    state = context.state
+    state.world.attacks.removal = state.attacker.remove(actor, org, name)
+    state.attacker.expect_not_a_member(name, org, state.world.attacks.removal)
+
+
 @then('the audit log of "{org}" shows {name:Name}\'s removal revoking {invitee:Name}\'s invitation')
 def removal_audited(context, org, name, invitee):
     state = context.state
@@ -136,8 +140,8 @@ def no_longer_reaches(context, name, org):
 
 # ---- secrets at rest, in answers and in logs --------------------------------------------------------------------
 
-@given("the platform has published a signing key of its own making")
-def published_own_key(context):
+@when("the platform publishes a signing key of its own making")
+def publishes_own_key(context):
     state = context.state
     state.attacker.publish_signing_key(state.add_cleanup)
 

@@ -41,6 +41,6 @@ Feature: An invitation reaches no further than its org wants
     Given the org "Acme" with its owner "Olive"
     And Mia is a member of "Acme"
     And Mia has logged in
-    When Olive removes Mia from "Acme"
-    And Mia refreshes her tokens
+    And Olive has removed Mia from "Acme"
+    When Mia refreshes her tokens
     Then Mia's new access token is answered about "Acme" exactly as about an org that does not exist

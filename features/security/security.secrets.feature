@@ -8,7 +8,7 @@ Feature: Secrets stay secret at rest, in caches and in logs
 
   @needs_database
   Scenario: A copy of the gateway's database holds no signing key that could mint tokens
-    Given the platform has published a signing key of its own making
+    When the platform publishes a signing key of its own making
     Then no table of the gateway's database holds a private signing key in the clear
 
   Scenario: Answers that carry tokens, keys or invitations are never cached or sniffed

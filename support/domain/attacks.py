@@ -158,13 +158,22 @@ class Attacker:
         return expect_status(self.identity.remove_member(actor, org_name, name), 204,
                              f"{actor} removing {name} from {org_name!r}")
 
+    def expect_not_a_member(self, name: str, org_name: str, removal: Exchange | None = None) -> None:
+        members, listing = self.identity.members_answer(org_name)
+        expect_true(self.platform.person(name).email not in members, f"Expected {name} not to be a member of "
+                    f"{org_name!r}" + (f" once removed (request id {removal.request_id})" if removal else "") +
+                    f", but its members are {members}", listing)
+
     # ---- secrets at rest and in answers ---------------------------------------------------------------------------
 
     def publish_signing_key(self, add_cleanup) -> str:
+        """A signing key the gateway makes and publishes, which its database is then seen to hold (by its kid)."""
         admin = self.platform.keys.admin_token()
         exchange = expect_status(self.api.post("/admin/signing-keys", token=admin), 201, "publishing a signing key")
         kid = exchange.json()["kid"]
         add_cleanup(lambda: self.api.post(f"/admin/signing-keys/{kid}/retire", token=self.platform.keys.admin_token()))
+        expect_true(bool(self.db.columns_holding(kid)), f"Expected the gateway's database to hold the signing key "
+                    f"{kid} it published, but no column holds that kid", exchange)
         return kid
 
     def private_keys_in_the_clear(self) -> list[str]:
