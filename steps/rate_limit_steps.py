@@ -21,4 +21,5 @@ def rate_limited(context):
 @then('once that time has passed, the key "{key}" is served again')
 def served_again(context, key):
     state = context.state
-    state.world.last.answer = state.rate_limits.expect_served_again(key, state.world.rate_limit.retry_after)
+    state.world.last.answer = state.rate_limits.expect_served_again(key, state.world.rate_limit.retry_after,
+                                                                    state.world.answer())
