@@ -66,6 +66,12 @@ def within_budget(context, org):
     state.budgets.expect_within_budget_after_burst(org, state.world.burst.exchanges)
 
 
+@then("the burst was answered as far as the budget affords, and no further")
+def answered_as_afforded(context):
+    state = context.state
+    state.budgets.expect_burst_answered_as_afforded(state.world.first_org().name, state.world.burst.exchanges)
+
+
 @then("every request of the burst that was not answered was refused as over budget")
 def refusals_over_budget(context):
     state = context.state

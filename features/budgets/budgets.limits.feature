@@ -24,4 +24,5 @@ Feature: An org never spends past its budget
       Given the budget of "Acme" affords 10 chat completions on "chat-basic"
       When the key "ci" sends 30 chat completions to "chat-basic" at once
       Then "Acme" has not spent past its budget, by its account in the database
+      And the burst was answered as far as the budget affords, and no further
       And every request of the burst that was not answered was refused as over budget

@@ -46,4 +46,5 @@ Feature: A budget holds for every shape of request
       Given the budget of "Acme" affords 10 chat completions on "chat-basic"
       When the key "ci" sends 30 chat completions of mixed shapes to "chat-basic" at once
       Then "Acme" has not spent past its budget, by its account in the database
+      And the burst was answered as far as the budget affords, and no further
       And every request of the burst that was not answered was refused as over budget
