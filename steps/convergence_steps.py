@@ -172,7 +172,8 @@ def no_correction(context, org):
                 f"{[e.get('details') for e in events]}")
 
 
-@then('the gateway keeps the last good revision, and its error points at the broken line of "{org}"\'s file')
+@then('the gateway keeps the last good revision and reports being out of sync, its error pointing at the broken '
+      'line of "{org}"\'s file')
 def keeps_last_good(context, org):
     state = context.state
     decl = state.convergence
@@ -185,6 +186,8 @@ def keeps_last_good(context, org):
     expect_true(decl.applied(status, decl.last_good_commit), f"Expected the applied revision to still contain the "
                 f"last good commit {decl.last_good_commit[:12]}, but it is {body['revision']}.\n"
                 f"{status.exchange.summary()}")
+    expect_equal(body["status"], "OutOfSync", f"the configuration status while its head {broken[:12]} cannot be "
+                 f"applied", status.exchange)
     where = f"{decl.org_path(org)}, line {decl.broken_line(state.world.declared.broken_problem)}"
     expect_true(where in (body.get("error") or ""), f"Expected the error to name {where!r}, but it was "
                 f"{body.get('error')!r}.\n{status.exchange.summary()}")

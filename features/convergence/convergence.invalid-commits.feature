@@ -11,7 +11,7 @@ Feature: A commit that does not validate changes nothing
   Scenario Outline: A commit with <problem> keeps the last good revision (<trigger>)
     Given the operator has committed a budget of 5.00 USD for "Acme" together with <problem> for "Globex"
     When <trigger>
-    Then the gateway keeps the last good revision, and its error points at the broken line of "Globex"'s file
+    Then the gateway keeps the last good revision and reports being out of sync, its error pointing at the broken line of "Globex"'s file
     And the budget in force for "Acme" is 2.00 USD
 
     Examples:
