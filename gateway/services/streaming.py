@@ -6,7 +6,8 @@ ASGI response that passes every event on as soon as it is read (never the whole 
 usage chunk the gateway asked for on its own, and counts what passed (`Tally`): the usage the backend reported and
 the bytes of the text it generated. A backend failing after the first event ends the client's stream with an error
 event in OpenAI's shape; a client going away closes the backend's connection, which stops its generation. Either
-way the relay then calls `finish(tally)` once, shielded from cancellation, to charge and audit the request.
+way the relay then calls `finish(tally)` once, shielded from cancellation, to charge and audit the request; a stream
+its client reads to the end ends only after that, so a retry finds the first answer recorded.
 """
 from __future__ import annotations
 
@@ -142,15 +143,22 @@ class StreamRelay(Response):
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.extra_headers.items()]
         watcher = asyncio.ensure_future(_client_gone(receive))
         watcher.add_done_callback(self._on_client_gone)
+        finished = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await self._relay(send)
+            self.source.close()
+            # Charged (and its Idempotency-Key answer recorded) before the body ends: a client that retries as soon
+            # as its stream is over finds the first answer to replay, never a request still in progress.
+            finished = True
+            await asyncio.shield(self.finish(self.tally))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.remove_done_callback(self._on_client_gone)
             watcher.cancel()
             self.source.close()
-            await asyncio.shield(self.finish(self.tally))
+            if not finished:
+                await asyncio.shield(self.finish(self.tally))
 
     def _on_client_gone(self, watcher: asyncio.Future) -> None:
         if not watcher.cancelled() and watcher.exception() is None:
