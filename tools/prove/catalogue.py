@@ -54,9 +54,10 @@ CATALOGUE: list[Fault] = [
           "routers/auth.py", '"Login failed: the email or password is wrong."',
           '"Login failed: the email or password is wrong." if found else "Login failed: no such account."',
           "auth/auth.login.feature"),
-    fault("auth.token-use-unchecked", "an access token is accepted where a refresh token is expected",
+    fault("auth.token-use-unchecked", "an access token is accepted where a refresh token is expected (both the "
+          "header's and the claims' type checks skipped: either alone still refuses it)",
           "security.py", 'if claims.get("token_use") != typ:', 'if claims.get("token_use") not in (typ, "access"):',
-          "auth/auth.refresh.feature"),
+          "auth/auth.refresh.feature", also=(('if header.get("typ") != typ:', 'if header.get("typ") not in (typ, "access"):'),)),
     fault("auth.retired-key-verifies", "tokens signed with a retired key keep working",
           "security.py", 'VERIFYING_STATES = ("active", "retiring")',
           'VERIFYING_STATES = ("active", "retiring", "retired")', "auth/auth.signing-key-rotation.feature"),
@@ -104,7 +105,7 @@ CATALOGUE: list[Fault] = [
           "with the ledger", "services/ledger.py",
           '("available = ledger available", b.available_micros, p.get("available", 0)),',
           '("available = ledger available", b.available_micros, b.available_micros),',
-          "billing/billing.reconciliation.feature"),
+          "billing/billing.reconciliation-corruption.feature"),
     fault("billing.expiry-never", "an unsettled reservation never expires",
           "services/ledger.py", 'RESERVATIONS.c.expires_at <= now).values(status="expired", settled_at=now))',
           'RESERVATIONS.c.expires_at <= now - timedelta(days=1)).values(status="expired", settled_at=now))',
@@ -131,14 +132,14 @@ CATALOGUE: list[Fault] = [
     fault("budgets.retry-after-too-soon", "Retry-After tells a rate-limited key to come back before it may",
           "runtime.py", "return max(1, math.ceil(hits[0] + window_seconds - now))",
           "return max(1, math.ceil(hits[0] + window_seconds - now) // 3)", "budgets/budgets.rate-limits.feature"),
-    fault("budgets.prompt-bound-too-low", "the hold leaves out the messages' overhead, so it can be below the usage",
-          "services/token_bounds.py", "        total += MESSAGE_OVERHEAD_TOKENS\n",
-          "        total += 0\n", "budgets/budgets.request-shapes.feature"),
+    fault("budgets.text-parts-unbounded", "the hold leaves out the text of content parts, so it can be below the "
+          "usage", "services/token_bounds.py", "            total += utf8_len(text)\n            continue",
+          "            continue", "budgets/budgets.request-shapes.feature"),
 
     # ---- clients -------------------------------------------------------------------------------------------------
     fault("clients.models-listed-unfiltered", "an application is shown models its org may not use",
           "routers/chat.py", "return [m for m in models if org.allowed_models is None or m.name in org.allowed_models]",
-          "return list(models)", "clients/clients.openai-sdk.feature"),
+          "return list(models)", "routing/routing.requests.feature"),
     fault("clients.idempotency-key-ignored", "a completion retried with its Idempotency-Key is run and charged again",
           "routers/chat.py", 'key = request.headers.get("idempotency-key")', 'key = None',
           "clients/clients.retries.feature", sample=True),
@@ -244,7 +245,7 @@ CATALOGUE: list[Fault] = [
           '        text = "The request is not valid."', "resilience/resilience.malformed-burst.feature"),
     fault("resilience.crash-loses-journal", "a completion answered just before a crash is never charged",
           "routers/chat.py", "    await rt.settlements.owe(entry)\n    if admitted.test_fault",
-          "    if admitted.test_fault", "resilience/resilience.gateway-crash.feature"),
+          "    if admitted.test_fault", "resilience/resilience.settlement-journal.feature"),
 
     # ---- routing -------------------------------------------------------------------------------------------------
     fault("routing.refusal-falls-back", "a backend's refusal (4xx) is sent on to the next backend",
@@ -252,7 +253,7 @@ CATALOGUE: list[Fault] = [
           "routing/routing.fallback.feature"),
     fault("routing.traceparent-not-forwarded", "the caller's trace is not passed on to the model's backend",
           "services/routing.py", 'headers["traceparent"] = correlation.child_traceparent()',
-          'headers["traceparent"] = f"00-{"0" * 31}1-{"0" * 15}1-01"', "routing/routing.requests.feature",
+          "headers[\"traceparent\"] = f\"00-{'0' * 31}1-{'0' * 15}1-01\"", "routing/routing.requests.feature",
           sample=True),
     fault("routing.request-id-not-forwarded", "the request id is not passed on to the model's backend",
           "services/routing.py", 'headers["X-Request-ID"] = correlation.request_id', "pass",
@@ -268,9 +269,9 @@ CATALOGUE: list[Fault] = [
           "services/routing.py", "    for backend in backends or []:\n        name = backend_name(backend)",
           "    for backend in reversed(backends or []):\n        name = backend_name(backend)",
           "convergence/convergence.model-routes.feature"),
-    fault("routing.max-tokens-unbounded", "a request for more tokens than the gateway allows is sent on",
-          "services/token_bounds.py", "not 1 <= value <= MAX_TOKENS_LIMIT):", "not 1 <= value):",
-          "routing/routing.bad-requests.feature"),
+    fault("routing.zero-max-tokens-sent-on", "a request for zero tokens is sent on to the backend",
+          "services/token_bounds.py", "not 1 <= value <= MAX_TOKENS_LIMIT):", "not 0 <= value <= MAX_TOKENS_LIMIT):",
+          "resilience/resilience.malformed-burst.feature"),
 
     # ---- security ------------------------------------------------------------------------------------------------
     fault("security.guessing-not-slowed", "password guessing is never throttled",
@@ -285,9 +286,9 @@ CATALOGUE: list[Fault] = [
     fault("security.service-token-lifetime-unbounded", "a service token may be minted to last for years",
           "security.py", "if not isinstance(lifetime, (int, float)) or lifetime > max_lifetime_seconds:",
           "if not isinstance(lifetime, (int, float)):", "security/security.service-tokens.feature"),
-    fault("security.invitation-guesses-unlimited", "a wrong password never uses up an invitation",
-          "routers/people.py", "used_up = invitation.failed_attempts >= rt.settings.invitation_max_failed_attempts",
-          "used_up = False", "security/security.invitations.feature"),
+    fault("security.invitation-guesses-plenty", "an invitation takes thirty wrong passwords before it is used up",
+          "settings.py", "invitation_max_failed_attempts: int = 3", "invitation_max_failed_attempts: int = 30",
+          "security/security.invitations.feature"),
 
     # ---- streaming -----------------------------------------------------------------------------------------------
     fault("streaming.usage-ignored", "a streamed completion is charged by its text, not the usage its backend "
