@@ -211,8 +211,10 @@ def shown_balances(context):
     state = context.state
     answer = state.world.answer()
     expect_status(answer, 200, "reading the anchored account's balances")
-    expect_equal(answer.json().get("minted_micros"), state.billing.account_row(state.world.account())["minted_micros"],
-                 "the minted balance shown", answer)
+    row = state.billing.account_row(state.world.account())
+    fields = ("minted_micros", "available_micros", "held_micros", "spent_micros")
+    expect_equal({f: answer.json().get(f) for f in fields}, {f: row[f] for f in fields},
+                 "the balances shown (against the account's row in the database)", answer)
 
 
 @then("the mint adds a credit lot of exactly {amount}")
