@@ -3,6 +3,8 @@
 Faults are injected through support/stress/faults.py and the stack; money is checked through
 support/domain/org_ledgers.py (support/database/conservation.py reads the ledger).
 """
+import re
+
 from behave import given, step, then, when
 
 from support.client.api import Request
@@ -295,13 +297,33 @@ def malformed_burst(context):
     state.world.malformed = state.faults.malformed_burst()
 
 
+# What a refusal of each malformed case must name (a pattern the message matches): the broken syntax, the shape
+# the body should have, the field at fault (quoted), the size. A case missing here must name a field or the body.
+FIELD = r"'[A-Za-z_][\w.\[\]]*'"
+SYNTAX, TOO_BIG = r"JSON|UTF-8|utf-8|parse", r"larger|too large"
+NAMES_THE_PROBLEM = {
+    "empty body": f"{SYNTAX}|{FIELD}", "truncated JSON": SYNTAX, "not JSON at all": SYNTAX,
+    "a JSON array, not an object": "object", "a JSON string, not an object": "object", "invalid UTF-8": SYNTAX,
+    "a form post, not JSON": f"{SYNTAX}|object", "a number with 5000 digits": f"{SYNTAX}|digits",
+    "NaN and Infinity": f"{SYNTAX}|NaN|{FIELD}", "a lone surrogate in a real model's message": f"surrogate|{FIELD}",
+    "nesting 100,000 levels deep": f"nested|{TOO_BIG}", "50,000 keys in one object": f"{FIELD}|{TOO_BIG}",
+    "10 MB body with its length declared": TOO_BIG, "10 MB body streamed without a length": TOO_BIG,
+}
+
+
+def _names_the_problem(outcome) -> bool:
+    return bool(re.search(NAMES_THE_PROBLEM.get(outcome.case, f"{FIELD}|body"), outcome.message or ""))
+
+
 @then("every request of the burst is refused with a client error that names the problem")
 def burst_only_client_errors(context):
     outcomes = context.state.world.malformed.outcomes
-    wrong = [o.as_row() for o in outcomes if o.status is None or not 400 <= o.status < 500 or not o.code
-             or not o.message]
-    expect_true(not wrong, f"Expected only 4xx answers with a code and a message, but {len(wrong)} of "
-                f"{len(outcomes)} were not: {wrong[:10]}")
+    wrong = [o.as_row() for o in outcomes if o.status is None or not 400 <= o.status < 500 or not o.code]
+    expect_true(not wrong, f"Expected only 4xx answers with a code, but {len(wrong)} of {len(outcomes)} were not: "
+                f"{wrong[:10]}")
+    vague = [o.as_row() for o in outcomes if not _names_the_problem(o)]
+    expect_true(not vague, f"Expected every refusal to name what is wrong (the syntax, the shape, the field or the "
+                f"size), but {len(vague)} of {len(outcomes)} did not: {vague[:10]}")
 
 
 @then("every oversized body is refused as too large")
