@@ -11,6 +11,7 @@ In its cleanup a scenario removes every file it wrote in one final commit (prune
 the gateway and are reported as removed from git: that is the documented prune-off behaviour)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from support.client.api import ApiClient, Exchange
-from support.client.assertions import expect_status
+from support.client.assertions import expect_status, expect_true
 from support.tokens.signing_keys import KeyMaterial
 from support.harness.money import usd
 from support.harness.namespace import Namespace
@@ -62,6 +63,9 @@ class Declarations:
                                  "@needs_config_repo so it is skipped instead)")
         self.repo = Path(repo)
         self.api, self.keys, self.ns, self.world, self.stub_url = api, keys, ns, world, stub_url
+        # The last sync or interval wait: (when it began, when it had dealt with the last commit, the status then),
+        # on the monotonic clock: "within N seconds" counts from the trigger, a wait already spent included.
+        self.triggered: tuple[float, float, Status] | None = None
         self.orgs: dict[str, dict] = {}  # business name -> the declared document
         self.written: set[str] = set()  # every path this scenario wrote
         self.broken: set[str] = set()  # paths holding a file that does not validate
@@ -189,8 +193,15 @@ class Declarations:
 
     def await_commit(self, timeout: float, *, synced: bool) -> Status:
         """The scenario's last commit applied (synced=False) or Synced: applied, with no drift or error on this
-        scenario's objects (synced=True)."""
+        scenario's objects (synced=True), within `timeout` seconds of the sync or interval wait that was to apply
+        it (of this call, when there was none)."""
         commit = self.last_commit
+        if self.triggered is not None:
+            began, dealt, status = self.triggered
+            expect_true(dealt - began <= timeout, f"Expected the gateway to deal with commit {commit[:12]} within "
+                        f"{timeout:g} s of the sync (or the interval) that was to apply it, but it took "
+                        f"{dealt - began:.1f} s", status.exchange)
+            timeout = max(0.0, began + timeout - time.monotonic())
         if synced:
             return self.await_status(f"the configuration to be Synced at commit {commit[:12]} (applied, with no "
                                      f"drift or error on this scenario's objects: {sorted(self.mine())})",
@@ -206,27 +217,30 @@ class Declarations:
 
     def sync_and_settle(self, timeout: float = 15) -> Status:
         """POST /admin/config/sync, then make sure the scenario's last commit has been dealt with."""
-        commit = self.last_commit
+        commit, began = self.last_commit, time.monotonic()
         status = Status(self.sync())
-        if commit is None or self.settled(status, commit):
-            return status
-        return self.await_status(f"the gateway to apply (or reject) commit {commit[:12]} after a sync",
-                                 lambda s: self.settled(s, commit), timeout=timeout)
+        if commit is not None and not self.settled(status, commit):
+            status = self.await_status(f"the gateway to apply (or reject) commit {commit[:12]} after a sync",
+                                       lambda s: self.settled(s, commit), timeout=timeout)
+        self.triggered = (began, time.monotonic(), status)
+        return status
 
     def await_interval_pass(self) -> Status:
         """Without triggering anything, wait for a reconcile pass that started after this call (by the gateway's
         `last_attempt_at`; the suite and the gateway share a clock on the local and compose stacks) and that has
         dealt with the scenario's last commit."""
-        commit, since = self.last_commit, datetime.now(timezone.utc)
+        commit, since, began = self.last_commit, datetime.now(timezone.utc), time.monotonic()
         interval = self.reconcile_interval()
 
         def passed(status: Status) -> bool:
             started = status.body.get("last_attempt_at")
             return bool(started) and datetime.fromisoformat(started) >= since and self.settled(status, commit)
 
-        return self.await_status(f"a reconcile pass (every {interval:g} s) started after "
-                                 f"{since.isoformat(timespec='milliseconds')} to apply (or reject) commit "
-                                 f"{commit[:12]}", passed, timeout=2 * interval + 10)
+        status = self.await_status(f"a reconcile pass (every {interval:g} s) started after "
+                                   f"{since.isoformat(timespec='milliseconds')} to apply (or reject) commit "
+                                   f"{commit[:12]}", passed, timeout=2 * interval + 10)
+        self.triggered = (began, time.monotonic(), status)
+        return status
 
     def drift_entry(self, kind: str, name: str, field: str, timeout: float) -> tuple[dict, Status]:
         def entry(status: Status):
