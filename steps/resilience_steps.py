@@ -5,7 +5,7 @@ support/domain/org_ledgers.py (support/database/conservation.py reads the ledger
 """
 import re
 
-from behave import given, step, then, when
+from behave import given, then, when
 
 from support.client.api import Request
 from support.client.assertions import expect_equal, expect_status, expect_true, problem_field
@@ -54,8 +54,10 @@ def every_backend_hangs(context):
     state.world.chat.hung = backends
 
 
-@step('the key "{key}" has had {count:d} chat completions from "{model}" answered')
-@step('the key "{key}" has had {count:d} chat completion from "{model}" answered')
+@given('the key "{key}" has had {count:d} chat completions from "{model}" answered')
+@given('the key "{key}" has had {count:d} chat completion from "{model}" answered')
+@then('the key "{key}" is served again: {count:d} more chat completions from "{model}" are answered')
+@then('the key "{key}" is served again: {count:d} more chat completion from "{model}" is answered')
 def completions_answered(context, key, count, model):
     routing = context.state.routing
     for _ in range(count):

@@ -26,5 +26,5 @@ Feature: The gateway is killed in the middle of requests
     Scenario: After a crash, completions are answered again and charged exactly
       Given the gateway process has been killed and started again
       When the model's backend answers again
-      Then the key "ci" has had 1 chat completion from "chat-patient" answered
+      Then the key "ci" is served again: 1 more chat completion from "chat-patient" is answered
       And "Acme" has spent exactly what its answered completions cost
