@@ -54,10 +54,10 @@ CATALOGUE: list[Fault] = [
           "routers/auth.py", '"Login failed: the email or password is wrong."',
           '"Login failed: the email or password is wrong." if found else "Login failed: no such account."',
           "auth/auth.login.feature"),
-    fault("auth.token-use-unchecked", "an access token is accepted where a refresh token is expected (both the "
-          "header's and the claims' type checks skipped: either alone still refuses it)",
-          "security.py", 'if claims.get("token_use") != typ:', 'if claims.get("token_use") not in (typ, "access"):',
-          "auth/auth.refresh.feature", also=(('if header.get("typ") != typ:', 'if header.get("typ") not in (typ, "access"):'),)),
+    fault("auth.token-type-header-unchecked", "a refresh token's type header passes where an access token is "
+          "expected (a later check still refuses it, without saying the type is wrong)",
+          "security.py", 'if header.get("typ") != typ:', 'if header.get("typ") not in (typ, REFRESH_TYP):',
+          "auth/auth.forged-tokens.feature"),
     fault("auth.retired-key-verifies", "tokens signed with a retired key keep working",
           "security.py", 'VERIFYING_STATES = ("active", "retiring")',
           'VERIFYING_STATES = ("active", "retiring", "retired")', "auth/auth.signing-key-rotation.feature"),
@@ -132,9 +132,10 @@ CATALOGUE: list[Fault] = [
     fault("budgets.retry-after-too-soon", "Retry-After tells a rate-limited key to come back before it may",
           "runtime.py", "return max(1, math.ceil(hits[0] + window_seconds - now))",
           "return max(1, math.ceil(hits[0] + window_seconds - now) // 3)", "budgets/budgets.rate-limits.feature"),
-    fault("budgets.text-parts-unbounded", "the hold leaves out the text of content parts, so it can be below the "
-          "usage", "services/token_bounds.py", "            total += utf8_len(text)\n            continue",
-          "            continue", "budgets/budgets.request-shapes.feature"),
+    fault("budgets.prompt-bound-counts-characters", "the hold counts a prompt's characters, not its bytes, so a "
+          "prompt in Chinese is held below its usage", "services/token_bounds.py",
+          'return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))', "return len(text)",
+          "budgets/budgets.request-shapes.feature"),
 
     # ---- clients -------------------------------------------------------------------------------------------------
     fault("clients.models-listed-unfiltered", "an application is shown models its org may not use",
