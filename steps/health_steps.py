@@ -58,7 +58,7 @@ def answers_ready(context):
 @given("an operator has read the gateway's metrics")
 def read_metrics_before(context):
     state = context.state
-    state.world.metrics.before = _samples(state.api.get("/metrics"))
+    state.world.metrics.before = _samples(state.scrape_metrics())
 
 
 @given("an operator has then asked whether the gateway is alive")
@@ -70,7 +70,7 @@ def has_asked_alive(context):
 def read_metrics_after(context):
     state = context.state
     metrics = state.world.metrics
-    metrics.answer = state.api.get("/metrics")
+    metrics.answer = state.scrape_metrics()
     metrics.after = _samples(metrics.answer)
 
 
@@ -109,7 +109,7 @@ def reservation_states(context, states):
     state = context.state
     expected = [s.strip() for s in states.split(",")]
     wait_until(f"gateway_reservations to count at least the scenario's own reservation in each of {expected}",
-               lambda: state.api.get("/metrics"),
+               state.scrape_metrics,
                lambda answer: all(_reservations_by_state(_samples(answer)).get(s, 0) >= 1 for s in expected),
                timeout=state.config.poll_timeout,
                describe=lambda answer: f"{_reservations_by_state(_samples(answer))} [request id {answer.request_id}]")

@@ -31,6 +31,12 @@ def expires_while_read(context):
     state.world.last.answer = state.scale_out.read_until_expired(state.world.reservation())
 
 
+@then("the ledger holds the reservation's hold once and its expiry once")
+def expired_once(context):
+    state = context.state
+    state.scale_out.expect_expired_once(state.world.reservation(), state.world.last.answer)
+
+
 @then("the reads reached more than one gateway process")
 def reads_spread(context):
     context.state.scale_out.expect_reads_spread()

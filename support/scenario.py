@@ -25,7 +25,8 @@ from functools import cached_property
 from typing import Callable
 
 from support.client import evidence
-from support.client.api import ApiClient, Request
+from support.client import deployment_metrics
+from support.client.api import ApiClient, Exchange, Request
 from support.database.reflection import Database
 from support.domain.applications import Applications
 from support.domain.audit_trail import AuditTrail
@@ -237,11 +238,15 @@ class ScenarioState:
         """Requests spread over the deployment's gateway processes, and what they show (features/scale)."""
         spread = ProcessSpread(self.config.gateway_processes, self.config.poll_timeout, self.at_once)
         return ScaleOut(spread, self.world, self.budgets, self.retries, self.identity, self.billing, self.ledgers,
-                        self.stack)
+                        self.stack, self.add_cleanup)
 
     @cached_property
     def billing_metrics(self) -> BillingMetrics:
-        return BillingMetrics(self.api, self.db, self.world.metrics, self.config.poll_timeout)
+        return BillingMetrics(self.scrape_metrics, self.db, self.world.metrics, self.config.poll_timeout)
+
+    def scrape_metrics(self) -> Exchange:
+        """GET /metrics of the whole deployment: every replica's, put together, when it runs several."""
+        return deployment_metrics.scrape(self.api, self.run.endpoints.replica_urls)
 
     @cached_property
     def load(self) -> LoadRuns:

@@ -12,6 +12,6 @@ Feature: A hold runs out once, however many processes notice
     When the reservation's time runs out while every gateway process reads the account
     Then the reads reached more than one gateway process
     And the reservation has expired
-    And the ledger shows the reservation held once and settled once
+    And the ledger holds the reservation's hold once and its expiry once
     And the reservation's expiry is in the audit log once
     And the account has 10.00 USD available, 0.00 USD held and 0.00 USD spent of 10.00 USD minted

@@ -5,11 +5,12 @@ to have moved by exactly what the scenario did, polling while the reservation co
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from support.client.api import ApiClient, Exchange
+from support.client.api import Exchange
 from support.client.assertions import expect_status
 from support.database.reflection import Database
 from support.harness.waits import wait_until
@@ -30,11 +31,11 @@ QUIET_FOR = timedelta(seconds=60)  # no hold of earlier work may expire within t
 
 
 class BillingMetrics:
-    def __init__(self, api: ApiClient, db: Database, metrics: Metrics, timeout: float):
-        self.api, self.db, self.metrics, self.timeout = api, db, metrics, timeout
+    def __init__(self, scrape: Callable[[], Exchange], db: Database, metrics: Metrics, timeout: float):
+        self.scrape, self.db, self.metrics, self.timeout = scrape, db, metrics, timeout  # scrape: GET /metrics
 
     def read(self) -> tuple[dict[str, float], Exchange]:
-        exchange = expect_status(self.api.get("/metrics"), 200, "an operator reading the gateway's metrics")
+        exchange = expect_status(self.scrape(), 200, "an operator reading the gateway's metrics")
         samples = [s for family in text_string_to_metric_families(exchange.text) for s in family.samples]
         reading = {}
         for words, (name, labels) in METRICS.items():

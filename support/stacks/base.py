@@ -48,6 +48,9 @@ class Endpoints:
     # The stub as the GATEWAY reaches it, which model backend URLs are built from: on the compose stack the
     # gateway's container knows it by service name, not by the port published to the suite. None: the same as stub_url.
     backend_base_url: str | None = None
+    # Each gateway replica's own address, when the stack runs replicas behind a load balancer (compose): the
+    # deployment's metrics are read from each (support.client.deployment_metrics). Empty: base_url says it all.
+    replica_urls: tuple[str, ...] = ()
 
 
 class Stack(ABC):

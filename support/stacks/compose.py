@@ -1,19 +1,23 @@
-"""The Docker Compose stack: the gateway, two model backend stubs and PostgreSQL in containers (compose/).
+"""The Docker Compose stack: gateway replicas behind a load balancer (HAProxy), two model backend stubs and
+PostgreSQL in containers (compose/).
 
 One compose project per run (`acc-<run id><worker>`), so parallel runs never meet. `up()` builds the gateway
 image when its sources changed (a digest of them is kept as an image label), starts the project, and waits
-until the gateway answers /readyz on its published port, all within a deadline. The suite reaches every
-service through ports published on 127.0.0.1 (the engine picks them); the gateway reaches the stub by its
-service name, so the model backend URLs the suite seeds use `backend_base_url`, not `stub_url`.
+until every gateway replica answers /readyz on its published port and the load balancer has sent a request to
+each, all within a deadline. The suite talks to the load balancer; it reaches every service through ports
+published on 127.0.0.1 (the engine picks them); the gateway reaches the stub by its service name, so the model
+backend URLs the suite seeds use `backend_base_url`, not `stub_url`. `-D gateway_replicas` (default 2) and
+`-D gateway_workers` say how many replicas, of how many processes; a replica can be killed and started again
+(features/scale).
 
 `down()` removes the project with its volume and network (`down -v --remove-orphans`); it is idempotent and
 also runs on SIGTERM/SIGHUP and at exit, so a crash or Ctrl-C leaves nothing behind.
 
 Works with compose v2 (`docker compose`) and v1 (`docker-compose`). Environment knobs (all optional):
 DOCKER (the docker client), DOCKER_COMPOSE (the compose command, e.g. "docker-compose"), GATEWAY_IMAGE,
-BASE_IMAGE, POSTGRES_IMAGE, BUILD_NETWORK, WHEELS_DIR (see compose/docker-compose.yml). When BASE_IMAGE or
-POSTGRES_IMAGE is unset and the registry-free images of scripts/docker-images exist, those are used (and the
-build runs with --network none).
+BASE_IMAGE, POSTGRES_IMAGE, LB_IMAGE, BUILD_NETWORK, WHEELS_DIR (see compose/docker-compose.yml). When BASE_IMAGE,
+POSTGRES_IMAGE or LB_IMAGE is unset and the registry-free images of scripts/docker-images exist, those are used (and
+the build runs with --network none).
 """
 from __future__ import annotations
 
@@ -35,13 +39,14 @@ import requests
 
 from support.harness.config import SuiteSetupError
 from support.tokens.signing_keys import generate_keys, require_keys_dir
-from support.stacks import config_repo
+from support.stacks import config_repo, replicas
 from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
 from support.harness.waits import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
-SERVICES = ("gateway", "db", "model-primary", "model-fallback")
+SERVICES = ("lb", "gateway", "db", "model-primary", "model-fallback")
+GATEWAY = "gateway"  # the replicated service; its containers are named gateway-<n> in the stack's state
 GATEWAY_IMAGE = "acceptance/gateway:dev"
 OFFLINE_BASE_IMAGE = "acceptance/base-python:bookworm"  # made by scripts/docker-images
 OFFLINE_POSTGRES_IMAGE = "acceptance/postgres:15"
@@ -167,24 +172,32 @@ class ComposeStack(Stack):
         deadline = time.monotonic() + max(UP_TIMEOUT, self.config.ready_timeout)
         started = time.monotonic()
         self._started = True
-        self._compose("up", "-d", "--no-build", timeout=deadline - time.monotonic(), what="start the project")
-        base_url = f"http://{self._port('gateway', 8080)}"
+        self._compose("up", "-d", "--no-build", "--scale", f"{GATEWAY}={self.config.gateway_replicas}",
+                      timeout=deadline - time.monotonic(), what="start the project")
+        base_url = f"http://{self._port('lb', 8080)}"
         stub_url = f"http://{self._port('model-primary', 9000)}"
+        replica_urls = tuple(f"http://{self._port(GATEWAY, 8080, number)}"
+                             for number in range(1, self.config.gateway_replicas + 1))
+        for url in replica_urls:
+            self.wait_ready(url, max(deadline - time.monotonic(), 1.0), still_starting=self._fail_if_exited)
         self.wait_ready(base_url, max(deadline - time.monotonic(), 1.0), still_starting=self._fail_if_exited)
+        replicas.wait_balanced(base_url, self.config.gateway_replicas * self.config.gateway_workers,
+                               max(deadline - time.monotonic(), 1.0))
         self._wait_stub(stub_url, max(deadline - time.monotonic(), 1.0))
         self.timings["up"] = time.monotonic() - started
         self.timings["total"] = time.monotonic() - began
         password = self.env["POSTGRES_PASSWORD"]
         database_url = f"postgresql+psycopg://postgres:{password}@{self._port('db', 5432)}/gateway"
         self.endpoints = Endpoints(base_url, database_url, str(keys_dir), stub_url, str(repo),
-                                   backend_base_url=STUB_IN_NETWORK)
+                                   backend_base_url=STUB_IN_NETWORK, replica_urls=replica_urls)
         print(f"compose stack: project {self.project} ({' '.join(self._short_compose())}); "
               + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()), file=sys.stderr, flush=True)
         return self.endpoints
 
     def _compose_env(self, keys_dir: Path, repo: Path) -> dict[str, str]:
         env = {**self.environ, "KEYS_DIR": str(keys_dir.resolve()), "CONFIG_REPO": str(repo.resolve()),
-               "POSTGRES_PASSWORD": secrets.token_hex(12), **GATEWAY_TEST_SETTINGS}
+               "POSTGRES_PASSWORD": secrets.token_hex(12), **GATEWAY_TEST_SETTINGS,
+               "GATEWAY_WORKERS": str(self.config.gateway_workers)}
         env.setdefault("GATEWAY_IMAGE", GATEWAY_IMAGE)
         env.setdefault("DOCKER_BUILDKIT", "0")  # the classic builder: honours --network none on a 20.10 engine
         env.setdefault("COMPOSE_DOCKER_CLI_BUILD", "0")
@@ -194,6 +207,12 @@ class ComposeStack(Stack):
             env.setdefault("BUILD_NETWORK", "none")
         if not env.get("POSTGRES_IMAGE") and OFFLINE_POSTGRES_IMAGE in offline:
             env["POSTGRES_IMAGE"] = OFFLINE_POSTGRES_IMAGE
+        if not env.get("LB_IMAGE") and OFFLINE_BASE_IMAGE in offline:
+            included = self._inspect("image", OFFLINE_BASE_IMAGE, '{{index .Config.Labels "acceptance.include"}}')
+            if "haproxy" not in included:
+                raise SuiteSetupError(f"{OFFLINE_BASE_IMAGE} has no HAProxy for the load balancer (it was made before "
+                                      f"the stack had one): run scripts/docker-images base")
+            env["LB_IMAGE"] = OFFLINE_BASE_IMAGE
         return env
 
     def _keys(self) -> Path:
@@ -251,8 +270,11 @@ class ComposeStack(Stack):
                 raise SuiteSetupError(f"the {service} container {state} while the stack was starting; its last "
                                       f"lines: {' | '.join(self.logs(8).get(service, []))}")
 
-    def _port(self, service: str, port: int) -> str:
-        done = self._compose("port", service, str(port), timeout=CLI_TIMEOUT, what=f"find {service}'s port {port}")
+    def _port(self, service: str, port: int, number: int | None = None) -> str:
+        """Where the service's port is published (of its replica `number`, counted from 1, when given)."""
+        index = ["--index", str(number)] if number is not None else []
+        done = self._compose("port", *index, service, str(port), timeout=CLI_TIMEOUT,
+                             what=f"find {service}'s port {port}")
         published = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
         if not re.fullmatch(r"127\.0\.0\.1:\d+", published):
             raise SuiteSetupError(f"{service}'s port {port} is not published on 127.0.0.1 (compose said "
@@ -262,56 +284,88 @@ class ComposeStack(Stack):
     # -- what the failure evidence and setup errors read ----------------------------------------------------------
 
     def containers(self) -> dict[str, str]:
-        """Container id by service, for this project (any state)."""
+        """Container id by name, for this project (any state): the service's name, and gateway-<n> for the
+        gateway's replicas."""
         done = self._docker("ps", "-a", "--no-trunc", "--filter", f"label=com.docker.compose.project={self.project}",
-                            "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}', check=False)
+                            "--format", '{{.ID}} {{.Label "com.docker.compose.service"}} '
+                                        '{{.Label "com.docker.compose.container-number"}}', check=False)
         found = {}
         for line in done.stdout.splitlines():
-            cid, _, service = line.strip().partition(" ")
+            cid, service, number = (line.split() + ["", "", ""])[:3]
             if service:
-                found[service] = cid
-        return found
+                found[f"{service}-{number}" if service == GATEWAY else service] = cid
+        return dict(sorted(found.items()))
 
     def state(self) -> dict[str, str]:
+        """Each container's state by name (the service's, gateway-<n> for a replica)."""
         try:
             containers = self.containers()
             if not containers:
                 return {service: "not created" for service in SERVICES}
-            done = self._docker("inspect", "--format", '{{index .Config.Labels "com.docker.compose.service"}}|'
-                                '{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|'
-                                '{{.State.ExitCode}}', *containers.values(), check=False)
+            done = self._docker("inspect", "--format", '{{.Id}}|{{.State.Status}}|'
+                                '{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.ExitCode}}',
+                                *containers.values(), check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return {"docker": f"not answering ({type(exc).__name__})"}
+        names = {cid: name for name, cid in containers.items()}
         seen = {}
         for line in done.stdout.splitlines():
-            service, status, health, code = (line.split("|") + ["", "", "", ""])[:4]
+            cid, status, health, code = (line.split("|") + ["", "", "", ""])[:4]
+            if cid not in names:
+                continue
             if status in ("exited", "dead"):
-                seen[service] = f"{status} with code {code}"
+                seen[names[cid]] = f"{status} with code {code}"
             else:
-                seen[service] = f"{status} ({health})" if health else status
-        return {service: seen.get(service, "not created") for service in SERVICES if service in seen} or \
-            {"docker": _tail(done.stderr, 2) or "no state"}
+                seen[names[cid]] = f"{status} ({health})" if health else status
+        return seen or {"docker": _tail(done.stderr, 2) or "no state"}
 
     def logs(self, lines: int = 40) -> dict[str, list[str]]:
         """Each service's last log lines (stdout and stderr as the container wrote them, without compose's
-        `service  | ` prefix, so JSON log lines stay JSON)."""
+        `service  | ` prefix, so JSON log lines stay JSON); the gateway's replicas' lines together, in time order."""
         try:
             containers = self.containers()
         except (OSError, subprocess.TimeoutExpired):
             return {}
-        found = {}
-        for service in SERVICES:
-            if service not in containers:
-                continue
+        found: dict[str, list[tuple[str, str]]] = {}
+        for name, cid in containers.items():
+            service = GATEWAY if name.startswith(f"{GATEWAY}-") else name
             try:
-                done = subprocess.run([self.docker, "logs", "--tail", str(lines), containers[service]],
+                done = subprocess.run([self.docker, "logs", "--timestamps", "--tail", str(lines), cid],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                                       timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
             except (OSError, subprocess.TimeoutExpired) as exc:
-                found[service] = [f"(could not read the log: {type(exc).__name__})"]
+                found.setdefault(service, []).append(("", f"(could not read the log of {name}: {type(exc).__name__})"))
                 continue
-            found[service] = done.stdout.splitlines()[-lines:]
-        return found
+            found.setdefault(service, []).extend(tuple(line.partition(" ")[::2])
+                                                 for line in done.stdout.splitlines())
+        return {service: [text for _, text in sorted(stamped, key=lambda pair: pair[0])][-lines:]
+                for service, stamped in found.items()}
+
+    # -- the gateway's replicas ------------------------------------------------------------------------------------
+
+    def _replicas(self) -> list[str]:
+        return [cid for name, cid in self.containers().items() if name.startswith(f"{GATEWAY}-")]
+
+    def kill_replica(self) -> str:
+        """SIGKILL the last running gateway replica; its host name (as X-Gateway-Process names it). The scenario
+        that kills one starts it again with start_replicas()."""
+        running = [cid for cid in self._replicas() if self._inspect("container", cid, "{{.State.Running}}") == "true"]
+        if len(running) < 2:
+            raise SuiteSetupError(f"killing a replica needs at least 2 running, but {len(running)} run: "
+                                  f"{self.state()}")
+        self._docker("kill", running[-1])
+        return self._inspect("container", running[-1], "{{.Config.Hostname}}")
+
+    def start_replicas(self) -> None:
+        """Start every stopped replica again and wait until the load balancer sends requests to each."""
+        for cid in self._replicas():
+            if self._inspect("container", cid, "{{.State.Running}}") != "true":
+                self._docker("start", cid)
+        deadline = time.monotonic() + max(UP_TIMEOUT, self.config.ready_timeout)
+        for url in self.endpoints.replica_urls:
+            self.wait_ready(url, max(deadline - time.monotonic(), 1.0))
+        replicas.wait_balanced(self.endpoints.base_url, self.config.gateway_replicas * self.config.gateway_workers,
+                               max(deadline - time.monotonic(), 1.0))
 
     # -- down ------------------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Callable
 
 from support.client.api import Exchange, Request
 from support.client.assertions import expect_equal, expect_true, problem_field
@@ -26,9 +27,10 @@ AFTER_THE_KILL = 24  # requests sent after a replica was killed that must have e
 
 class ScaleOut:
     def __init__(self, spread: ProcessSpread, world: World, budgets: Budgets, retries: ChatRetries,
-                 identity: Identity, billing: Billing, ledgers: OrgLedgers, stack):
+                 identity: Identity, billing: Billing, ledgers: OrgLedgers, stack, add_cleanup: Callable):
         self.spread, self.world, self.budgets, self.retries = spread, world, budgets, retries
         self.identity, self.billing, self.ledgers, self.stack = identity, billing, ledgers, stack
+        self.add_cleanup = add_cleanup
         self.api = identity.api
 
     # ---- bursts over every process ---------------------------------------------------------------------------------
@@ -86,6 +88,11 @@ class ScaleOut:
             lambda sent: any(e.status == 200 and e.json()["held_micros"] < held for e in sent))
         return self.billing.read_reservation(reservation)
 
+    def expect_expired_once(self, reservation: Reservation, answer: Exchange) -> None:
+        kinds = self.billing.entries_for(reservation)
+        expect_equal(kinds, ["reserve", "expire"], f"the ledger entries of reservation {reservation.id}, oldest "
+                     f"first, after {len(self.world.spread.sent)} reads of its account as it ran out", answer)
+
     def expect_reads_spread(self) -> None:
         self.spread.expect_several(self.world.spread.sent, "the reads of the account")
 
@@ -125,6 +132,7 @@ class ScaleOut:
 
     def kill_replica(self) -> None:
         traffic = self.world.spread.traffic
+        self.add_cleanup(self.stack.start_replicas)  # the next scenario meets every replica again
         self.world.spread.killed = self.stack.kill_replica()
         self.world.spread.killed_at = time.monotonic()
         traffic.wait_for(f"{AFTER_THE_KILL} requests sent after the replica was killed to end",

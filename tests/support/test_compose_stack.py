@@ -38,14 +38,18 @@ FAKE_DOCKER = textwrap.dedent("""\
     elif args[:2] == ["compose", "version"]:
         sys.exit(0 if not os.environ.get("FAKE_NO_V2") else 1)
     elif args[:2] == ["ps", "-a"]:
-        print("c0ffee01 gateway")
-        print("c0ffee02 db")
+        print("c0ffee01 gateway 1")
+        print("c0ffee03 gateway 2")
+        print("c0ffee02 db 1")
     elif args[:1] == ["inspect"]:
-        print("gateway|running|healthy|0")
-        print("db|exited||1")
+        print("c0ffee01|running|healthy|0")
+        print("c0ffee03|running|starting|0")
+        print("c0ffee02|exited||1")
     elif args[:1] == ["logs"]:
-        print('{"level": "info", "message": "GET /readyz 200", "request_id": "gw-1"}')
-        sys.stderr.write("a line on stderr\\n")
+        second = 2 if args[-1] == "c0ffee01" else 1  # replica 2 wrote its line first
+        print(f'2026-01-01T00:00:0{second}.000000000Z {{"level": "info", "message": "GET /readyz 200", '
+              f'"request_id": "gw-{args[-1]}"}}')
+        sys.stderr.write("2026-01-01T00:00:03.000000000Z a line on stderr\\n")
     """)
 
 
@@ -177,18 +181,21 @@ def test_the_image_digest_follows_the_gateway_sources_and_nothing_else(tmp_path)
 
 # ---- state and logs, as the failure evidence reads them -------------------------------------------------------------
 
-def test_state_names_each_service_with_its_health_or_exit_code(fake_docker):
+def test_state_names_each_service_and_replica_with_its_health_or_exit_code(fake_docker):
     stack = ComposeStack(compose_config())
-    assert stack.state() == {"gateway": "running (healthy)", "db": "exited with code 1"}
+    assert stack.state() == {"gateway-1": "running (healthy)", "gateway-2": "running (starting)",
+                             "db": "exited with code 1"}
     assert any("label=com.docker.compose.project=acc-r0101test" in call for call in fake_docker.calls())
 
 
-def test_logs_are_the_containers_own_lines_without_a_compose_prefix(fake_docker):
+def test_logs_are_the_containers_own_lines_without_a_compose_prefix_the_replicas_in_time_order(fake_docker):
     logs = ComposeStack(compose_config()).logs(5)
     assert set(logs) == {"gateway", "db"}
+    written_by = [line.split('"request_id": ')[1] for line in logs["gateway"] if "request_id" in line]
+    assert written_by == ['"gw-c0ffee03"}', '"gw-c0ffee01"}']
     assert logs["gateway"][0].startswith('{"level": "info"')
     assert "a line on stderr" in logs["gateway"]
-    assert "logs --tail 5 c0ffee01" in fake_docker.calls()
+    assert "logs --timestamps --tail 5 c0ffee01" in fake_docker.calls()
 
 
 # ---- teardown --------------------------------------------------------------------------------------------------

@@ -34,10 +34,10 @@ def label(database: str) -> str:
 
 
 @contextmanager
-def embedded_stack(database: str) -> Iterator[tuple[Stack, Endpoints]]:
-    """An embedded stack (model stub and gateway as child processes, the suite's defaults, SUITE_* variables
-    ignored) that is up for the block and down after it."""
-    stack = make_stack(suite_config(userdata(database), environ={}))
+def embedded_stack(database: str, **options: str) -> Iterator[tuple[Stack, Endpoints]]:
+    """An embedded stack (model stub and gateway as child processes, the suite's defaults and these -D options,
+    SUITE_* variables ignored) that is up for the block and down after it."""
+    stack = make_stack(suite_config({**userdata(database), **options}, environ={}))
     try:
         try:
             endpoints = stack.up()

@@ -2,6 +2,7 @@
 the ledger for overspend. Runs on an embedded stack (model stub + gateway as child processes), once per database.
 
     scripts/bench-gateway [--database sqlite] [--database postgresql://postgres@127.0.0.1:5432/postgres]
+                          [--workers 1] [--workers 2]
                           [--latency-samples 400] [--requests 4000] [--concurrency 16]
                           [--stream-samples 400] [--stream-requests 4000]
 
@@ -21,6 +22,9 @@ states its goals):
      answered requests times their price, and the ledger's postings agree with the account's balances.
 Goals on 2 cores: added median latency < 5 ms, >= 300 req/s on PostgreSQL, zero overspend; streamed: added median
 time to first token < 5 ms, >= 200 streamed req/s on PostgreSQL, zero overspend.
+`--workers N` (repeatable; PostgreSQL only above 1) runs each database's stack with the gateway in N worker
+processes (GATEWAY_WORKERS); with 1 and 2 on PostgreSQL in one run it also prints the throughput ratio of 2 workers
+to 1 (goal: at least 1.4x on 2 cores, which the load generator and the database share).
 The load generator is a minimal asyncio HTTP/1.1 client, so that it takes as little of the 2 cores as it can.
 """
 from __future__ import annotations
@@ -48,12 +52,13 @@ LATENCY_WARMUP = 50
 @dataclass
 class Bench:
     """One database's run: what the measurements share, and the goals they state."""
-    kind: str  # SQLite or PostgreSQL
+    kind: str  # SQLite or PostgreSQL, and the gateway's worker processes when more than one
     args: argparse.Namespace
     setup: Setup
     pids: dict[str, int | None]  # the stack's processes (gateway, model-stub), for their CPU time
     limit: int  # the org's budget limit now
     answered: int = 0  # chat requests answered 200 so far
+    throughput: float = 0.0  # req/s of the (non-streamed) throughput phase
     goals: list[tuple[str, bool]] = field(default_factory=list)
 
     def goal(self, text: str, met: bool) -> None:
@@ -76,6 +81,7 @@ def measure_throughput(bench: Bench) -> None:
     before = {name: cpu_seconds(pid) for name, pid in bench.pids.items()}
     own_before, machine_before, pg_before = time.process_time(), machine_ticks(), postgres_cpu_seconds()
     thr = asyncio.run(load(bench.setup, requests, bench.args.concurrency))
+    bench.throughput = thr["rate"]
     cpu = {name: (cpu_seconds(pid) - before[name]) * 1000 / requests for name, pid in bench.pids.items()}
     cpu["load generator"] = (time.process_time() - own_before) * 1000 / requests
     if bench.kind == "PostgreSQL":
@@ -222,15 +228,17 @@ def ledger_check(setup: Setup, answered: int, limit: int) -> dict:
 
 # ---- per database, and main ------------------------------------------------------------------------------------------
 
-def run(database: str, args) -> Bench:
-    with embedded_stack(database) as (stack, endpoints):
+def run(database: str, workers: int, args) -> Bench:
+    with embedded_stack(database, gateway_workers=str(workers)) as (stack, endpoints):
         setup = Setup(endpoints, "sqlite" if database == "sqlite" else "pg")
         budget = 2 * planned_requests(args) * COST
         setup.run(budget_micros=budget, credit_micros=2 * budget)
         processes = getattr(stack, "processes", {})
         pids = {name: getattr(getattr(processes.get(name), "process", None), "pid", None)
                 for name in ("gateway", "model-stub")}
-        bench = Bench(label(database), args, setup, pids, limit=budget)
+        pids.update({f"gateway worker {n}": pid for n, pid in enumerate(worker_pids(pids["gateway"]), 1)})
+        kind = label(database) + (f", {workers} gateway workers" if workers > 1 else "")
+        bench = Bench(kind, args, setup, pids, limit=budget)
         print(f"\n== {bench.kind} ==", flush=True)
         try:
             for measure in MEASUREMENTS:
@@ -240,17 +248,42 @@ def run(database: str, args) -> Bench:
     return bench
 
 
+def worker_pids(pid: int | None) -> list[int]:
+    """The gateway's worker processes (uvicorn's children that serve; none with one process). Linux /proc."""
+    try:
+        children = [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                    for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    except (OSError, TypeError, ValueError):
+        return []
+    return [c for c in children if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
+
+
+def workers_ratio(benches: list[Bench], workers: list[int]) -> None:
+    """With 1 and 2 workers on PostgreSQL in this run: 2 workers' throughput over 1's, and its goal."""
+    by_workers = dict(zip(workers, [b for b in benches if b.kind.startswith("PostgreSQL")][:len(workers)]))
+    if 1 in by_workers and 2 in by_workers and by_workers[1].throughput:
+        ratio = by_workers[2].throughput / by_workers[1].throughput
+        print(f"PostgreSQL throughput, 2 workers over 1: {by_workers[2].throughput:.0f} / "
+              f"{by_workers[1].throughput:.0f} req/s = {ratio:.2f}x")
+        by_workers[2].goal(f"2 workers give {ratio:.2f}x the throughput of 1 (>= 1.4x)", ratio >= 1.4)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench-gateway", description=__doc__.splitlines()[0])
     parser.add_argument("--database", action="append",
                         help="sqlite, or a PostgreSQL server URL (a fresh database is made and dropped); repeatable")
+    parser.add_argument("--workers", action="append", type=int,
+                        help="the gateway's worker processes (above 1: PostgreSQL only); repeatable")
     parser.add_argument("--latency-samples", type=int, default=400)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--stream-samples", type=int, default=400)
     parser.add_argument("--stream-requests", type=int, default=4000)
     args = parser.parse_args(argv)
-    benches = [run(database, args) for database in args.database or ["sqlite", POSTGRES_SERVER]]
+    workers = args.workers or [1]
+    benches = [run(database, n, args) for database in args.database or ["sqlite", POSTGRES_SERVER]
+               for n in workers if n == 1 or database != "sqlite"]
+    workers_ratio(benches, workers)
     print("\n== goals ==")
     for bench in benches:
         for text, met in bench.goals:
