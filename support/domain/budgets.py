@@ -154,9 +154,11 @@ class Budgets:
         expect_true(bool(holds), f"Expected the gateway to have placed holds for the burst on {org!r}, but the "
                     f"database has none for its {len(burst)} request ids")
         fewest, most = limit // max(holds), limit // price
+        refused = [e.request_id for e in burst if e.status != 200]
         expect_true(fewest <= answered <= most, f"Expected {org!r}, with a budget of {usd(limit)}, to answer between "
                     f"{fewest} (as many holds of up to {usd(max(holds))} as fit at once) and {most} (what it affords at "
-                    f"{usd(price)} each) of the {len(burst)} requests of the burst, but it answered {answered}")
+                    f"{usd(price)} each) of the {len(burst)} requests of the burst, but it answered {answered} "
+                    f"(refused: request ids {', '.join(refused[:5])}{', ...' if len(refused) > 5 else ''})")
 
     @staticmethod
     def expect_refusals_over_budget(burst: list[Exchange]) -> None:
