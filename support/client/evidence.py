@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+from pathlib import Path
 
 import allure
 
@@ -18,6 +20,7 @@ from support.harness.redaction import mask_data, mask_exception, mask_text, mask
 # What describes this run in the report's environment.properties / executor.json (filled by environment.py,
 # written by the Allure formatter when the run ends).
 RUN_PROPERTIES: dict[str, str] = {}
+PROVE_SUMMARY = Path(__file__).resolve().parents[2] / "reports" / "prove" / "summary.json"  # by scripts/prove
 
 
 def attach_json(name: str, data) -> None:
@@ -101,5 +104,19 @@ def install(step_registry=None) -> None:
 
 
 def describe_run(**properties) -> None:
-    """Facts about this run for the report's environment.properties (None values are left out)."""
+    """Facts about this run for the report's environment.properties (None values are left out), with the suite's
+    strength as the last scripts/prove run measured it."""
+    properties = {**proven_strength(), **properties}
     RUN_PROPERTIES.update({k: mask_url(mask_text(str(v))) for k, v in properties.items() if v is not None and v != ""})
+
+
+def proven_strength(path: str | None = None) -> dict[str, str]:
+    """The kill rate and the survivors of the last scripts/prove run (reports/prove/summary.json, or the file
+    SUITE_PROVE_SUMMARY names); nothing when there was none."""
+    summary = Path(path or os.environ.get("SUITE_PROVE_SUMMARY") or PROVE_SUMMARY)
+    try:
+        proven = json.loads(summary.read_text(encoding="utf-8"))
+        rate = f"{proven['kill_rate']} of {proven['tried']} faults ({proven['mode']}, {proven['commit']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {"suite.kill_rate": rate, "suite.survivors": ", ".join(proven.get("survivors") or []) or "none"}
