@@ -264,7 +264,7 @@ CATALOGUE: list[Fault] = [
                              "row.allowed_models):",
           "if row.model_name is None:", "routing/routing.requests.feature"),
     fault("routing.no-fallback-on-5xx", "a backend's server error is returned instead of trying the next backend",
-          "services/routing.py", "    if status >= 500:\n        return \"\"", "    if status >= 600:\n        return \"\"",
+          "services/routing.py", '    if status >= 500:\n        return ""', '    if status >= 600:\n        return ""',
           "routing/routing.fallback.feature"),
     fault("routing.route-order-reversed", "a model's backends are tried last first",
           "services/routing.py", "    for backend in backends or []:\n        name = backend_name(backend)",
@@ -293,7 +293,8 @@ CATALOGUE: list[Fault] = [
 
     # ---- streaming -----------------------------------------------------------------------------------------------
     fault("streaming.usage-ignored", "a streamed completion is charged by its text, not the usage its backend "
-          "reports", "services/streaming.py", "        if isinstance(usage, dict):\n            self.tally.usage = usage",
+          "reports", "services/streaming.py",
+          "        if isinstance(usage, dict):\n            self.tally.usage = usage",
           "        if isinstance(usage, dict):\n            pass", "streaming/streaming.answers.feature", sample=True),
     fault("streaming.mid-stream-failure-silent", "a backend dying mid-stream ends the stream without an error",
           "services/streaming.py", "                await self._pass_on(send, error_event(f\"Backend",

@@ -15,7 +15,7 @@ from tools.prove.catalogue import CATALOGUE
 from tools.prove.faults import Fault, check_catalogue
 from tools.prove.report import closing_lines, summary, verdict_line, write
 from tools.prove.trials import TrialOptions, control, try_all
-from tools.prove.verdicts import KILLED, UNPROVEN
+from tools.prove.verdicts import KILLED, NOT_RUN, UNPROVEN
 from tools.prove.workspace import ROOT, Workspace, WorkspaceError, head_commit
 
 RESULTS = ROOT / "reports" / "prove"
@@ -62,7 +62,8 @@ def select(args) -> list[tuple[int, Fault]]:
 def list_catalogue() -> int:
     for number, fault in enumerate(CATALOGUE, start=1):
         mark = " [sample]" if fault.sample else ""
-        print(f"{number:>3} {fault.name}{mark}: {fault.what}\n      {fault.file}; caught by {', '.join(fault.caught_by)}")
+        print(f"{number:>3} {fault.name}{mark}: {fault.what}\n"
+              f"      {fault.file}; caught by {', '.join(fault.caught_by)}")
     capabilities = sorted({c for f in CATALOGUE for c in f.capabilities})
     print(f"{len(CATALOGUE)} faults ({sum(f.sample for f in CATALOGUE)} in the sample), naming {len(capabilities)} "
           f"capabilities: {', '.join(capabilities)}")
@@ -114,11 +115,12 @@ def prove_faults(args) -> int:
         print(f"control run without any fault ({len(checked.targets)} scenarios, {checked.seconds:.0f} s): "
               + (f"these kills are not proven, their scenarios fail anyway: {', '.join(unproven)}" if unproven
                  else "every scenario that caught a fault passes"), flush=True)
-    result = summary(verdicts, mode=mode, commit=describe(commit), seconds=time.monotonic() - started, catalogue_size=len(CATALOGUE))
+    result = summary(verdicts, mode=mode, commit=describe(commit), seconds=time.monotonic() - started,
+                     catalogue_size=len(CATALOGUE))
     write(args.results, verdicts, result, checked)
     for line in closing_lines(result):
         print(line)
-    return 0 if all(v.outcome == KILLED for v in verdicts) else 1
+    return 0 if all(v.outcome in (KILLED, NOT_RUN) for v in verdicts) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ from tools.defines import parse_defines
 from tools.prove.corruptions import CORRUPTIONS, Corruption
 from tools.prove.proxy import CorruptingProxy
 from tools.prove.report import closing_lines, summary, verdict_line, write
-from tools.prove.verdicts import KILLED, SURVIVED, Verdict, behave_command, judge, mark_unproven, read_report, run_behave
+from tools.prove.verdicts import (KILLED, NOT_RUN, SURVIVED, Verdict, behave_command, judge, mark_unproven, read_report,
+                                  run_behave)
 from tools.prove.workspace import ROOT
 
 
@@ -108,7 +109,7 @@ def run(args) -> int:
     write(args.results / "proxy", ordered, result, checked)
     for line in closing_lines(result):
         print(line)
-    return 0 if all(v.outcome == KILLED for v in ordered) else 1
+    return 0 if all(v.outcome in (KILLED, NOT_RUN) for v in ordered) else 1
 
 
 def _control(proxy: CorruptingProxy, verdicts: list[Verdict], stack_defines: dict[str, str], logs: Path,

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from tools.prove.verdicts import KILLED, SURVIVED, Verdict
+from tools.prove.verdicts import KILLED, NOT_RUN, SURVIVED, Verdict
 
 WIDTH = 44  # of a fault's name in the lines printed
 
@@ -26,7 +26,8 @@ def verdict_line(number: int, total: int, verdict: Verdict) -> str:
 
 
 def kill_rate(verdicts: list[Verdict]) -> tuple[int, int]:
-    return sum(v.outcome == KILLED for v in verdicts), len(verdicts)
+    """(killed, tried): a fault whose scenarios could not run on this stack is not counted either way."""
+    return sum(v.outcome == KILLED for v in verdicts), sum(v.outcome != NOT_RUN for v in verdicts)
 
 
 def percent(killed: int, total: int) -> str:
@@ -38,7 +39,8 @@ def summary(verdicts: list[Verdict], *, mode: str, commit: str, seconds: float, 
     missing_id = [v.name for v in verdicts if v.outcome == KILLED and not v.carries_request_id]
     return {"mode": mode, "commit": commit, "catalogue": catalogue_size, "tried": total, "killed": killed,
             "kill_rate": f"{killed}/{total} ({percent(killed, total)})",
-            "survivors": [v.name for v in verdicts if v.outcome != KILLED],
+            "survivors": [v.name for v in verdicts if v.outcome not in (KILLED, NOT_RUN)],
+            "not_run": [v.name for v in verdicts if v.outcome == NOT_RUN],
             "outcomes": {v.name: v.outcome for v in verdicts},
             "kills_without_request_id": missing_id, "seconds": round(seconds, 1),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -50,6 +52,8 @@ def closing_lines(result: dict) -> list[str]:
              f"{result['catalogue']}, {result['commit']}), in {result['seconds']:.0f} s"]
     if result["survivors"]:
         lines.append("survivors: " + ", ".join(f"{name} ({result['outcomes'][name]})" for name in result["survivors"]))
+    if result["not_run"]:
+        lines.append("not run (this stack lacks what their scenarios need): " + ", ".join(result["not_run"]))
     if result["kills_without_request_id"]:
         lines.append("caught, but the failure message carries no request id: "
                      + ", ".join(result["kills_without_request_id"]))

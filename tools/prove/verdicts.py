@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KILLED, SURVIVED, BROKEN, TIMED_OUT = "killed", "survived", "broken", "timed out"
+NOT_RUN = "not run"  # every scenario was skipped: this stack lacks what they need (-D options in docs/proving.md)
 # A kill that a run without the fault repeats proves nothing: the scenario fails anyway.
 UNPROVEN = "unproven"
 FAILED_STATUSES = {"failed", "error", "hook_error", "undefined"}
@@ -134,6 +135,8 @@ def judge(name: str, targets: list[str], code: int | None, seconds: float, repor
         verdict.carries_request_id = bool(request_id_pattern(run_id).search(message))
     elif code != 0 and scenarios_ran(report or []) == 0:  # the stack did not start, or behave could not run
         verdict.outcome, verdict.detail = BROKEN, tail(log)
+    elif scenarios_ran(report or []) == 0:
+        verdict.outcome, verdict.detail = NOT_RUN, f"every scenario was skipped: {tail(log, 3)}"
     elif code != 0:  # every scenario passed, and the run failed after them (the search of the logs for secrets)
         verdict.outcome, verdict.step, verdict.detail = KILLED, "after the run", tail(log)
         verdict.message = verdict.detail
