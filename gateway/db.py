@@ -63,8 +63,29 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # No pre-ping (a round trip on every checkout): the first statement to meet a dropped connection fails as a
-    # 503, and SQLAlchemy then invalidates the whole pool, so the next checkouts open fresh connections.
-    return create_engine(url, pool_size=20, max_overflow=20)
+    # 503, and the pool's connections are then dropped (drop_pool_when_the_database_goes), so the next checkouts
+    # open fresh ones.
+    engine = create_engine(url, pool_size=20, max_overflow=20)
+    drop_pool_when_the_database_goes(engine)
+    return engine
+
+
+def drop_pool_when_the_database_goes(engine: Engine) -> None:
+    """When a statement meets a dropped connection, or a connection cannot be opened, every pooled connection is
+    suspect: the idle ones are closed and a fresh pool serves the next checkouts (those in use go back to the old
+    pool and are forgotten).
+
+    SQLAlchemy's own invalidation on a disconnect is not enough: it only follows statements, so an outage during
+    which the requests met only connection attempts (the pool reconnecting connections it had already invalidated)
+    leaves the connections it ended idle in the pool, and the first request to take one after the database is back
+    fails."""
+    connect_failed = engine.dialect.loaded_dbapi.OperationalError
+
+    @event.listens_for(engine, "handle_error")
+    def _drop_pool(context) -> None:
+        if context.is_disconnect or (context.connection is None and
+                                     isinstance(context.original_exception, connect_failed)):
+            engine.dispose()
 
 
 class Database:

@@ -182,7 +182,9 @@ APPLICATION_NAME = "gateway-chat"  # how these connections show in pg_stat_activ
 class PgChatStore(ChatStore):
     """The three statements of every request on PostgreSQL, on the event loop, over a small pool of asyncio
     autocommit connections. A connection is opened when none is idle (so while the database is down every request
-    fails at once, as a 503, instead of waiting for a pool to refill) and dropped when a statement broke it."""
+    fails at once, as a 503, instead of waiting for a pool to refill) and dropped when a statement broke it. When
+    one is found broken or none can be opened, the database went away: the idle ones are closed, and those in use
+    are closed when given back (a new generation begins)."""
 
     def __init__(self, db, in_thread, *, size: int = 16, connect_timeout: int = 5, wait_seconds: float = 30):
         super().__init__(db, in_thread)
@@ -190,6 +192,7 @@ class PgChatStore(ChatStore):
         self._conninfo = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._connect_timeout = connect_timeout
         self._idle: list[psycopg.AsyncConnection] = []
+        self._generation = 0  # one more each time the database went away
         self._slots = asyncio.Semaphore(size)
 
     @asynccontextmanager
@@ -202,9 +205,14 @@ class PgChatStore(ChatStore):
         except asyncio.TimeoutError:  # answered as 503 database_unavailable, like SQLAlchemy's pool timeout
             raise psycopg.OperationalError(f"no database connection came free within {self._wait_seconds:g} s")
         try:
-            conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, row_factory=namedtuple_row, connect_timeout=self._connect_timeout,
-                application_name=APPLICATION_NAME)
+            generation = self._generation
+            try:
+                conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, row_factory=namedtuple_row,
+                    connect_timeout=self._connect_timeout, application_name=APPLICATION_NAME)
+            except psycopg.OperationalError:
+                await self._database_went_away()
+                raise
             reusable = False
             try:
                 yield conn
@@ -213,9 +221,9 @@ class PgChatStore(ChatStore):
                 reusable = True  # a refused statement leaves an autocommit connection usable, unless it broke it
                 raise
             finally:
-                if conn.broken:  # the server went away: the other idle connections are as dead as this one
-                    await self.close()
-                if reusable and not conn.broken and not conn.closed and \
+                if conn.broken:  # the server went away: the other connections are as dead as this one
+                    await self._database_went_away()
+                if reusable and generation == self._generation and not conn.broken and not conn.closed and \
                         conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     self._idle.append(conn)
                 else:
@@ -227,6 +235,10 @@ class PgChatStore(ChatStore):
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+
+    async def _database_went_away(self) -> None:
+        self._generation += 1
+        await self.close()
 
     async def _one(self, statement: PgStatement, params: dict, *, again_if_broken: bool = False):
         """Run one statement and return its first row. `again_if_broken`: for reads, run it once more on a new
