@@ -274,6 +274,12 @@ CATALOGUE: list[Fault] = [
           "services/token_bounds.py", "not 1 <= value <= MAX_TOKENS_LIMIT):", "not 0 <= value <= MAX_TOKENS_LIMIT):",
           "resilience/resilience.malformed-burst.feature"),
 
+    # ---- scale (needs several gateway processes: -D database_url=postgresql://... -D gateway_workers=2) ---------
+    fault("scale.rate-limits-per-process", "each gateway process counts a key's requests on its own, so a burst "
+          "over several processes gets the limit once per process", "settings.py",
+          'return self.rate_limit_store == "database" or (self.rate_limit_store == "auto" and self.on_postgresql)',
+          'return self.rate_limit_store == "database"', "scale/scale.limits.feature"),
+
     # ---- security ------------------------------------------------------------------------------------------------
     fault("security.guessing-not-slowed", "password guessing is never throttled",
           "throttle.py", "if hits is None or len(hits) < self.limit:", "if True:",

@@ -22,7 +22,8 @@ def verdict_line(number: int, total: int, verdict: Verdict) -> str:
     if verdict.outcome == SURVIVED:
         return f"{head}  nothing in {', '.join(verdict.targets)} failed"
     detail = (verdict.detail or "").strip().splitlines()
-    return f"{head}  {detail[-1][:200] if detail else ''} (log: {verdict.log})"
+    return f"{head}  {detail[-1][:200] if detail else ''}" + (f" (log: {verdict.log})" if verdict.outcome != NOT_RUN
+                                                                else "")
 
 
 def kill_rate(verdicts: list[Verdict]) -> tuple[int, int]:

@@ -136,7 +136,8 @@ def judge(name: str, targets: list[str], code: int | None, seconds: float, repor
     elif code != 0 and scenarios_ran(report or []) == 0:  # the stack did not start, or behave could not run
         verdict.outcome, verdict.detail = BROKEN, tail(log)
     elif scenarios_ran(report or []) == 0:
-        verdict.outcome, verdict.detail = NOT_RUN, f"every scenario was skipped: {tail(log, 3)}"
+        why = [line for line in tail(log, 12).splitlines() if "skipped:" in line]
+        verdict.outcome, verdict.detail = NOT_RUN, why[-1] if why else "every scenario was skipped"
     elif code != 0:  # every scenario passed, and the run failed after them (the search of the logs for secrets)
         verdict.outcome, verdict.step, verdict.detail = KILLED, "after the run", tail(log)
         verdict.message = verdict.detail
