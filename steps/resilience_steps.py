@@ -301,7 +301,7 @@ def malformed_burst(context):
 
 # What a refusal of each malformed case must name (a pattern the message matches): the broken syntax, the shape
 # the body should have, the field at fault (quoted), the size. A case missing here must name a field or the body.
-FIELD = r"'[A-Za-z_][\w.\[\]]*'"
+FIELD = r"'[A-Za-z_][\w.\[\]]*'|\b[a-z]+_[a-z_]+\b"  # quoted, or a snake_case name such as max_tokens
 SYNTAX, TOO_BIG = r"JSON|UTF-8|utf-8|parse", r"larger|too large"
 NAMES_THE_PROBLEM = {
     "empty body": f"{SYNTAX}|{FIELD}", "truncated JSON": SYNTAX, "not JSON at all": SYNTAX,
