@@ -65,12 +65,6 @@ class PostgresGate:
         self._run(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS true')
 
 
-def outage_ends_sessions(database_url: str) -> bool:
-    """Whether taking this database away ends the gateway's open connections (PostgreSQL) or only blocks them
-    (the SQLite file lock)."""
-    return make_url(database_url).get_backend_name() != "sqlite"
-
-
 def database_outage(database_url: str, server_url: str | None, created_database: str | None):
     """The way to take this stack's database away: a SQLite file lock, or closing a PostgreSQL database the stack
     created itself (never a database it was merely given)."""

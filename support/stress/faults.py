@@ -25,7 +25,7 @@ from support.client.api import ApiClient
 from support.domain.platform_api import chat_body
 from support.domain.model_routes import ModelRoutes
 from support.stacks.base import Stack
-from support.stacks.outages import FaultUnavailable, outage_ends_sessions
+from support.stacks.outages import FaultUnavailable
 
 
 # ---- the stack's processes and database ----------------------------------------------------------------------------
@@ -271,16 +271,8 @@ class Faults:
         """The database becomes unavailable until the scenario gives it back (or ends)."""
         stop = self.require("stop_database")
         self.world.gateway_pid = self.stack.gateway_pid()
-        self.add_cleanup(self._forget_ended_connections)  # once the database is back (cleanups run last added first)
         self.add_cleanup(self.stack.start_database)  # no matter how the scenario ends
         evidence.attach_text("fault injected", f"The database was made unavailable: {stop()}.")
-
-    def _forget_ended_connections(self) -> None:
-        """A connection the outage ended can sit idle in the gateway's pool until a statement meets it, and the
-        contract lets that first statement fail (503): a gateway started afresh keeps it out of the next scenario
-        (two outages in a row would otherwise leave one behind)."""
-        if outage_ends_sessions(self.stack.endpoints.database_url):
-            self.stack.restart_gateway()
 
     def give_database_back(self) -> None:
         self.stack.start_database()

@@ -1,17 +1,29 @@
-"""The database layer under faults: SQLite locking, and database errors turned into clear answers."""
+"""The database layer under faults: SQLite locking, database errors turned into clear answers, and on PostgreSQL
+(when a server answers at $TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres) no connection
+an outage ended left in a pool for the first request after it."""
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 import sqlite3
 import time
+from types import SimpleNamespace
 
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, OperationalError
 
 from gateway import errors
 from gateway.db import Database
+from gateway.services.chat_billing import PgChatStore
+from support.stacks.outages import PostgresGate
+
+PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
@@ -81,3 +93,84 @@ def test_a_value_the_database_cannot_hold_is_a_400():
     answer = client.get("/orgs/thing")
     assert answer.status_code == 400 and answer.json()["code"] == "invalid_value"
     assert "NUL" in answer.json()["detail"]
+
+
+# ---- PostgreSQL: after an outage, no pooled connection it ended ---------------------------------------------------
+
+@pytest.fixture
+def pg():
+    """(a fresh database's URL, the gate that closes it to every connection and opens it again)."""
+    server = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 2})
+    name = f"db_resilience_{secrets.token_hex(4)}"
+    try:
+        with server.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError:
+        pytest.skip(f"no PostgreSQL server at {PG_SERVER}")
+    gate = PostgresGate(PG_SERVER, name)
+    yield make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False), gate
+    gate.end()
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+def test_an_outage_met_only_by_connection_attempts_leaves_no_ended_connection_in_the_pool(pg):
+    url, gate = pg
+    database = Database(url)
+    in_use = [database.engine.connect() for _ in range(2)]  # two requests between their statements
+    for conn in in_use:
+        conn.exec_driver_sql("SELECT 1")
+        conn.commit()
+    gate.begin()
+    with pytest.raises(OperationalError, match="not currently accepting connections"):
+        database.ping()  # a third request needs a connection of its own
+    for conn in in_use:
+        conn.close()  # the two requests end without another statement: their connections go back
+    gate.end()
+    try:
+        for _ in range(3):
+            database.ping()
+    finally:
+        database.dispose()
+
+
+def test_a_statement_meeting_an_ended_connection_fails_alone(pg):
+    url, gate = pg
+    database = Database(url)
+    idle = [database.engine.connect() for _ in range(3)]
+    for conn in idle:
+        conn.exec_driver_sql("SELECT 1")
+        conn.close()
+    gate.begin()
+    gate.end()  # nothing asked the database meanwhile: every pooled connection is an ended one
+    try:
+        with pytest.raises(OperationalError) as first:
+            database.ping()
+        assert first.value.connection_invalidated  # answered as 503 database_unavailable
+        for _ in range(3):
+            database.ping()
+    finally:
+        database.dispose()
+
+
+def test_the_chat_paths_pool_closes_connections_in_use_when_the_database_went_away(pg):
+    url, gate = pg
+
+    async def outage_while_one_is_in_use() -> None:
+        store = PgChatStore(SimpleNamespace(url=url, dialect="postgresql"), in_thread=None)
+        try:
+            async with store._connection() as in_use:
+                await in_use.execute("SELECT 1")
+                gate.begin()
+                with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
+                    async with store._connection():
+                        pass  # none idle: a new connection is refused
+            gate.end()
+            for _ in range(2):
+                async with store._connection() as conn:
+                    await conn.execute("SELECT 1")
+        finally:
+            await store.close()
+
+    asyncio.run(outage_while_one_is_in_use())
