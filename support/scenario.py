@@ -245,8 +245,9 @@ class ScenarioState:
         return BillingMetrics(self.scrape_metrics, self.db, self.world.metrics, self.config.poll_timeout)
 
     def scrape_metrics(self) -> Exchange:
-        """GET /metrics of the whole deployment: every replica's, put together, when it runs several."""
-        return deployment_metrics.scrape(self.api, self.run.endpoints.replica_urls)
+        """GET /metrics of the whole deployment: every replica's, put together, when it runs several (where the
+        stack says they are now: a replica started again is published elsewhere)."""
+        return deployment_metrics.scrape(self.api, (self.stack.endpoints or self.run.endpoints).replica_urls)
 
     @cached_property
     def load(self) -> LoadRuns:

@@ -21,6 +21,7 @@ the build runs with --network none).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -176,8 +177,7 @@ class ComposeStack(Stack):
                       timeout=deadline - time.monotonic(), what="start the project")
         base_url = f"http://{self._port('lb', 8080)}"
         stub_url = f"http://{self._port('model-primary', 9000)}"
-        replica_urls = tuple(f"http://{self._port(GATEWAY, 8080, number)}"
-                             for number in range(1, self.config.gateway_replicas + 1))
+        replica_urls = self._replica_urls()
         for url in replica_urls:
             self.wait_ready(url, max(deadline - time.monotonic(), 1.0), still_starting=self._fail_if_exited)
         self.wait_ready(base_url, max(deadline - time.monotonic(), 1.0), still_starting=self._fail_if_exited)
@@ -356,11 +356,17 @@ class ComposeStack(Stack):
         self._docker("kill", running[-1])
         return self._inspect("container", running[-1], "{{.Config.Hostname}}")
 
+    def _replica_urls(self) -> tuple[str, ...]:
+        return tuple(f"http://{self._port(GATEWAY, 8080, number)}"
+                     for number in range(1, self.config.gateway_replicas + 1))
+
     def start_replicas(self) -> None:
-        """Start every stopped replica again and wait until the load balancer sends requests to each."""
+        """Start every stopped replica again and wait until the load balancer sends requests to each (a replica
+        started again is published on a new port: the endpoints say where)."""
         for cid in self._replicas():
             if self._inspect("container", cid, "{{.State.Running}}") != "true":
                 self._docker("start", cid)
+        self.endpoints = dataclasses.replace(self.endpoints, replica_urls=self._replica_urls())
         deadline = time.monotonic() + max(UP_TIMEOUT, self.config.ready_timeout)
         for url in self.endpoints.replica_urls:
             self.wait_ready(url, max(deadline - time.monotonic(), 1.0))
