@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--serial-tag", default="serial")
     options.add_argument("--serial", choices=["auto", "private", "after"], default="auto")
     options.add_argument("--check-results", nargs="+", metavar="DIR")
+    options.add_argument("--refresh-baseline", action="store_true",
+                         help="write this run's durations into tools/parallel/baseline.json (committed: a fresh "
+                              "clone's first run balances by it)")
     return options
 
 

@@ -1,4 +1,6 @@
-"""Durations of earlier runs: reports/timings.json (kept by every run) and the last run's Allure results."""
+"""Durations of earlier runs: reports/timings.json (kept by every run), the last run's Allure results, and the
+committed baseline (tools/parallel/baseline.json, refreshed with scripts/run-parallel --refresh-baseline), so a
+fresh clone's first run is balanced too."""
 from __future__ import annotations
 
 import configparser
@@ -11,6 +13,7 @@ from pathlib import Path
 from tools.parallel.model import PASSED, ROOT, TIMINGS_FILE, Scenario, Worker
 
 UNKNOWN_SERIAL_SECONDS = 5.0
+BASELINE_FILE = ROOT / "tools" / "parallel" / "baseline.json"
 
 
 def allure_folder() -> Path:
@@ -45,14 +48,17 @@ def read_timings(path: Path) -> dict[str, float]:
     return {k: float(v) for k, v in json.loads(Path(path).read_text()).items()}
 
 
+def _timings_or_none(path: Path) -> dict[str, float]:
+    try:
+        return read_timings(path) if path.exists() else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def previous_durations(results_dir: Path) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """(timing key -> seconds) from reports/timings.json, (Allure fullName -> seconds) from the last run."""
-    by_key: dict[str, float] = {}
-    if TIMINGS_FILE.exists():
-        try:
-            by_key = read_timings(TIMINGS_FILE)
-        except (OSError, ValueError, AttributeError):
-            by_key = {}
+    """(timing key -> seconds) from reports/timings.json, over the committed baseline's; (Allure fullName ->
+    seconds) from the last run."""
+    by_key = {**_timings_or_none(BASELINE_FILE), **_timings_or_none(TIMINGS_FILE)}
     by_name: dict[str, list[float]] = defaultdict(list)
     for result in load_allure_results([results_dir]):
         if result.get("fullName") and result.get("start") and result.get("stop"):
@@ -83,16 +89,23 @@ def estimate(scenarios: list[Scenario], by_key: dict[str, float], by_name: dict[
     return known
 
 
+def passed_durations(workers: list[Worker]) -> dict[str, float]:
+    """(timing key -> seconds) of the scenarios that passed in this run."""
+    return {s.timing_key: round(worker.outcomes[s.location]["seconds"], 3) for worker in workers
+            for s in worker.scenarios if worker.outcomes.get(s.location, {}).get("status") == PASSED
+            and worker.outcomes[s.location].get("seconds")}
+
+
 def save_timings(workers: list[Worker]) -> None:
     """The passed scenarios' durations into reports/timings.json, on top of what earlier runs left there."""
-    try:
-        timings = read_timings(TIMINGS_FILE) if TIMINGS_FILE.exists() else {}
-    except (OSError, ValueError, AttributeError):
-        timings = {}
-    for worker in workers:
-        for s in worker.scenarios:
-            outcome = worker.outcomes.get(s.location, {})
-            if outcome.get("status") == PASSED and outcome.get("seconds"):
-                timings[s.timing_key] = round(outcome["seconds"], 3)
+    timings = {**_timings_or_none(TIMINGS_FILE), **passed_durations(workers)}
     TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
     TIMINGS_FILE.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
+
+
+def refresh_baseline(workers: list[Worker]) -> int:
+    """The committed baseline from this run: every scenario that passed, at the duration it took (the others keep
+    their earlier figures). Returns how many durations it holds."""
+    baseline = {**_timings_or_none(BASELINE_FILE), **passed_durations(workers)}
+    BASELINE_FILE.write_text(json.dumps(dict(sorted(baseline.items())), indent=1) + "\n")
+    return len(baseline)

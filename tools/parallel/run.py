@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.parallel.history import allure_folder, estimate, previous_durations, read_timings, save_timings
+from tools.parallel.history import (BASELINE_FILE, allure_folder, estimate, previous_durations, read_timings,
+                                    refresh_baseline, save_timings)
 from tools.parallel.model import (JUNIT_DIR, NOT_RUN, PARALLEL_DIR, PASSED, SKIPPED, Interrupted, RunError, Scenario,
                                   Worker)
 from tools.parallel.planning import parse_shard, plan, serial_mode, shard_selection
@@ -199,6 +200,9 @@ def finish(args, workers: list[Worker], facts: dict, wall: float, phases: dict[s
     totals = summarize(workers)
     passed, failed, skipped, not_run = totals[PASSED], totals["failed"], totals[SKIPPED], totals[NOT_RUN]
     save_timings(workers)
+    if args.refresh_baseline:
+        print(f"run-parallel: {os.path.relpath(BASELINE_FILE)} now holds {refresh_baseline(workers)} durations "
+              f"(commit it)")
     write_outcomes(facts, wall, phases, workers)
     ok = failed == 0 and not_run == 0 and all(w.exit_code == 0 for w in workers)
     extra = f"; seed {args.seed}" if args.order == "random" else ""
