@@ -12,7 +12,7 @@ Feature: Rate limits per API key
   Rule: A key over its limit is refused without reaching a backend, and served again once told it may retry
 
     Scenario: A key over its limit is told when to retry, and is served again after that
-      Given "Acme" allows each key 2 requests every 3 seconds
+      Given "Acme" allows each key 2 requests every 2 seconds
       And the key "ci" has used its 2 requests of the window on "chat-basic"
       When the key "ci" asks "chat-basic" for a chat completion
       Then the request is refused as rate limited, with a time to retry after
