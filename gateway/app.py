@@ -26,7 +26,7 @@ from gateway.services.chat_billing import make_chat_store
 from gateway.services.routing import Upstream
 from gateway.services.settlements import Settlements
 from gateway.settings import Settings
-from gateway.shared_limits import rate_limiter_for
+from gateway.shared_limits import prune, rate_limiter_for, share_guards
 from gateway.throttle import Guards
 
 log = logging.getLogger("gateway")
@@ -83,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rt.process_name = process_name()
     rt.reconciler = Reconciler(rt)
     rt.guards = Guards(settings)
+    if settings.shared_rate_limits:  # throttles and the audit budget hold across processes, like rate limits
+        share_guards(rt.guards, db, settings)
     rt.breakers = circuit_breakers.for_runtime(rt)
 
     def sweep_expired():
@@ -97,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with db.transaction() as session:
             audit.record_unrecorded(session, counted, rt.guards.refusals)
             audit.purge_unauthenticated(session, settings.audit_unauthenticated_retention_days)
+        if settings.shared_rate_limits and rt.leadership.leads:
+            prune(db, settings)
 
     def first_and_later_syncs():
         if not rt.leadership.leads:  # another process reconciles; this one is ready once a pass has been made

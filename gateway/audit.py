@@ -90,6 +90,11 @@ class RefusalSampler:
                     self._by_address[address] = seen + 1
                 self._total += 1
                 return True
+        return self.count(action, address)
+
+    def count(self, action: str, address: str) -> bool:
+        """Count a refusal that is not audited one by one (summarised by drain's caller); False."""
+        with self._lock:
             key = (action, address)
             if key not in self._unrecorded and len(self._unrecorded) >= self._max_addresses:
                 key = (action, self.OTHER_ADDRESSES)

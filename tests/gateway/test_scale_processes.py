@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from gateway import process_slots
 from gateway.db import Database
@@ -24,32 +25,22 @@ from gateway.secrets_at_rest import Sealer, new_key
 from gateway.security import KeyRing, generate_signing_key
 from gateway.services.chat_billing import PgChatStore
 from gateway.settings import Settings
-from gateway.shared_limits import SharedRateLimiter
+from gateway.shared_limits import SharedFailureWindow, SharedRefusalSampler, SharedRateLimiter
 
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SEALER = Sealer([new_key()])
 
 
-def _server_answers() -> bool:
-    try:
-        engine = create_engine(PG_SERVER, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 def pg_url():
     """A fresh, migrated database of this module's own on the PostgreSQL server, dropped afterwards."""
-    if not _server_answers():
-        pytest.skip(f"no PostgreSQL server at {PG_SERVER}")
     name = f"scale_{secrets.token_hex(4)}"
-    server = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    server = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 2})
+    try:
+        with server.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError:
+        pytest.skip(f"no PostgreSQL server at {PG_SERVER}")
     url = make_url(PG_SERVER).set(drivername="postgresql+psycopg", database=name).render_as_string(
         hide_password=False)
     upgrade(url)
@@ -92,6 +83,34 @@ def test_a_refused_request_is_not_counted_and_the_window_slides(pg_url):
 def test_keys_count_on_their_own(pg_url):
     assert _racing(pg_url, 3, "key-a", limit=3, window=60).count(None) == 3
     assert _racing(pg_url, 1, "key-b", limit=3, window=60) == [None]
+
+
+# ---- throttles and the audit budget, shared ------------------------------------------------------------------------
+
+def test_failures_counted_by_two_processes_throttle_the_account_in_both(pg_url):
+    db = Database(pg_url)
+    here, there = (SharedFailureWindow(db, "account", 3, 60) for _ in range(2))
+    for window in (here, there, here):
+        assert window.blocked_for("olive@acme.test") is None
+        window.failed("olive@acme.test")
+    assert 1 <= there.blocked_for("olive@acme.test") <= 60
+    assert here.blocked_for("eve@evil.test") is None  # each account on its own
+    assert here.first_refusal_of_burst("olive@acme.test", 60) is True  # audited once, whichever process refuses
+    assert there.first_refusal_of_burst("olive@acme.test", 60) is False
+    there.clear("olive@acme.test")  # a login that succeeded
+    assert here.blocked_for("olive@acme.test") is None
+    db.dispose()
+
+
+def test_refusals_audited_one_by_one_share_one_budget_across_processes(pg_url):
+    db = Database(pg_url)
+    here, there = (SharedRefusalSampler(db, 86400, per_address=3, per_window=5) for _ in range(2))
+    admitted = [sampler.admit("auth.api_key", "203.0.113.7") for sampler in (here, there) * 3]
+    assert admitted.count(True) == 3  # the address's budget, spent by both
+    assert sum(here.drain().values()) + sum(there.drain().values()) == 3  # the rest counted, for summaries
+    admitted = [here.admit("auth.api_key", f"198.51.100.{n}") for n in range(5)]
+    assert admitted.count(True) == 2  # the window's budget of 5, 3 of it spent above
+    db.dispose()
 
 
 # ---- leadership ------------------------------------------------------------------------------------------------------
