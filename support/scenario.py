@@ -186,7 +186,7 @@ class ScenarioState:
     @cached_property
     def floods(self) -> Floods:
         return Floods(self.api.base_url, self.db, self.ns.request_id_prefix, self.world.first_org().slug,
-                      self.config.artifacts_dir)
+                      self.config.artifacts_dir, read_metrics=lambda: self.scrape_metrics().text)
 
     @cached_property
     def billing(self) -> Billing:

@@ -16,10 +16,10 @@ from support.database.reflection import Database
 from support.harness.waits import wait_until
 from support.harness.world import Metrics
 
+STATES = ("pending", "finalized", "released", "expired", "voided")
 # What the sentence calls a metric -> (sample name, labels that pick it; samples matching are summed).
 METRICS = {
-    **{f"reservations {state}": ("gateway_reservations", {"state": state})
-       for state in ("pending", "finalized", "released", "expired", "voided")},
+    **{f"reservations {state}": ("gateway_reservations", {"state": state}) for state in STATES},
     **{words: ("gateway_billing_moves_total", {"move": move}) for words, move in (
         ("reserves", "reserve"), ("finalizes", "finalize"), ("releases", "release"), ("expiries", "expire"),
         ("voids", "void"), ("late charges", "late_charge"))},
@@ -57,7 +57,18 @@ class BillingMetrics:
                    lambda count: count == 0, timeout=self.timeout + 15, describe=lambda count: f"{count} still pending")
 
     def first_reading(self) -> None:
-        self.metrics.before, self.metrics.answer = self.read()
+        """The first reading, once its reservation counts are the database's: a gateway refreshes them every few
+        seconds (METRICS_REFRESH_SECONDS), and the scenario before may have just removed reservations of its own."""
+        reservations = self.db.table("reservations")
+        with self.db.engine.connect() as conn:
+            truth = dict(conn.execute(select(reservations.c.status, func.count())
+                                      .group_by(reservations.c.status)).all())
+        fresh = {f"reservations {state}": truth.get(state, 0) for state in STATES}
+        self.metrics.before, self.metrics.answer = wait_until(
+            "the metrics' reservation counts to be the database's before the first reading", self.read,
+            lambda reading: all(reading[0][words] == count for words, count in fresh.items()),
+            timeout=self.timeout, describe=lambda reading: f"{ {w: reading[0][w] for w in fresh} } against the "
+            f"database's {fresh} (request {reading[1].request_id})")
 
     def expect_moved(self, expected: dict[str, int]) -> None:
         """Every metric named moved by exactly its change since the first reading (read again until the counts

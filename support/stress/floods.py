@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import requests
 from sqlalchemy import Text, cast, func, or_, select
@@ -57,9 +58,12 @@ class Floods:
 
     KINDS = ("bad access tokens", "unknown API keys", "logins with random emails", "metrics scrapes")
 
-    def __init__(self, base_url: str, db: Database, request_id_prefix: str, org_slug: str, artifacts_dir: str):
+    def __init__(self, base_url: str, db: Database, request_id_prefix: str, org_slug: str, artifacts_dir: str,
+                 read_metrics: Callable[[], str] | None = None):
         self.folder = Path(artifacts_dir) / "security"
         self.base_url = base_url.rstrip("/")
+        # The deployment's /metrics text (every replica's, put together, behind a load balancer).
+        self.read_metrics = read_metrics or (lambda: requests.get(f"{self.base_url}/metrics", timeout=10).text)
         self.db = db
         self.prefix = f"{request_id_prefix}.flood"
         self.org_slug = org_slug
@@ -143,7 +147,7 @@ class Floods:
 
     def refusals_counted(self) -> float:
         """The reference gateway's count of refusals it did not audit one by one (0 where it has no such metric)."""
-        text = requests.get(f"{self.base_url}/metrics", timeout=10).text
+        text = self.read_metrics()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith(REFUSALS_COUNTED + "{"))
 
