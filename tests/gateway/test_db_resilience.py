@@ -115,43 +115,48 @@ def pg():
     server.dispose()
 
 
-def test_an_outage_met_only_by_connection_attempts_leaves_no_ended_connection_in_the_pool(pg):
+@pytest.fixture
+def pg_database(pg):
+    """(the gateway's Database on a fresh PostgreSQL database, its gate)."""
     url, gate = pg
     database = Database(url)
-    in_use = [database.engine.connect() for _ in range(2)]  # two requests between their statements
-    for conn in in_use:
+    yield database, gate
+    database.dispose()
+
+
+def _used_connections(database: Database, count: int) -> list:
+    """`count` connections checked out at once, each having run a statement (committed)."""
+    connections = [database.engine.connect() for _ in range(count)]
+    for conn in connections:
         conn.exec_driver_sql("SELECT 1")
         conn.commit()
+    return connections
+
+
+def test_an_outage_met_only_by_connection_attempts_leaves_no_ended_connection_in_the_pool(pg_database):
+    database, gate = pg_database
+    in_use = _used_connections(database, 2)  # two requests between their statements
     gate.begin()
     with pytest.raises(OperationalError, match="not currently accepting connections"):
         database.ping()  # a third request needs a connection of its own
     for conn in in_use:
         conn.close()  # the two requests end without another statement: their connections go back
     gate.end()
-    try:
-        for _ in range(3):
-            database.ping()
-    finally:
-        database.dispose()
+    for _ in range(3):
+        database.ping()
 
 
-def test_a_statement_meeting_an_ended_connection_fails_alone(pg):
-    url, gate = pg
-    database = Database(url)
-    idle = [database.engine.connect() for _ in range(3)]
-    for conn in idle:
-        conn.exec_driver_sql("SELECT 1")
+def test_a_statement_meeting_an_ended_connection_fails_alone(pg_database):
+    database, gate = pg_database
+    for conn in _used_connections(database, 3):
         conn.close()
     gate.begin()
     gate.end()  # nothing asked the database meanwhile: every pooled connection is an ended one
-    try:
-        with pytest.raises(OperationalError) as first:
-            database.ping()
-        assert first.value.connection_invalidated  # answered as 503 database_unavailable
-        for _ in range(3):
-            database.ping()
-    finally:
-        database.dispose()
+    with pytest.raises(OperationalError) as first:
+        database.ping()
+    assert first.value.connection_invalidated  # answered as 503 database_unavailable
+    for _ in range(3):
+        database.ping()
 
 
 def test_the_chat_paths_pool_closes_connections_in_use_when_the_database_went_away(pg):
