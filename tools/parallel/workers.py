@@ -97,6 +97,23 @@ def stop_workers(workers: list[Worker]) -> None:
                 worker.process.wait(timeout=15)
 
 
+STEP_FAILURES = ("failed", "error", "hook_error", "undefined")
+
+
+def scenario_status(element: dict) -> str | None:
+    """A scenario's status in behave's JSON report. behave 1.3 leaves it out for the last scenario of a Rule; it is
+    then read from the steps: failed if one failed, passed if all passed, skipped if all were skipped."""
+    if element.get("status"):
+        return element["status"]
+    statuses = [(step.get("result") or {}).get("status") for step in element.get("steps") or []]
+    if any(status in STEP_FAILURES for status in statuses):
+        return "failed"
+    for verdict in ("passed", "skipped"):
+        if statuses and all(status == verdict for status in statuses):
+            return verdict
+    return None
+
+
 def reported_outcomes(json_file: Path) -> dict[str, dict]:
     """location -> {status, seconds, error} of each scenario in a behave JSON report (none if it is unreadable)."""
     reported: dict[str, dict] = {}
@@ -118,7 +135,7 @@ def reported_outcomes(json_file: Path) -> dict[str, dict]:
                            None)
             if isinstance(problem, list):  # behave's JSON report splits a message into lines
                 problem = "\n".join(problem)
-            reported[element.get("location")] = {"status": element.get("status"), "seconds": seconds,
+            reported[element.get("location")] = {"status": scenario_status(element), "seconds": seconds,
                                                  "error": problem}
     return reported
 

@@ -12,11 +12,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tools.parallel.workers import scenario_status
+
 KILLED, SURVIVED, BROKEN, TIMED_OUT = "killed", "survived", "broken", "timed out"
 NOT_RUN = "not run"  # every scenario was skipped: this stack lacks what they need (-D options in docs/proving.md)
 # A kill that a run without the fault repeats proves nothing: the scenario fails anyway.
 UNPROVEN = "unproven"
-FAILED_STATUSES = {"failed", "error", "hook_error", "undefined"}
+FAILED_STATUSES = {"failed", "error", "hook_error", "undefined"}  # tools.parallel.workers.STEP_FAILURES
 MESSAGE_LINES = 6  # of a failure message, kept in the results
 
 
@@ -89,7 +91,7 @@ def failures(report: list[dict]) -> list[dict]:
                 continue
             failed_step = next((s for s in element.get("steps") or []
                                 if (s.get("result") or {}).get("status") in FAILED_STATUSES), None)
-            if failed_step is None and element.get("status") not in FAILED_STATUSES:
+            if failed_step is None and scenario_status(element) not in FAILED_STATUSES:
                 continue
             found.append({"scenario": element.get("location"), "name": element.get("name"),
                           "step": (f"{failed_step['keyword']} {failed_step['name']} ({failed_step.get('location')})"
@@ -101,7 +103,7 @@ def failures(report: list[dict]) -> list[dict]:
 
 def scenarios_ran(report: list[dict]) -> int:
     return sum(1 for feature in report for element in feature.get("elements") or []
-               if element.get("status") in ("passed", *FAILED_STATUSES))
+               if element.get("type") != "background" and scenario_status(element) in ("passed", *FAILED_STATUSES))
 
 
 def read_report(path: Path) -> list[dict] | None:
