@@ -327,7 +327,11 @@ async def _charge(rt: Runtime, admitted: Admitted, backend: str, usage, generate
     record = admitted.claim.record(*answer) if admitted.claim is not None and answer is not None else None
     entry = settlements.new_entry(admitted.reservation_id, actual, **admitted.audited, outcome=outcome,
                                   reason=reason, details=details, idempotency_record=record)
-    await rt.settlements.owe(entry)
+    try:
+        await rt.settlements.owe(entry)
+    except OSError as exc:  # the disk refused: settle all the same, with only the worker's memory to retry it
+        log_fields(log, logging.ERROR, "the settlement journal could not be written; settling without it",
+                   reservation_id=admitted.reservation_id, charged_micros=actual, error=str(exc))
     if admitted.test_fault == CRASH_AFTER_JOURNAL:
         log_fields(log, logging.WARNING, "test fault: the gateway dies now, its settlement journaled, not written",
                    reservation_id=admitted.reservation_id)

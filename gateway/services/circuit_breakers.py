@@ -216,7 +216,10 @@ def for_runtime(rt) -> Breakers:
     def changed(change: Change) -> None:
         log_fields(log, logging.WARNING, f"circuit {change.after}", model=change.model, backend=change.backend,
                    before=change.before, why=change.why)
-        rt.db_threads.submit(record, change)
+        try:
+            rt.db_threads.submit(record, change)
+        except RuntimeError:  # the gateway is shutting down: the log line above says it
+            pass
 
     return Breakers(lambda: rt.reconciler.applied_settings.get("circuit_breaker") if rt.reconciler else None,
                     changed)
