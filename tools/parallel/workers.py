@@ -102,10 +102,13 @@ STEP_FAILURES = ("failed", "error", "hook_error", "undefined")
 
 def scenario_status(element: dict) -> str | None:
     """A scenario's status in behave's JSON report. behave 1.3 leaves it out for the last scenario of a Rule; it is
-    then read from the steps: failed if one failed, passed if all passed, skipped if all were skipped."""
+    then read from the steps: failed if one failed, passed if all passed, skipped if all were skipped or none is
+    listed (a scenario skipped before its steps)."""
     if element.get("status"):
         return element["status"]
     statuses = [(step.get("result") or {}).get("status") for step in element.get("steps") or []]
+    if not statuses:
+        return "skipped"
     if any(status in STEP_FAILURES for status in statuses):
         return "failed"
     for verdict in ("passed", "skipped"):
