@@ -63,6 +63,9 @@ class SuiteConfig:
     gateway_replicas: int = option(1, "gateway replicas behind the load balancer (compose; external: how many the "
                                       "deployment runs); scenarios tagged @scale need more than one process in all",
                                    "2 on the compose stack, else 1")
+    replica_urls: str | None = option(None, "each replica's own address, comma-separated (external, behind a load "
+                                            "balancer): the deployment's metrics are read from each and summed",
+                                      "the compose stack's own")
 
     @property
     def gateway_processes(self) -> int:

@@ -28,8 +28,9 @@ class ExternalStack(Stack):
         base_url = self.config.base_url.rstrip("/")
         self._check_alive(base_url)
         self.wait_ready(base_url, self.config.ready_timeout)
+        replicas = tuple(url.strip().rstrip("/") for url in (self.config.replica_urls or "").split(",") if url.strip())
         self.endpoints = Endpoints(base_url, self.config.database_url, self.config.keys_dir, self.config.stub_url,
-                                   self.config.config_repo, self.config.backend_base_url)
+                                   self.config.config_repo, self.config.backend_base_url, replicas)
         return self.endpoints
 
     def wait_ready(self, base_url: str, timeout: float, still_starting=lambda: None) -> None:

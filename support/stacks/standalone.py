@@ -13,7 +13,8 @@ from support.harness.redaction import mask_url
 from support.stacks import Endpoints, Stack, make_stack
 
 # The suite options that say where an already running stack is (what `-D stack=external` needs).
-ENDPOINT_OPTIONS = ("base_url", "database_url", "keys_dir", "stub_url", "config_repo", "backend_base_url")
+ENDPOINT_OPTIONS = ("base_url", "database_url", "keys_dir", "stub_url", "config_repo", "backend_base_url",
+                    "replica_urls")
 
 
 def start(userdata: dict[str, str]) -> tuple[Stack, Endpoints]:
@@ -36,7 +37,7 @@ def external_defines(endpoints: Endpoints, stack: Stack | None = None) -> dict[s
     for name in ENDPOINT_OPTIONS:
         value = getattr(endpoints, name)
         if value:
-            defines[name] = str(value)
+            defines[name] = ",".join(value) if isinstance(value, tuple) else str(value)
     logs_dir = logs_folder(stack)
     if logs_dir:
         defines["logs_dir"] = logs_dir

@@ -45,6 +45,15 @@ def test_scale_scenarios_are_skipped_with_the_option_to_pass_on_one_process():
     assert needs.missing(["needs_replica_control"], ENDPOINTS, several) is not None  # compose only
 
 
+def test_an_external_deployment_names_its_replicas_for_the_metrics():
+    from support.stacks.external import ExternalStack
+    config = load({"stack": "external", "base_url": "http://lb", "replica_urls": "http://r1/, http://r2"}, environ={})
+    stack = ExternalStack(config)
+    stack._check_alive = lambda url: None
+    stack.wait_ready = lambda url, timeout: None
+    assert stack.up().replica_urls == ("http://r1", "http://r2")
+
+
 # ---- the metrics of several replicas ---------------------------------------------------------------------------------
 
 def _exposition(requests: int, latency: float, pending: int) -> str:
