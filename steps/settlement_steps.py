@@ -40,32 +40,29 @@ def gateway_started_again(context):
 
 # ---- a charge the database refuses ------------------------------------------------------------------------------
 
-@given("the model's backend takes a moment to answer")
-def backend_takes_a_moment(context):
-    context.state.owed.slow_backend()
+@given('the database refuses every change to what "{org}" has spent')
+def spend_locked(context, org):
+    context.state.owed.lock_account(org)
 
 
-@when('a chat completion with the key "{key}" is answered while the database refuses every change to '
-      '"{org}"\'s account')
-def answered_while_account_refuses(context, key, org):
+@when('a chat completion with the key "{key}" is answered')
+def answered(context, key):
     owed = context.state.owed
     owed.start(key)
-    owed.lock_account(org)
     context.state.world.last.answer = owed.finish(expect_answer=True)
 
 
 @given('a chat completion with the key "{key}" whose charge became a dead letter')
 def charge_became_dead_letter(context, key):
     owed = context.state.owed
-    owed.slow_backend()
-    owed.start(key)
     owed.lock_account(context.state.world.key(key).org)
+    owed.start(key)
     owed.finish(expect_answer=True)
     owed.await_dead_letter()
 
 
-@given('the database accepts changes to "{org}"\'s account again')
-def account_accepts_changes(context, org):
+@given('the database accepts changes to what "{org}" has spent again')
+def spend_unlocked(context, org):
     context.state.owed.unlock_account()
 
 

@@ -43,15 +43,15 @@ Feature: What an answer owes survives faults between the answer and the books
   Rule: A charge the database keeps refusing becomes a dead letter, and a platform admin replays it once
 
     Scenario: A charge the database keeps refusing is set aside as a dead letter a platform admin can see
-      Given the model's backend takes a moment to answer
-      When a chat completion with the key "ci" is answered while the database refuses every change to "Acme"'s account
+      Given the database refuses every change to what "Acme" has spent
+      When a chat completion with the key "ci" is answered
       Then the client got the model's answer
       And its charge becomes a dead letter that a platform admin sees, naming the request and what it owes
       And nothing has been charged for that completion yet
 
     Scenario: A replayed dead letter charges the answer exactly once
       Given a chat completion with the key "ci" whose charge became a dead letter
-      And the database accepts changes to "Acme"'s account again
+      And the database accepts changes to what "Acme" has spent again
       When a platform admin replays the dead letter
       Then the dead letter is marked as replayed
       And "Acme" is charged exactly once for that completion, at its usage
@@ -59,7 +59,7 @@ Feature: What an answer owes survives faults between the answer and the books
 
     Scenario: A dead letter is replayed only once
       Given a chat completion with the key "ci" whose charge became a dead letter
-      And the database accepts changes to "Acme"'s account again
+      And the database accepts changes to what "Acme" has spent again
       And a platform admin has replayed the dead letter
       When a platform admin replays the dead letter again
       Then the replay is refused, the dead letter having been replayed already
