@@ -123,22 +123,19 @@ def test_the_report_environment_shows_the_last_kill_rate(tmp_path):
 
 class _Deployment(BaseHTTPRequestHandler):
     """A stand-in deployment: JSON at /thing, an event stream at /stream."""
+    ANSWERS = {"/thing": ("application/json", b'{"count": 1}'),
+               "/stream": ("text/event-stream", b'data: {"choices": []}\n\ndata: [DONE]\n\n')}
 
     def do_GET(self):  # noqa: N802 - the stdlib's name
-        if self.path == "/stream":
-            body = b"data: {\"choices\": []}\n\ndata: [DONE]\n\n"
-            content_type = "text/event-stream"
-        else:
-            body, content_type = json.dumps({"count": 1}).encode(), "application/json"
+        content_type, body = self.ANSWERS[self.path]
         self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("X-Request-ID", "r-1")
-        self.send_header("Content-Length", str(len(body)))
+        for name, value in (("Content-Type", content_type), ("X-Request-ID", "r-1"), ("Content-Length", len(body))):
+            self.send_header(name, str(value))
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
+    def log_message(self, *args):  # quiet
+        return None
 
 
 @pytest.fixture(scope="module")

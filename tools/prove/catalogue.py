@@ -245,8 +245,8 @@ CATALOGUE: list[Fault] = [
           "errors.py", '        text = f"Field \'{field}\' is required."',
           '        text = "The request is not valid."', "resilience/resilience.malformed-burst.feature"),
     fault("resilience.crash-loses-journal", "a completion answered just before a crash is never charged",
-          "routers/chat.py", "    await rt.settlements.owe(entry)\n    if admitted.test_fault",
-          "    if admitted.test_fault", "resilience/resilience.settlement-journal.feature"),
+          "routers/chat.py", "        await rt.settlements.owe(entry)\n    except OSError as exc:",
+          "        pass\n    except OSError as exc:", "resilience/resilience.settlement-journal.feature"),
 
     # ---- routing -------------------------------------------------------------------------------------------------
     fault("routing.refusal-falls-back", "a backend's refusal (4xx) is sent on to the next backend",
