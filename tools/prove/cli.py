@@ -15,7 +15,7 @@ from tools.prove.catalogue import CATALOGUE
 from tools.prove.faults import Fault, check_catalogue
 from tools.prove.report import closing_lines, summary, verdict_line, write
 from tools.prove.trials import TrialOptions, control, try_all
-from tools.prove.verdicts import KILLED, NOT_RUN, UNPROVEN
+from tools.prove.verdicts import BROKEN, KILLED, NOT_RUN, TIMED_OUT, UNPROVEN
 from tools.prove.workspace import ROOT, Workspace, WorkspaceError, head_commit
 
 RESULTS = ROOT / "reports" / "prove"
@@ -110,7 +110,10 @@ def prove_faults(args) -> int:
 
     verdicts = try_all(numbered, args.jobs, options, on_verdict)
     checked = None if args.no_control else control(verdicts, options)
-    if checked is not None:
+    if checked is not None and checked.outcome in (BROKEN, TIMED_OUT):
+        print(f"control run without any fault: {checked.outcome} ({checked.log}); the kills are not confirmed",
+              flush=True)
+    elif checked is not None:
         unproven = [v.name for v in verdicts if v.outcome == UNPROVEN]
         print(f"control run without any fault ({len(checked.targets)} scenarios, {checked.seconds:.0f} s): "
               + (f"these kills are not proven, their scenarios fail anyway: {', '.join(unproven)}" if unproven
@@ -120,7 +123,8 @@ def prove_faults(args) -> int:
     write(args.results, verdicts, result, checked)
     for line in closing_lines(result):
         print(line)
-    return 0 if all(v.outcome in (KILLED, NOT_RUN) for v in verdicts) else 1
+    confirmed = checked is None or checked.outcome not in (BROKEN, TIMED_OUT)
+    return 0 if confirmed and all(v.outcome in (KILLED, NOT_RUN) for v in verdicts) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
