@@ -91,7 +91,8 @@ class Reversals:
 
     def audited(self, reservation: Reservation, move: str) -> tuple[list[dict], Exchange]:
         exchange = expect_status(self.api.get(f"/admin/audit?action={AUDITED_MOVES[move]}&limit=1000",
-                                              token=self.billing.admin()), 200, "a platform admin reading the audit log")
+                                              token=self.billing.admin()), 200,
+                                 "a platform admin reading the audit log")
         return [e for e in exchange.json()["events"] if e.get("target") == f"reservation:{reservation.id}"], exchange
 
     def expect_audited(self, reservation: Reservation, moves: list[str]) -> None:

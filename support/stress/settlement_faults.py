@@ -34,7 +34,8 @@ class SettlementFaults:
         wait_until(f"the gateway process {pid} to be gone", stack.gateway_pid, lambda now: now is None,
                    timeout=self.owed.timeout, describe=lambda now: f"the gateway process is {now}")
         evidence.attach_text("fault injected", f"The gateway (pid {pid}) journaled the charge of request "
-                             f"{self.owed.owed.exchange.request_id} and died before writing it ({CRASH_AFTER_JOURNAL}).")
+                             f"{self.owed.owed.exchange.request_id} and died before writing it "
+                             f"({CRASH_AFTER_JOURNAL}).")
 
     def start_gateway_again(self) -> None:
         self.faults.stack.restart_gateway()
