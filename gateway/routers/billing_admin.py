@@ -78,7 +78,8 @@ def replay_dead_letter(dead_letter_id: str, rt: RuntimeDep, principal: Principal
     with rt.db.transaction() as session:
         reservation = session.get(Reservation, letter.reservation_id)
         audit.record(session, principal.actor, "billing.dead_letter_replay",
-                     target=f"reservation:{letter.reservation_id}", org=letter.org, reason=f"dead letter {letter.id} replayed: {outcome.replace('_', ' ')}",
+                     target=f"reservation:{letter.reservation_id}", org=letter.org,
+                     reason=f"dead letter {letter.id} replayed: {outcome.replace('_', ' ')}",
                      details={"dead_letter_id": letter.id, "outcome": outcome, "amount_micros": letter.amount_micros,
                               "request_id": letter.request_id,
                               "reservation_status": reservation.status if reservation else None})
