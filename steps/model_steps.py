@@ -151,9 +151,9 @@ def unknown_model(context):
     expect_refusal(context.state.world.answer(), 404, "model_not_found", "an unknown model")
 
 
-@then('"{model}" is not among the models the key "{key}" can list')
-def not_listed(context, model, key):
-    context.state.routing.expect_not_listed(key, model)
+@then('the key "{key}" lists only the models "{org}" may use, "{model}" not among them')
+def lists_only_allowed(context, key, org, model):
+    context.state.routing.expect_listed_only_allowed(key, org, model)
 
 
 @then('the request is refused as {refusal}, its message about "{subject}"')

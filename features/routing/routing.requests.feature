@@ -30,4 +30,4 @@ Feature: Routing a chat request to its model
       When the key "ci" asks "chat-premium" for a chat completion
       Then the request is refused as an unknown model
       And the model's primary backend received no request for it
-      And "chat-premium" is not among the models the key "ci" can list
+      And the key "ci" lists only the models "Acme" may use, "chat-premium" not among them

@@ -26,6 +26,7 @@ class ModelRoutes:
         self.api, self.ns, self.world = platform.api, platform.ns, platform.world
         self.db, self.backends = db, backends
         self.add_cleanup = add_cleanup
+        self.allowed: dict[str, list[str]] = {}  # org -> the only models it may use (as served), when restricted
 
     # ---- models and backends -----------------------------------------------------------------------------------
 
@@ -111,7 +112,8 @@ class ModelRoutes:
 
     def allow_only(self, org: str, models: list[str]) -> None:
         """The org may use these models and no other (written straight into its row)."""
-        seed_org_policy(self.db, self.world.org(org).slug, allowed_models=[self.served_as(m) for m in models])
+        self.allowed[org] = [self.served_as(m) for m in models]
+        seed_org_policy(self.db, self.world.org(org).slug, allowed_models=self.allowed[org])
 
     # ---- keys and requests -----------------------------------------------------------------------------------------
 
@@ -177,16 +179,18 @@ class ModelRoutes:
                         f"Expected the {backend_name} backend to be tried before {answered_by}, but it was called at "
                         f"{tried[0]['at']} and {answered_by} at {answers[0]['at'] if answers else 'never'}", answer)
 
-    def expect_not_listed(self, key: str, model: str) -> None:
+    def expect_listed_only_allowed(self, key: str, org: str, model: str) -> None:
+        """The key's list is exactly the models its org may use (`allow_only`): `model` is hidden, and so is any
+        other model of the gateway."""
         exchange = self.api.get("/v1/models", token=self.world.key(key).secret)
         expect_status(exchange, 200, f"the key {key!r} listing its models")
         listed = [m.get("id") for m in exchange.json().get("data", [])]
         expect_true(self.served_as(model) not in listed, f"Expected {model!r} to be hidden from the key {key!r}, "
                     f"but the list held {listed}", exchange)
-        allowed = [m for m in self.world.models if m != model]
-        expect_true(all(self.served_as(m) in listed for m in allowed),
-                    f"Expected the models the org may use ({allowed}) to be listed, but the list held {listed}",
-                    exchange)
+        allowed = self.allowed.get(org)
+        expect_true(allowed is not None, f"The scenario never said which models {org!r} may use")
+        expect_equal(sorted(listed), sorted(allowed), f"the models the key {key!r} lists (those {org!r} may use)",
+                     exchange)
 
     # ---- malformed requests ----------------------------------------------------------------------------------------
 

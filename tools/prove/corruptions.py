@@ -172,7 +172,7 @@ CORRUPTIONS: list[Corruption] = [
                (F + "health/health.signing-keys.feature",), r"/\.well-known/jwks\.json", "GET", 200,
                json_edit(private_half)),
     Corruption("model-list-padded", "the model list shows a model the org may not use",
-               (F + "clients/clients.openai-sdk.feature",), r"/v1/models", "GET", 200, json_edit(extra_model)),
+               (F + "routing/routing.requests.feature",), r"/v1/models", "GET", 200, json_edit(extra_model)),
     Corruption("stream-without-done", "a stream ends without [DONE]",
                (F + "streaming/streaming.answers.feature",), CHAT, "POST", 200, event=without_done),
     Corruption("stream-without-usage", "a stream that was asked for its usage ends without it",
