@@ -526,7 +526,7 @@ def test_list_prints_the_plan_and_runs_nothing(project, deployment):
 def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):
     result = run(project, "http://127.0.0.1:9", "-j", "2")
     assert result.code == 2, result.output
-    assert "run-parallel: the stack did not start: cannot reach the gateway at http://127.0.0.1:9" in result.output
+    assert "run-parallel: the stack did not start: the gateway at http://127.0.0.1:9 is down" in result.output
 
 
 def test_behave_options_with_values_are_passed_through_not_taken_for_paths():
