@@ -75,11 +75,13 @@ async def _every(seconds_fn, work, name: str, wake: asyncio.Event | None = None)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    db = Database(settings.database_url)
+    # Worker processes share one gateway's connections to the database: each takes its part of them.
+    db = Database(settings.database_url, pool_size=max(4, 20 // settings.workers))
     sealer = Sealer(settings.key_encryption_keys)
     # On PostgreSQL other processes and replicas may rotate keys: the ring compares itself with the database on use.
     rt = Runtime(settings=settings, db=db, keyring=KeyRing(db, sealer, every_use=settings.on_postgresql))
-    rt.leadership = Leadership(settings.database_url, settings.leader_retry_seconds)
+    rt.leadership = Leadership(settings.database_url, settings.leader_retry_seconds,
+                               on_connection_lost=lambda: _forget_connections(rt))
     rt.process_name = process_name()
     rt.reconciler = Reconciler(rt)
     rt.guards = Guards(settings)
@@ -119,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("sealed %d signing key(s) under key-encryption key %s", resealed, sealer.current)
         rt.keyring.reload()
         rt.upstream = Upstream()  # the model backends' client (aiohttp), made inside the running loop
-        rt.chat_store = make_chat_store(db, rt.in_db_thread)
+        rt.chat_store = make_chat_store(db, rt.in_db_thread, connections=max(4, 16 // settings.workers))
         rt.rate_limiter = rate_limiter_for(rt)
         # This process's slot of the journal folder, which other worker processes or replicas may share.
         slot = process_slots.claim(rt.settings.settlement_journal_path())
@@ -162,6 +164,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        metrics_token=settings.metrics_token,
                        process_name=rt.process_name if settings.mode == "test" else None)
     return app
+
+
+async def _forget_connections(rt: Runtime) -> None:
+    """The database ended this process's sessions: its pools' idle connections are dead too; drop them."""
+    log.warning("the database ended this process's connections; its idle pooled connections are dropped")
+    rt.db.engine.dispose()
+    if rt.chat_store is not None:
+        await rt.chat_store.close()
 
 
 def _a_pass_was_made(db: Database) -> bool:

@@ -25,7 +25,7 @@ def busy_timeout_ms() -> int:
     return int(raw) if raw.strip().isdigit() else 30_000
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 20) -> Engine:
     if url.startswith("sqlite"):
         busy_ms = busy_timeout_ms()
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_ms / 1000})
@@ -65,7 +65,7 @@ def make_engine(url: str) -> Engine:
     # No pre-ping (a round trip on every checkout): the first statement to meet a dropped connection fails as a
     # 503, and the pool's connections are then dropped (drop_pool_when_the_database_goes), so the next checkouts
     # open fresh ones.
-    engine = create_engine(url, pool_size=20, max_overflow=20)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
     drop_pool_when_the_database_goes(engine)
     return engine
 
@@ -89,9 +89,9 @@ def drop_pool_when_the_database_goes(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, pool_size: int = 20):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size)  # PostgreSQL: pool_size kept open, as many more at a peak
         self.dialect = self.engine.dialect.name
         # sessions(): for reading (on SQLite they take no write lock); transaction(): for any change.
         self.sessions = sessionmaker(self.engine.execution_options(**{READS_ONLY: True}), expire_on_commit=False)

@@ -9,6 +9,10 @@ KEEPALIVE_SECONDS more). Leading is about not doing the work N times, not about 
 reconciler's pass are conditional statements and row locks in the database, so two processes that both believe
 they lead for a moment still expire a hold once and apply a revision once.
 
+Every process keeps that connection, leader or not, so each notices within a beat when the database ends its
+sessions (an outage, a restart): it then drops its pools' idle connections (`on_connection_lost`), which the outage
+ended too, instead of letting the next request meet one of them.
+
 On SQLite there is one process, and it always leads.
 """
 from __future__ import annotations
@@ -43,8 +47,9 @@ def process_name() -> str:
 
 
 class Leadership:
-    def __init__(self, database_url: str, retry_seconds: float):
+    def __init__(self, database_url: str, retry_seconds: float, on_connection_lost=None):
         self.retry_seconds = retry_seconds
+        self._on_connection_lost = on_connection_lost  # async () -> None
         self.shared = database_url.startswith("postgresql")
         self.leads = not self.shared
         self._conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False) \
@@ -84,8 +89,11 @@ class Leadership:
                 log.warning("leadership: the database did not answer (%s); trying again every %g s", why,
                             self.retry_seconds)
             self._trouble = why
+            lost = self._conn is not None  # a connection that worked until now
             await self._close()
             self._change(False, f"its connection to the database failed ({why})")
+            if lost and self._on_connection_lost is not None:
+                await self._on_connection_lost()
 
     async def _try(self) -> None:
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -276,8 +276,8 @@ class PgChatStore(ChatStore):
         return True
 
 
-def make_chat_store(db, in_thread) -> ChatStore:
-    return PgChatStore(db, in_thread) if db.dialect == "postgresql" else ChatStore(db, in_thread)
+def make_chat_store(db, in_thread, *, connections: int = 16) -> ChatStore:
+    return PgChatStore(db, in_thread, size=connections) if db.dialect == "postgresql" else ChatStore(db, in_thread)
 
 
 # ---- the same work with SQLAlchemy, on a worker thread ---------------------------------------------------------------
