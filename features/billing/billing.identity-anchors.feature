@@ -10,6 +10,7 @@ Feature: Identity anchors guard accounts
   Rule: The anchored identity reads and uses its account
 
     Scenario: The anchored identity reads its account's balances
+      Given a pending reservation of 1.00 USD on it
       When the service reads the account's balances on behalf of identity "wallet-7"
       Then the service is shown the account's balances
 
