@@ -337,6 +337,7 @@ def build_server(host: str, port: int, log_level: str = "warning") -> tuple[uvic
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # listening before the address is announced, so the first connection is never refused
     sock.set_inheritable(True)
     return uvicorn.Server(config), sock
 

@@ -61,8 +61,8 @@ def test_the_corpus_has_oversized_bodies_and_builds_for_a_model():
 def _ledger(**changes) -> AccountLedger:
     base = dict(account_id="acct", minted=1000, available=860, held=0, spent=140,
                 entries_by_kind=Counter({"mint": 1, "reserve": 1, "finalize": 1}),
-                reservations=[{"id": "r1", "status": "finalized", "amount": 500, "actual": 140, "expires_at": None,
-                               "request_id": "q1"}],
+                reservations=[{"id": "r1", "status": "finalized", "amount": 500, "actual": 140, "voided": 0,
+                               "expires_at": None, "request_id": "q1"}],
                 entries_by_reservation={"r1": ["reserve", "finalize"]},
                 postings={"issuance": -1000, "available": 860, "held": 0, "spent": 140})
     base.update(changes)
@@ -77,7 +77,7 @@ def test_a_doubled_settlement_and_a_lost_charge_are_problems():
     doubled = _ledger(entries_by_reservation={"r1": ["reserve", "finalize", "finalize"]})
     assert any("settling entries" in p for p in doubled.problems())
     lost = _ledger(spent=0, available=1000, postings={"issuance": -1000, "available": 1000, "held": 0, "spent": 0})
-    assert any("finalized reservations" in p for p in lost.problems())
+    assert any("reservations' charges add up to" in p for p in lost.problems())
 
 
 def test_percentile_is_nearest_rank():
