@@ -1,9 +1,9 @@
-@allure.label.epic:Billing @serial @needs_database @needs_one_process
+@allure.label.epic:Billing @serial @needs_database
 Feature: Billing metrics count exactly what happened
   An operator follows the gateway's billing in its metrics: reservations by state (true counts) and counters of
   reserves, finalizes, releases, expiries, voids, late charges, overruns, settlement retries and dead letters.
   Between two readings each metric moves by exactly what happened, no more and no less. (Serial: the readings are
-  the gateway's as a whole, so nothing else may move money meanwhile; and one process: each counts its own moves.)
+  the gateway's as a whole, so nothing else may move money meanwhile: with several processes, every process's.)
 
   Scenario: Each move of a reservation moves its metrics by exactly one
     Given no hold of earlier work is about to expire
