@@ -26,6 +26,7 @@ from support.domain.platform_api import chat_body
 from support.domain.model_routes import ModelRoutes
 from support.stacks.base import Stack
 from support.stacks.outages import FaultUnavailable
+from support.harness.waits import wait_until
 
 
 # ---- the stack's processes and database ----------------------------------------------------------------------------
@@ -271,11 +272,34 @@ class Faults:
         """The database becomes unavailable until the scenario gives it back (or ends)."""
         stop = self.require("stop_database")
         self.world.gateway_pid = self.stack.gateway_pid()
+        # Cleanups run last-added first: the database comes back, then the next scenario gets the stack only once
+        # every gateway process has answered from the database again.
+        self.add_cleanup(self.wait_until_every_process_reads_the_database)
         self.add_cleanup(self.stack.start_database)  # no matter how the scenario ends
         evidence.attach_text("fault injected", f"The database was made unavailable: {stop()}.")
 
     def give_database_back(self) -> None:
         self.stack.start_database()
+
+    def wait_until_every_process_reads_the_database(self, in_a_row: int = 8, timeout: float = 20) -> None:
+        """Readiness asked on a new connection each time (so each may land on another worker process) until it
+        has passed `in_a_row` times running: a process that still held a connection the outage ended fails once
+        and drops it, and that failure belongs to the outage's scenario, not to the next one."""
+        url = self.api.base_url.rstrip("/") + "/readyz"
+        streak = {"ok": 0, "last": "nothing yet"}
+
+        def probe() -> int:
+            try:
+                status = requests.get(url, timeout=5, headers={"Connection": "close"}).status_code
+            except requests.RequestException as exc:
+                status, streak["last"] = 0, type(exc).__name__
+            streak["ok"] = streak["ok"] + 1 if status == 200 else 0
+            streak["last"] = f"readiness {status or streak['last']}, {streak['ok']} in a row"
+            return streak["ok"]
+
+        wait_until(f"every gateway process to read its database again ({in_a_row} readiness answers in a row)",
+                   probe, lambda ok: ok >= in_a_row, timeout=timeout, describe=lambda _: streak["last"],
+                   max_interval=0.05)
 
     def kill_and_restart_gateway(self) -> None:
         pid = self.require("kill_gateway")()
