@@ -24,6 +24,7 @@ from gateway.settings import Settings
 MIGRATION_LOCK = int.from_bytes(b"gwmigrat", "big")  # replicas starting together migrate one after another
 WORKER_APP = "gateway.__main__:worker_app"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+KEEP_ALIVE_SECONDS = 75
 
 
 def wait_for_database(database_url: str, seconds: float) -> None:
@@ -118,8 +119,10 @@ def main() -> None:
     wait_for_database(settings.database_url, float(os.environ.get("DATABASE_WAIT_SECONDS") or 0))
     migrate(settings.database_url)
     logs.configure()  # alembic's fileConfig replaced our handlers
+    # An idle keep-alive connection is kept longer than a load balancer keeps its own to the gateway idle (uvicorn's
+    # 5 s would close one just as the balancer sends a request on it, which then gets no answer).
     serving = dict(host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
-                   timeout_graceful_shutdown=5)
+                   timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         fresh_metrics_dir()
     if settings.workers > 1:
