@@ -9,8 +9,6 @@ from support.harness import step_types  # noqa: F401  (registers {backend:Backen
 
 @given('the model "{model}" routes to a primary and then a secondary backend, the primary given {seconds:g} seconds '
        'to answer, its circuit opening after {failures:d} failures in a row and probed after {cooldown:g} second')
-@given('the model "{model}" routes to a primary and then a secondary backend, the primary given {seconds:g} seconds '
-       'to answer, its circuit opening after {failures:d} failures in a row and probed after {cooldown:g} seconds')
 def model_with_guarded_primary(context, model, seconds, failures, cooldown):
     context.state.circuits.declare(model, seconds, failures, cooldown)
 

@@ -55,7 +55,6 @@ def every_backend_hangs(context):
 
 
 @given('the key "{key}" has had {count:d} chat completions from "{model}" answered')
-@given('the key "{key}" has had {count:d} chat completion from "{model}" answered')
 @then('the key "{key}" is served again: {count:d} more chat completions from "{model}" are answered')
 @then('the key "{key}" is served again: {count:d} more chat completion from "{model}" is answered')
 def completions_answered(context, key, count, model):

@@ -204,7 +204,6 @@ def flood_no_5xx(context):
                 f"(all answers: {figures['flood_statuses']})")
 
 
-@then('every completion "{org}" asked for meanwhile was answered, the slowest 1% within {seconds:g} second')
 @then('every completion "{org}" asked for meanwhile was answered, the slowest 1% within {seconds:g} seconds')
 def normal_traffic_served(context, org, seconds):
     figures = context.state.world.attacks.flood
