@@ -23,6 +23,8 @@ PATTERNS = [
     ("invitation", re.compile(r"inv_[A-Za-z0-9_-]{20,}")),
 ]
 _known_secrets: dict[str, str] = {}
+# All of them in one alternation, longest first, with how many it was built from (rebuilt when that changes).
+_known_pattern: list[tuple[int, re.Pattern]] = []
 
 
 def fingerprint(value: str) -> str:
@@ -35,16 +37,20 @@ def marker(kind: str, value: str) -> str:
 
 def register_secret(value: str | None, kind: str = "secret") -> None:
     """Mask this exact value wherever it appears (e.g. HS256 secrets read from the keys folder, passwords)."""
-    if value and len(value) >= 6:
+    if value and len(value) >= 6 and _known_secrets.get(value) != kind:
         _known_secrets[value] = kind
 
 
 def mask_text(text: str) -> str:
     if not text:
         return text
-    for value, kind in sorted(_known_secrets.items(), key=lambda kv: -len(kv[0])):
-        if value in text:
-            text = text.replace(value, marker(kind, value))
+    if _known_secrets:
+        built = _known_pattern[0] if _known_pattern else (0, None)  # (one read: other threads may rebuild it)
+        if built[0] != len(_known_secrets):  # longest first, so a secret that contains another is masked whole
+            values = sorted(list(_known_secrets), key=len, reverse=True)
+            built = (len(values), re.compile("|".join(map(re.escape, values))))
+            _known_pattern[:] = [built]
+        text = built[1].sub(lambda m: marker(_known_secrets.get(m.group(0), "secret"), m.group(0)), text)
     for kind, pattern in PATTERNS:
         text = pattern.sub(lambda m, k=kind: marker(k, m.group(0)), text)
     return text
