@@ -16,6 +16,7 @@ from support.stacks import needs
 def before_all(context):
     runner = getattr(context, "_runner", None)  # the registry behave matches steps with
     evidence.install(getattr(runner, "step_registry", None))  # failure messages and log records masked from here on
+    console.count_rules_in_durations()
     if "help" in context.config.userdata:  # behave -D help: the options, and no stack
         print(options_help(), flush=True)
         os._exit(0)
