@@ -97,7 +97,7 @@ from starlette.routing import Route
 
 from model_stub.completions import (CREATED, Answer, ChatRequest, RequestError, answer_to, completion_body,
                                     parse_chat_request)
-from model_stub.connection import CloseConnection, Hang, StubH11Protocol
+from model_stub.connection import CloseConnection, Hang, StubHttpProtocol
 from model_stub.state import BehaviourError, Namespace, StubState, default_behaviour, parse_behaviour
 from model_stub.streaming import EventStream
 from model_stub.tokens import prompt_tokens
@@ -187,8 +187,8 @@ def create_app() -> Starlette:
             "seq": ns.seq,
             "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             "method": request.method,
-            "path": request.url.path,
-            "query": request.url.query,
+            "path": request.scope["path"],  # the scope's, as request.url has them, without building the URL
+            "query": request.scope["query_string"].decode(),
             "headers": _headers(request),
             "body": body,
         }
@@ -318,7 +318,7 @@ def build_server(host: str, port: int, log_level: str = "warning") -> tuple[uvic
     """A uvicorn server for the stub, with its already bound listening socket."""
     app = create_app()
 
-    class Protocol(StubH11Protocol):
+    class Protocol(StubHttpProtocol):
         stopping_hook = staticmethod(app.state.stub.stopping.set)
 
     config = uvicorn.Config(
