@@ -8,7 +8,7 @@ from support.harness import step_types  # noqa: F401  (registers {backend:Backen
 
 
 @given('the model "{model}" routes to a primary and then a secondary backend, the primary given {seconds:g} seconds '
-       'to answer, its circuit opening after {failures:d} failures in a row and probed after {cooldown:g} second')
+       'to answer, its circuit opening after {failures:d} failures in a row and probed after {cooldown:g} seconds')
 def model_with_guarded_primary(context, model, seconds, failures, cooldown):
     context.state.circuits.declare(model, seconds, failures, cooldown)
 
@@ -16,7 +16,10 @@ def model_with_guarded_primary(context, model, seconds, failures, cooldown):
 @given("the {backend:Backend} backend's circuit has opened, the {same:Backend} hanging")
 def circuit_opened(context, backend, same):
     state = context.state
-    state.circuits.fail_until_open(next(iter(state.world.keys)), backend)
+    state.circuits.hang(backend)
+    failing = state.circuits.failing_requests(next(iter(state.world.keys)))
+    answers = state.at_once(failing, title=f"{len(failing)} completions while the {backend} hangs").exchanges
+    state.circuits.expect_opened(backend, answers)
 
 
 @given("the model's {backend:Backend} backend answers again")

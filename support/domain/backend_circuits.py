@@ -4,10 +4,11 @@ failures, what a platform admin sees of it (`/admin/routing/circuit-breakers`), 
 platform's audit log. The scenario's model is its own, so its breaker is too: scenarios run beside each other."""
 from __future__ import annotations
 
-from support.client.api import Exchange
+from support.client.api import Exchange, Request
 from support.client.assertions import expect_equal, expect_status, expect_true
 from support.database.seeding import set_model_backends
 from support.domain.model_routes import ModelRoutes
+from support.domain.platform_api import chat_body
 from support.harness.waits import wait_until
 from support.harness.world import Circuits
 from support.tokens.signing_keys import KeyMaterial
@@ -51,7 +52,8 @@ class BackendCircuits:
             breaker, _ = self.read(backend)
             return (breaker or {"state": "closed"})["state"]
         wait_until(f"the {backend} backend's circuit to be {state}", seen, lambda now: now == state,
-                   timeout=self.circuits.cooldown + self.timeout, describe=lambda now: f"it is {now}")
+                   timeout=self.circuits.cooldown + self.timeout, describe=lambda now: f"it is {now}",
+                   max_interval=0.05)
         return self.read(backend)[0]
 
     def expect_state(self, backend: str, state: str) -> None:
@@ -61,13 +63,21 @@ class BackendCircuits:
 
     # ---- driving it ----------------------------------------------------------------------------------------------
 
-    def fail_until_open(self, key: str, backend: str) -> None:
-        """The backend hangs; completions are asked until its circuit has failed enough times to open, each still
-        answered by the next backend."""
-        model = self.routing.current().name
+    def hang(self, backend: str) -> None:
         self.routing.behave(backend, "hang")
-        for _ in range(self.circuits.failures):
-            answer = expect_status(self.routing.ask(key, model), 200, "a chat completion while the primary hangs")
+
+    def failing_requests(self, key: str) -> list[Request]:
+        """As many completions as the circuit's failures in a row, to be sent at once while the backend hangs:
+        each waits out the backend's time-out together, so the circuit opens after one time-out, not one each."""
+        model = self.routing.current()
+        self.routing.note_calls_before(model.name)
+        return [Request("POST", "/v1/chat/completions", token=self.world.key(key).secret,
+                        json_body=chat_body(model.served_as)) for _ in range(self.circuits.failures)]
+
+    def expect_opened(self, backend: str, answers: list[Exchange]) -> None:
+        """Each of the failing completions was still answered by the next backend, and the circuit is open."""
+        for answer in answers:
+            expect_status(answer, 200, f"a chat completion while the {backend} backend hangs")
             expect_equal(answer.response_headers.get("X-Gateway-Backend"), "secondary", "the backend that answered",
                          answer)
         self.await_state(backend, "open")
@@ -103,4 +113,5 @@ class BackendCircuits:
         the log is written just after each change, so it is read until it holds them."""
         wait_until(f"the platform's audit log to hold the {backend} backend's circuit changes {expected}, each once",
                    lambda: self.transitions(backend), lambda found: found[0] == expected, timeout=self.timeout,
-                   describe=lambda found: f"the changes {found[0]} (read by request {found[1].request_id})")
+                   describe=lambda found: f"the changes {found[0]} (read by request {found[1].request_id})",
+                   max_interval=0.05)
