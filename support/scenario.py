@@ -22,13 +22,12 @@ import atexit
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from support.client import evidence
 from support.client import deployment_metrics
 from support.client.api import ApiClient, Exchange, Request
 from support.database.reflection import Database
-from support.domain.applications import Applications
 from support.domain.audit_trail import AuditTrail
 from support.domain.billing_api import Billing
 from support.domain.budgets import Budgets
@@ -65,6 +64,9 @@ from support.stress.load import LoadRuns
 from support.stress.process_spread import ProcessSpread
 from support.stress.scale_out import ScaleOut
 from support.tokens.signing_keys import KeyMaterial
+
+if TYPE_CHECKING:  # imported on first use: the OpenAI SDK takes half a second to import, and few scenarios use it
+    from support.domain.applications import Applications
 
 
 @dataclass
@@ -177,6 +179,8 @@ class ScenarioState:
     @cached_property
     def applications(self) -> Applications:
         """Applications built on the official OpenAI SDK (their HTTP clients closed when the scenario ends)."""
+        from support.domain.applications import Applications
+
         return Applications(self.routing, self.costs, self.add_cleanup)
 
     @cached_property
@@ -186,7 +190,8 @@ class ScenarioState:
     @cached_property
     def floods(self) -> Floods:
         return Floods(self.api.base_url, self.db, self.ns.request_id_prefix, self.world.first_org().slug,
-                      self.config.artifacts_dir, read_metrics=lambda: self.scrape_metrics().text)
+                      self.config.artifacts_dir, read_metrics=lambda: self.scrape_metrics().text,
+                      processes=self.config.gateway_processes)
 
     @cached_property
     def billing(self) -> Billing:

@@ -23,8 +23,12 @@ PATTERNS = [
     ("invitation", re.compile(r"inv_[A-Za-z0-9_-]{20,}")),
 ]
 _known_secrets: dict[str, str] = {}
-# All of them in one alternation, longest first, with how many it was built from (rebuilt when that changes).
-_known_pattern: list[tuple[int, re.Pattern]] = []
+_registered: list[str] = []  # the same values, in the order they were registered
+# One pattern for the first `count` registered values: (count, pattern). A run registers a password per person, so
+# rebuilding on every registration cost O(n²) compiles; the values registered since are looked for with `in` and
+# the pattern is rebuilt only when one of them is in the text at hand or there are many of them.
+_known_pattern: list[tuple[int, re.Pattern | None]] = [(0, None)]
+_PENDING_AT_MOST = 32
 
 
 def fingerprint(value: str) -> str:
@@ -38,22 +42,51 @@ def marker(kind: str, value: str) -> str:
 def register_secret(value: str | None, kind: str = "secret") -> None:
     """Mask this exact value wherever it appears (e.g. HS256 secrets read from the keys folder, passwords)."""
     if value and len(value) >= 6 and _known_secrets.get(value) != kind:
+        if value not in _known_secrets:
+            _registered.append(value)
         _known_secrets[value] = kind
 
 
 def mask_text(text: str) -> str:
     if not text:
         return text
-    if _known_secrets:
-        built = _known_pattern[0] if _known_pattern else (0, None)  # (one read: other threads may rebuild it)
-        if built[0] != len(_known_secrets):  # longest first, so a secret that contains another is masked whole
-            values = sorted(list(_known_secrets), key=len, reverse=True)
-            built = (len(values), re.compile("|".join(map(re.escape, values))))
-            _known_pattern[:] = [built]
-        text = built[1].sub(lambda m: marker(_known_secrets.get(m.group(0), "secret"), m.group(0)), text)
+    if _registered:
+        count, pattern = _known_pattern[0]  # (one read: other threads may rebuild it)
+        pending = _registered[count:]
+        if pending and (len(pending) > max(_PENDING_AT_MOST, count // 8) or any(v in text for v in pending)):
+            count = len(_registered)
+            pattern = re.compile(_alternatives(_registered[:count]))
+            _known_pattern[0] = (count, pattern)
+        if pattern is not None:
+            text = pattern.sub(lambda m: marker(_known_secrets.get(m.group(0), "secret"), m.group(0)), text)
     for kind, pattern in PATTERNS:
         text = pattern.sub(lambda m, k=kind: marker(k, m.group(0)), text)
     return text
+
+
+def _alternatives(values: list[str]) -> str:
+    """A regular expression matching any of the values, the longest where several start at one place (so a secret
+    that contains another is masked whole). Written as a trie, since Python's re tries a flat alternation's
+    branches one by one at every position of the text: with a thousand values that took milliseconds a call."""
+    trie: dict = {}
+    for value in values:
+        node = trie
+        for char in value:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a value ends here
+
+    def pattern(node: dict) -> str:
+        chain = []
+        while len(node) == 1 and "" not in node:  # one way on: no group needed
+            (char, node), = node.items()
+            chain.append(re.escape(char))
+        branches = [re.escape(char) + pattern(child) for char, child in sorted(node.items()) if char]
+        rest = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})" if branches else ""
+        if "" in node and rest:
+            rest = f"(?:{rest})?"  # greedy: the longer value first
+        return "".join(chain) + rest
+
+    return pattern(trie)
 
 
 def mask_value(key: str, value):
