@@ -11,13 +11,20 @@ Feature: Rate limits per API key
 
   Rule: A key over its limit is refused without reaching a backend, and served again once told it may retry
 
-    Scenario: A key over its limit is told when to retry, and is served again after that
-      Given "Acme" allows each key 2 requests every 2 seconds
+    Scenario: A key over its limit is told when to retry, and is served again after that, not before
+      Given "Acme" allows each key 2 requests every second
       And the key "ci" has used its 2 requests of the window on "chat-basic"
       When the key "ci" asks "chat-basic" for a chat completion
       Then the request is refused as rate limited, with a time to retry after
       And the model's primary backend received no request for it
+      And the key "ci" is refused again late in its window
       And once that time has passed, the key "ci" is served again
+
+    Scenario: A key over its limit is told to retry once its window has passed
+      Given "Acme" allows each key 2 requests every 60 seconds
+      And the key "ci" has used its 2 requests of the window on "chat-basic"
+      When the key "ci" asks "chat-basic" for a chat completion
+      Then the request is refused as rate limited, told to retry once its window has passed
 
   Rule: The limit counts each key on its own
 

@@ -50,7 +50,7 @@ Feature: Applications built on the official OpenAI SDK
 
     @needs_stub_control
     Scenario: A rate-limited application is told when to retry, and the SDK's own retry is then served
-      Given "Acme" allows each key 2 requests every 2 seconds
+      Given "Acme" allows each key 2 requests every second
       And the key "ci" has used its 2 requests of the window on "chat-basic"
       When the application asks "chat-basic" for a chat completion, letting the SDK retry
       Then the SDK waited as long as the gateway's Retry-After asked before retrying

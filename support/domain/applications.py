@@ -19,7 +19,7 @@ RETRY_AFTER_TOLERANCE_SECONDS = 0.05
 # Giving up sooner than the backend answers (chat_retries.LONG_PAUSE_MS): the SDK waits SDK_TIMEOUT_SECONDS per
 # try and tries up to 1 + SDK_RETRIES times (its back-off is 0.5 s, 1 s, 2 s... less up to a quarter), so a retry
 # finds the first request still running (409, which the SDK retries) or finished (its answer replayed).
-SDK_TIMEOUT_SECONDS = 0.4
+SDK_TIMEOUT_SECONDS = 0.3
 SDK_RETRIES = 4
 ERRORS = {"authentication": (openai.AuthenticationError, 401), "not-found": (openai.NotFoundError, 404),
           "payment required": (openai.APIStatusError, 402)}

@@ -16,7 +16,7 @@ from support.domain.platform_api import chat_body
 from support.domain.streamed_chat import StreamedChat
 from support.harness.waits import wait_until
 
-LONG_PAUSE_MS = 1000  # a backend that "answers only after a long pause" takes this long
+LONG_PAUSE_MS = 500  # a backend that "answers only after a long pause" takes this long (a client gives up sooner)
 OTHER_CONTENT = "Something else entirely"
 
 
@@ -66,7 +66,8 @@ class ChatRetries:
         self.world.retries.first = exchange
         wait_until(f"the primary backend to receive the first request ({exchange.request_id})",
                    lambda: self.routing.calls_with_request_id("primary", exchange.request_id), bool,
-                   timeout=self.timeout, describe=lambda calls: f"{len(calls)} calls with that request id")
+                   timeout=self.timeout, describe=lambda calls: f"{len(calls)} calls with that request id",
+                   max_interval=0.02)  # the retry must come while the first is still running: look often
 
     def first_answered(self) -> Exchange:
         """The first request, once its answer has come (recorded as evidence from the scenario's thread)."""

@@ -170,6 +170,9 @@ class Budgets:
 @dataclass
 class RateLimit:
     retry_after: int | None = None  # seconds, as the refusal said
+    window_seconds: int | None = None  # the org's window, as the scenario set it
+    first_sent_at: float | None = None  # time.monotonic() as the first request of the used-up window left
+    refused_by: float | None = None  # time.monotonic() once the refusal had come
 
 
 @dataclass
