@@ -16,7 +16,7 @@ from support.harness.waits import WaitTimeout, wait_until
 # address of its own (X-Forwarded-For) and its throttles and floods touch no other scenario; refusals without
 # credentials are audited one by one up to a budget above what the rest of the suite sends. The settlement journal
 # retries soon and gives up after a few refusals, so a settlement that cannot apply becomes a dead letter in a second;
-# the reservation counts in /metrics are at most a second old.
+# the reservation counts in /metrics are at most 0.2 s old.
 GATEWAY_TEST_SETTINGS = {
     "UPSTREAM_TIMEOUT_SECONDS": "2",
     "RECONCILE_INTERVAL_SECONDS": "1",
@@ -30,7 +30,7 @@ GATEWAY_TEST_SETTINGS = {
     "AUDIT_SAMPLING_WINDOW_SECONDS": "10",
     "AUDIT_UNAUTHENTICATED_PER_ADDRESS": "150",
     "AUDIT_UNAUTHENTICATED_PER_WINDOW": "400",
-    "METRICS_REFRESH_SECONDS": "1",
+    "METRICS_REFRESH_SECONDS": "0.2",
     "SETTLEMENT_RETRY_SECONDS": "0.05",
     "SETTLEMENT_RETRY_MAX_SECONDS": "0.5",
     "SETTLEMENT_MAX_TRIES": "3",
