@@ -112,4 +112,5 @@ def reservation_states(context, states):
                state.scrape_metrics,
                lambda answer: all(_reservations_by_state(_samples(answer)).get(s, 0) >= 1 for s in expected),
                timeout=state.config.poll_timeout,
-               describe=lambda answer: f"{_reservations_by_state(_samples(answer))} [request id {answer.request_id}]")
+               describe=lambda answer: f"{_reservations_by_state(_samples(answer))} [request id {answer.request_id}]",
+               max_interval=0.05)

@@ -14,7 +14,7 @@ Feature: Billing metrics count exactly what happened
     And a platform admin has voided the whole charge with the idempotency key "refund-1"
     And the service has reserved 1.00 USD on the account
     And the service has released the reservation
-    And the service has reserved 0.50 USD on the account for 0.3 seconds
+    And the service has reserved 0.50 USD on the account for 0.2 seconds
     And the reservation's time has run out
     When the operator reads the gateway's billing metrics again
     Then the billing metrics have moved by exactly:

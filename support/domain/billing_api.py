@@ -457,7 +457,7 @@ class Billing:
     def hold_in_each_state(self, account: Account, states: list[str]) -> None:
         """One small reservation on the account in each of `states`, moved there through the service's API."""
         for status in states:
-            answer = self.reserve(account, STATE_HOLD_MICROS, ttl_seconds=0.3 if status == "expired" else 300)
+            answer = self.reserve(account, STATE_HOLD_MICROS, ttl_seconds=0.2 if status == "expired" else 300)
             self.expect_reservation_status(answer, "pending")
             reservation = self.world.reservation()
             if status == "finalized":
@@ -477,7 +477,7 @@ class Billing:
                    f"held balance of {reservation.account.id}",
                    lambda: self.balances(reservation.account)[0],
                    lambda seen: seen.get("held_micros", held_before) <= held_before - reservation.amount_micros,
-                   timeout=self.poll_timeout, describe=lambda seen: _show(seen))
+                   timeout=self.poll_timeout, describe=lambda seen: _show(seen), max_interval=0.05)
         return self.read_reservation(reservation)
 
     def balance_sampler(self, account: Account) -> Callable[[], dict | None]:

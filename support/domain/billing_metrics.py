@@ -68,7 +68,7 @@ class BillingMetrics:
             "the metrics' reservation counts to be the database's before the first reading", self.read,
             lambda reading: all(reading[0][words] == count for words, count in fresh.items()),
             timeout=self.timeout, describe=lambda reading: f"{ {w: reading[0][w] for w in fresh} } against the "
-            f"database's {fresh} (request {reading[1].request_id})")
+            f"database's {fresh} (request {reading[1].request_id})", max_interval=0.05)
 
     def expect_moved(self, expected: dict[str, int]) -> None:
         """Every metric named moved by exactly its change since the first reading (read again until the counts
@@ -88,4 +88,4 @@ class BillingMetrics:
             return f"these moved otherwise: {off} (the last reading: request {seen[1].request_id})"
 
         wait_until(f"each billing metric to move by exactly its change since the first reading ({expected})", moved,
-                   lambda seen: seen[0] == expected, timeout=self.timeout + 5, describe=wrong)
+                   lambda seen: seen[0] == expected, timeout=self.timeout + 5, describe=wrong, max_interval=0.05)
