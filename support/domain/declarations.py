@@ -189,7 +189,8 @@ class Declarations:
             status.body.get("error"))
 
     def await_status(self, awaited: str, holds, timeout: float) -> Status:
-        return wait_until(awaited, self.status, holds, timeout=timeout, describe=Status.describe)
+        # Looked at every 50 ms: a pass comes every reconcile interval, and a slower look would add to each wait.
+        return wait_until(awaited, self.status, holds, timeout=timeout, describe=Status.describe, max_interval=0.05)
 
     def await_commit(self, timeout: float, *, synced: bool) -> Status:
         """The scenario's last commit applied (synced=False) or Synced: applied, with no drift or error on this
