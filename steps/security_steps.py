@@ -220,4 +220,21 @@ def audit_within_budget(context):
     figures = context.state.world.attacks.flood
     expect_true(figures["audit_events"] <= figures["audit_allowed"], f"Expected the flood of {figures['sent']} "
                 f"requests from {figures['addresses']} addresses to write at most {figures['audit_allowed']} audit "
-                f"events ({figures['windows']} sampling windows), but it wrote {figures['audit_events']}")
+                f"events ({figures['windows']} sampling windows), but it wrote {figures['audit_events']} (request "
+                f"ids {figures['request_ids']})")
+    # A flood slow enough to span that many windows could not tell sampling from auditing every refusal.
+    expect_true(figures["audit_allowed"] < figures["sent"], f"Expected the flood of {figures['sent']} requests to "
+                f"outgrow the sampling budget, but it lasted {figures['seconds']} s, {figures['windows']} sampling "
+                f"windows, whose budget allows {figures['audit_allowed']} audit events: too slow to show sampling "
+                f"(request ids {figures['request_ids']})")
+
+
+@then("each address had all but its first {allowed:d} logins refused as trying too often, and was told when to "
+      "retry")
+def flood_throttled(context, allowed):
+    figures = context.state.world.attacks.flood
+    untold = [sent - told for sent, told in zip(figures["sent_by_address"], figures["told_to_retry_by_address"])]
+    expect_true(max(untold) <= allowed, f"Expected each of the {figures['addresses']} addresses to have all but its "
+                f"first {allowed} logins refused 429 with a Retry-After, but from each address "
+                f"{figures['sent_by_address']} were sent and {untold} were not (all answers: "
+                f"{figures['flood_statuses']}; request ids {figures['request_ids']})")

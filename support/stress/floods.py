@@ -7,12 +7,11 @@ action and address at the end of the window.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import secrets
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from typing import Callable
 import requests
 from sqlalchemy import Text, cast, func, or_, select
 
+from support.client.keep_alive import Connection
 from support.database.reflection import Database
 from support.domain.attacks import attacker_address
 from support.domain.platform_api import chat_body
@@ -48,6 +48,9 @@ class FloodFigures:
     audit_events: int  # written by the flood: one by one, and summaries of what was only counted
     audit_allowed: int  # what the sampling rule allows for that many addresses over the windows it spanned
     windows: int
+    sent_by_address: list[int]
+    told_to_retry_by_address: list[int]  # answers 429 with a Retry-After of whole seconds, from each address
+    request_ids: str
 
     def as_report(self) -> dict:
         return dict(self.__dict__)
@@ -59,7 +62,7 @@ class Floods:
     KINDS = ("bad access tokens", "unknown API keys", "logins with random emails", "metrics scrapes")
 
     def __init__(self, base_url: str, db: Database, request_id_prefix: str, org_slug: str, artifacts_dir: str,
-                 read_metrics: Callable[[], str] | None = None):
+                 read_metrics: Callable[[], str] | None = None, processes: int = 1):
         self.folder = Path(artifacts_dir) / "security"
         self.base_url = base_url.rstrip("/")
         # The deployment's /metrics text (every replica's, put together, behind a load balancer).
@@ -67,18 +70,19 @@ class Floods:
         self.db = db
         self.prefix = f"{request_id_prefix}.flood"
         self.org_slug = org_slug
+        self.processes = processes  # the gateway processes serving the deployment: each summarises what it counted
 
-    def _attack(self, kind: str, number: int, address: str) -> tuple[str, str, dict, dict | None]:
+    def _attack(self, kind: str, number: int, address: str) -> tuple[str, str, dict, bytes | None]:
         headers = {"X-Forwarded-For": address, "X-Request-ID": f"{self.prefix}.{number}"}
         if kind == "bad access tokens":
             headers["Authorization"] = f"Bearer eyJhbGciOiJFUzI1NiJ9.{secrets.token_urlsafe(24)}.x"
             return "GET", f"/orgs/{self.org_slug}/members", headers, None
         if kind == "unknown API keys":
             headers["Authorization"] = f"Bearer tg_{secrets.token_urlsafe(32)}"
-            return "POST", "/v1/chat/completions", headers, chat_body("any-model")
+            return "POST", "/v1/chat/completions", headers, json.dumps(chat_body("any-model")).encode()
         if kind == "logins with random emails":
-            return "POST", "/auth/login", headers, {"email": f"{secrets.token_hex(6)}@flood.example",
-                                                    "password": "correct-horse-battery"}
+            return "POST", "/auth/login", headers, json.dumps({"email": f"{secrets.token_hex(6)}@flood.example",
+                                                               "password": "correct-horse-battery"}).encode()
         if kind == "metrics scrapes":
             return "GET", "/metrics", headers, None
         raise AssertionError(f"No flood of {kind!r}; the suite knows: {', '.join(self.KINDS)}")
@@ -88,43 +92,59 @@ class Floods:
         """`total` requests of the flood from `addresses` attackers at once, while `normal_clients` customers keep
         asking `model` for completions with the key until the flood is over."""
         attackers = [attacker_address() for _ in range(addresses)]
-        flood: list[int | str] = []
-        normal: list[tuple[int | str, float]] = []
-        over = threading.Event()
-
-        def attacker(index: int) -> None:
-            with requests.Session() as session:
-                for number in range(index, total, addresses):
-                    method, path, headers, body = self._attack(kind, number, attackers[index])
-                    flood.append(_status(lambda: session.request(method, self.base_url + path, headers=headers,
-                                                                 json=body, timeout=30)))
-
-        def customer() -> None:
-            with requests.Session() as session:
-                while not over.is_set():
-                    started = time.perf_counter()
-                    status = _status(lambda: session.post(
-                        self.base_url + "/v1/chat/completions", json=chat_body(model),
-                        headers={"Authorization": f"Bearer {key_secret}"}, timeout=30))
-                    normal.append((status, (time.perf_counter() - started) * 1000))
-
         counted_before = self.refusals_counted()
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=addresses + normal_clients) as pool:
-            customers = [pool.submit(customer) for _ in range(normal_clients)]
-            for future in [pool.submit(attacker, i) for i in range(addresses)]:
-                future.result()
-            over.set()
-            for future in customers:
-                future.result()
-        seconds = time.perf_counter() - started
+        flood, normal, seconds = asyncio.run(self._send(kind, total, attackers, key_secret, model, normal_clients))
+        by_address = [[(status, retry) for index, status, retry in flood if index == attacker]
+                      for attacker in range(addresses)]
         audited = self._audited_once_counted_summed(attackers, self.refusals_counted() - counted_before)
         latencies = sorted(ms for _, ms in normal)
         windows = math.ceil(seconds / AUDIT_WINDOW_SECONDS) + 1  # a flood may straddle one more window boundary
-        per_window = min(AUDIT_PER_WINDOW, AUDIT_PER_ADDRESS * addresses) + addresses  # + one summary per address
-        return FloodFigures(kind, addresses, total, _count(flood), round(seconds, 2), len(normal),
-                            _count(status for status, _ in normal), _round(percentile(latencies, 0.50)),
-                            _round(percentile(latencies, 0.99)), audited, windows * per_window, windows)
+        # One-by-one events up to the budget, and one summary per address from each process that counted some.
+        per_window = min(AUDIT_PER_WINDOW, AUDIT_PER_ADDRESS * addresses) + addresses * self.processes
+        return FloodFigures(kind, addresses, total, _count(status for _, status, _ in flood), round(seconds, 2),
+                            len(normal), _count(status for status, _ in normal), _round(percentile(latencies, 0.50)),
+                            _round(percentile(latencies, 0.99)), audited, windows * per_window, windows,
+                            [len(sent) for sent in by_address],
+                            [sum(status == 429 and _whole_seconds(retry) for status, retry in sent)
+                             for sent in by_address], f"{self.prefix}.0 to {self.prefix}.{total - 1}")
+
+    async def _send(self, kind: str, total: int, attackers: list[str], key_secret: str, model: str,
+                    normal_clients: int) -> tuple[list, list, float]:
+        """The flood over one keep-alive connection per attacker, and the customers' completions meanwhile, from
+        one event loop (threads and `requests` would take the client more CPU than the gateway takes)."""
+        flood: list[tuple[int, int | str, str | None]] = []  # (attacker, status, Retry-After)
+        normal: list[tuple[int | str, float]] = []
+        over = asyncio.Event()
+        completion = json.dumps(chat_body(model)).encode()
+
+        async def attacker(index: int) -> None:
+            connection = Connection(self.base_url)
+            try:
+                for number in range(index, total, len(attackers)):
+                    method, path, headers, body = self._attack(kind, number, attackers[index])
+                    flood.append((index, *await _answered(connection, method, path, headers, body)))
+            finally:
+                connection.close()
+
+        async def customer() -> None:
+            connection = Connection(self.base_url)
+            try:
+                while not over.is_set():
+                    started = time.perf_counter()
+                    status, _ = await _answered(connection, "POST", "/v1/chat/completions",
+                                                {"Authorization": f"Bearer {key_secret}"}, completion)
+                    normal.append((status, (time.perf_counter() - started) * 1000))
+            finally:
+                connection.close()
+
+        customers = [asyncio.create_task(customer()) for _ in range(normal_clients)]
+        started = time.perf_counter()
+        try:
+            await asyncio.gather(*(attacker(index) for index in range(len(attackers))))
+        finally:
+            over.set()
+            await asyncio.gather(*customers)
+        return flood, normal, time.perf_counter() - started
 
     def keep(self, figures: FloodFigures) -> Path:
         """The figures as an artifact of the run, beside the report."""
@@ -135,15 +155,17 @@ class Floods:
 
     def _audited_once_counted_summed(self, attackers: list[str], counted: float) -> int:
         """The audit events the flood wrote: one by one under its request ids, and, when the gateway counted some
-        refusals instead, the summaries of them (written at the end of their sampling window, so waited for)."""
-        one_by_one, summaries = self.audit_events_of(attackers)
-        if counted > 0 and summaries == 0:
-            one_by_one, summaries = wait_until(
-                "the summary audit events of the flood's refusals that were counted, not audited one by one",
-                lambda: self.audit_events_of(attackers), lambda seen: seen[1] > 0,
-                timeout=AUDIT_WINDOW_SECONDS + 5, describe=lambda seen: f"{seen[0]} events one by one and "
-                f"{seen[1]} summaries, while the gateway counted {counted:g} refusals", max_interval=1.0)
-        return one_by_one + summaries
+        refusals instead, the summaries of them (written once a sampling window, so waited for until they sum up
+        every refusal the gateway counted during the flood)."""
+        seen = self.audit_events_of(attackers)
+        if counted > 0 and seen.summed < counted:
+            seen = wait_until(
+                f"summary audit events of the flood's addresses that sum up the {counted:g} refusals the gateway "
+                "counted during the flood instead of auditing them one by one",
+                lambda: self.audit_events_of(attackers), lambda seen: seen.summed >= counted,
+                timeout=AUDIT_WINDOW_SECONDS + 5, describe=lambda seen: f"{seen.one_by_one} events one by one and "
+                f"{seen.summaries} summaries of {seen.summed} refusals")
+        return seen.one_by_one + seen.summaries
 
     def refusals_counted(self) -> float:
         """The reference gateway's count of refusals it did not audit one by one (0 where it has no such metric)."""
@@ -151,21 +173,45 @@ class Floods:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith(REFUSALS_COUNTED + "{"))
 
-    def audit_events_of(self, attackers: list[str]) -> tuple[int, int]:
-        """(events under the flood's request ids, summaries naming one of its addresses)."""
+    def audit_events_of(self, attackers: list[str]) -> "AuditedFlood":
+        """The events under the flood's request ids, and the summaries naming one of its addresses."""
         events = self.db.table("audit_events")
-        summaries = [cast(events.c.details, Text).contains(address, autoescape=True) for address in attackers]
-        count = select(func.count()).select_from(events)
+        names_an_attacker = or_(*(cast(events.c.details, Text).contains(address, autoescape=True)
+                                  for address in attackers))
         with self.db.engine.connect() as conn:
-            return (conn.execute(count.where(events.c.request_id.like(f"{self.prefix}.%"))).scalar_one(),
-                    conn.execute(count.where(events.c.request_id.is_(None), or_(*summaries))).scalar_one())
+            one_by_one = conn.execute(select(func.count()).select_from(events).where(
+                events.c.request_id.like(f"{self.prefix}.%"))).scalar_one()
+            summaries = [_details(row) for row in conn.execute(select(events.c.details).where(
+                events.c.request_id.is_(None), names_an_attacker)).scalars()]
+        return AuditedFlood(one_by_one, len(summaries),
+                            sum(int(details.get("unrecorded_refusals") or 0) for details in summaries))
 
 
-def _status(send) -> int | str:
+@dataclass(frozen=True)
+class AuditedFlood:
+    one_by_one: int
+    summaries: int
+    summed: int  # the refusals the summaries say were counted, not audited one by one
+
+
+def _details(value) -> dict:
+    return (json.loads(value) if isinstance(value, str) else value) or {}
+
+
+async def _answered(connection: Connection, method: str, path: str, headers: dict,
+                    body: bytes | None) -> tuple[int | str, str | None]:
+    """(the answer's status, its Retry-After), or the name of what went wrong instead (a dropped connection, a
+    time-out) and None."""
     try:
-        return send().status_code
-    except requests.RequestException as exc:
-        return type(exc).__name__
+        answer = await connection.request(method, path, headers, body)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+        connection.close()  # the next request opens a new one
+        return type(exc).__name__, None
+    return answer.status, answer.headers.get("retry-after")
+
+
+def _whole_seconds(value: str | None) -> bool:
+    return value is not None and value.isdigit() and int(value) >= 1
 
 
 def _count(values) -> dict:

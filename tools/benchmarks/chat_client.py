@@ -1,15 +1,14 @@
-"""The gateway benchmark's client side: a minimal keep-alive HTTP/1.1 connection (so that the load generator takes
-as little of the machine as it can), and an org with an API key and a priced model, set up through the API."""
+"""The gateway benchmark's client side: a minimal keep-alive HTTP/1.1 connection (support.client.keep_alive, so
+that the load generator takes as little of the machine as it can), and an org with an API key and a priced model,
+set up through the API."""
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import time
-from urllib.parse import urlsplit
 
 import requests
 
+from support.client.keep_alive import Connection, spread  # noqa: F401 - the benchmarks' client
 from support.database.reflection import Database
 from support.database.seeding import seed_model
 from support.tokens.signing_keys import KeyMaterial
@@ -19,53 +18,6 @@ COMPLETION_PRICE = 2_000_000
 CONTENT = "Hello, gateway"  # 4 prompt tokens by the stub's rule
 MAX_TOKENS = 5  # the stub's reply "Echo: Hello, gateway" is 5 tokens: usage == the worst case held
 COST = math.ceil((4 * PROMPT_PRICE + 5 * COMPLETION_PRICE) / 1000)  # micro-USD per answered request
-
-
-class Connection:
-    def __init__(self, base_url: str):
-        parts = urlsplit(base_url)
-        self.host, self.port = parts.hostname, parts.port
-        self.reader = self.writer = None
-
-    async def open(self):
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        return self
-
-    async def post(self, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
-        return status, await self.reader.readexactly(length)
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-
-
-async def spread(base_url: str, total: int, concurrency: int, send) -> float:
-    """`total` calls of `await send(connection)` over `concurrency` keep-alive connections; the seconds it took."""
-    remaining = [total]
-
-    async def worker():
-        connection = await Connection(base_url).open()
-        try:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                await send(connection)
-        finally:
-            connection.close()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - began
 
 
 class Setup:
