@@ -475,9 +475,10 @@ class Billing:
         held_before = self.account_row(reservation.account)["held_micros"]
         wait_until(f"the {usd(reservation.amount_micros)} reservation {reservation.id} to expire and leave the "
                    f"held balance of {reservation.account.id}",
-                   lambda: self.balances(reservation.account)[0],
-                   lambda seen: seen.get("held_micros", held_before) <= held_before - reservation.amount_micros,
-                   timeout=self.poll_timeout, describe=lambda seen: _show(seen), max_interval=0.05)
+                   lambda: self.balances(reservation.account),
+                   lambda seen: seen[0].get("held_micros", held_before) <= held_before - reservation.amount_micros,
+                   timeout=self.poll_timeout, max_interval=0.05,
+                   describe=lambda seen: f"{_show(seen[0])} [request id {seen[1].request_id}]")
         return self.read_reservation(reservation)
 
     def balance_sampler(self, account: Account) -> Callable[[], dict | None]:
