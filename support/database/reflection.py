@@ -1,7 +1,7 @@
 """The gateway's database as the suite sees it: tables reflected from the live schema, never imported."""
 from __future__ import annotations
 
-from sqlalchemy import MetaData, Table, Text, cast, create_engine, select
+from sqlalchemy import MetaData, Table, Text, cast, create_engine, literal, or_, select
 from sqlalchemy.engine import Engine
 
 from support.harness.config import SuiteSetupError
@@ -42,11 +42,18 @@ class Database:
         metadata = MetaData()
         metadata.reflect(self.engine)
         found = []
+
+        def holding(column):
+            return cast(column, Text).contains(value, autoescape=True)
+
         with self.engine.connect() as conn:
             for table in metadata.sorted_tables:
+                # One scan per table; only a table that holds it is looked at column by column.
+                if conn.execute(select(literal(1)).select_from(table).where(or_(*map(holding, table.columns)))
+                                .limit(1)).first() is None:
+                    continue
                 for column in table.columns:
-                    if conn.execute(select(column).where(cast(column, Text).contains(value, autoescape=True))
-                                    .limit(1)).first() is not None:
+                    if conn.execute(select(column).where(holding(column)).limit(1)).first() is not None:
                         found.append(f"{table.name}.{column.name}")
         return found
 
