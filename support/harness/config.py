@@ -56,7 +56,8 @@ class SuiteConfig:
     keep_stack: bool = option(False, "keep the embedded stack's temp folder (logs, SQLite file, keys) after the "
                                      "run")
     cleanup: bool = option(True, "at the end of the run, deactivate the orgs, keys, invitations and users it "
-                                 "created (false: leave them, to look at after a failure)")
+                                 "created (false: leave them, to look at after a failure; not needed on the local "
+                                 "stack, whose database goes with it, unless keep_stack)")
     gateway_workers: int = option(1, "worker processes of each gateway (GATEWAY_WORKERS; local: PostgreSQL only; "
                                      "external: how many the deployment runs); scenarios tagged @scale need more than "
                                      "one process in all")
