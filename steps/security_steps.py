@@ -229,6 +229,13 @@ def audit_within_budget(context):
                 f"(request ids {figures['request_ids']})")
 
 
+@then("the flood left no audit event")
+def flood_unaudited(context):
+    figures = context.state.world.attacks.flood
+    expect_true(figures["audit_events"] == 0, f"Expected the flood of {figures['sent']} requests to leave no audit "
+                f"event, but it left {figures['audit_events']} (request ids {figures['request_ids']})")
+
+
 @then("each address had all but its first {allowed:d} logins refused as trying too often, and was told when to "
       "retry")
 def flood_throttled(context, allowed):

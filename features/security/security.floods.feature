@@ -24,7 +24,6 @@ Feature: Refusing a flood costs the gateway no more than a counter
         | flood             |
         | bad access tokens |
         | unknown API keys  |
-        | metrics scrapes   |
 
   Rule: A flood of logins is refused as trying too often, before any password is checked
 
@@ -34,3 +33,11 @@ Feature: Refusing a flood costs the gateway no more than a counter
       And every request of the flood was refused or answered without a server error
       And every completion "Acme" asked for meanwhile was answered, the slowest 1% within 2 seconds
       And the flood grew the audit log by no more than the sampling budget allows
+
+  Rule: Metrics are served from cheap counters, so a flood of scrapes leaves an org's traffic served
+
+    Scenario: A flood of metrics scrapes beside an org's traffic leaves that traffic served
+      When attackers from 4 addresses send 500 metrics scrapes while the key "ci" keeps asking "chat-basic" for completions
+      Then every request of the flood was refused or answered without a server error
+      And every completion "Acme" asked for meanwhile was answered, the slowest 1% within 2 seconds
+      And the flood left no audit event
