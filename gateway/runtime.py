@@ -81,7 +81,7 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.db_threads, context.run, partial(fn, *args))
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:  # async: a plain def would cost a thread hop per request
     return request.app.state.runtime
 
 

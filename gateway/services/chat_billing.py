@@ -8,20 +8,23 @@ writing the same rows (the billing reconciliation checks either):
   connections in autocommit. The hold and the settlement are each ONE statement of chained data-modifying CTEs:
   atomic, one round trip, and every later part conditional on the first UPDATE having matched, so a refused hold
   or an already-moved reservation writes nothing. No worker thread is involved: thread hand-offs were most of what
-  the gateway spent on a request once the statements were few.
+  the gateway spent on a request once the statements were few. Settlements that a process asks for while its last
+  one is being written go together in the next statement (group settlement, SETTLE_MANY): one round trip, one
+  commit and one update of each account for all of them, each reservation still moved only while it is pending.
+  Requests of one org wait on its account's row in turn, so this is most of what the database spends on a busy org.
 * Other databases (SQLite, in-process): the ledger's step-by-step functions in one transaction each, on a worker
   thread (`ChatStore`).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import AsyncIterator
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from psycopg.types.json import Json
 from sqlalchemy import (JSON, BigInteger, String, Values, bindparam, column, func, insert, literal_column, select,
                         true, update, values)
 from sqlalchemy.dialects import postgresql
@@ -84,35 +87,6 @@ def _hold_statement():
         POSTINGS.c.entry_id)
 
 
-def _settle_statement():
-    """The ledger's MOVE_PENDING (finalize at `actual`, beyond the hold when it must, or release when `actual` is
-    NULL), then the account, the entry, its non-zero postings and the audit event, each only if the move was made."""
-    spent = func.coalesce(ledger.ACTUAL, literal_column("0"))
-    moved = ledger.MOVE_PENDING.returning(
-        RESERVATIONS.c.account_id, RESERVATIONS.c.amount_micros,
-        (RESERVATIONS.c.amount_micros - spent).label("returned")).cte("moved")
-    account = update(ACCOUNTS).where(ACCOUNTS.c.id == moved.c.account_id).values(
-        held_micros=ACCOUNTS.c.held_micros - moved.c.amount_micros, spent_micros=ACCOUNTS.c.spent_micros + spent,
-        available_micros=ACCOUNTS.c.available_micros + moved.c.returned).returning(ACCOUNTS.c.id).cte("account")
-    entry = insert(ENTRIES).from_select(
-        ["id", "kind", "account_id", "reservation_id", "request_id", "created_at"],
-        select(bindparam("entry_id"), bindparam("kind"), moved.c.account_id, bindparam("reservation"),
-               bindparam("request_id"), bindparam("now"))).returning(ENTRIES.c.id, ENTRIES.c.account_id).cte("entry")
-    moves = _moves([("held", -moved.c.amount_micros), ("spent", spent), ("available", moved.c.returned)])
-    moves = select(entry.c.id, entry.c.account_id, moves.c.bucket, moves.c.amount).select_from(
-        entry.join(moved, true()).join(moves, true())).where(moves.c.amount != literal_column("0"))
-    postings = insert(POSTINGS).from_select(["entry_id", "account_id", "bucket", "amount_micros"], moves).returning(
-        POSTINGS.c.entry_id).cte("postings")
-    event = insert(EVENTS).from_select(
-        ["at", "actor_type", "actor_id", "action", "target", "outcome", "reason", "request_id", "trace_id", "org",
-         "details"],
-        select(bindparam("now"), bindparam("actor_type"), bindparam("actor_id"), _constant("chat.completion"),
-               bindparam("target"), bindparam("outcome"), bindparam("reason"), bindparam("request_id"),
-               bindparam("trace_id"), bindparam("org"), bindparam("details", type_=JSON)).select_from(moved)
-    ).returning(EVENTS.c.id).cte("event")
-    return select(moved.c.account_id).add_cte(account, postings, event)
-
-
 class PgStatement:
     """A Core statement compiled once for psycopg: `%(name)s` parameters, typed where PostgreSQL needs it, and the
     values of the parameters SQLAlchemy made for the statement's constants."""
@@ -128,16 +102,64 @@ class PgStatement:
 
 _PG_ADMISSION = PgStatement(ADMISSION)
 _PG_HOLD = PgStatement(_hold_statement())
-_PG_SETTLE = PgStatement(_settle_statement())
+
+# The settlement: ledger.MOVE_PENDING, then the account, the entry, its non-zero postings and the audit event, each
+# only for a reservation moved; for many settlements at once, one row of `asked` each (arrays, so that one prepared statement
+# serves any number): the same rules (ledger.MOVE_PENDING: pending and unexpired at the settlement's own time), and
+# the same rows written per reservation moved; each account is updated once, by the sum of its moves, after its row
+# is locked in id order (two processes' statements never wait on each other's accounts in a circle).
+SETTLE_FIELDS = ("reservation", "actual", "new_status", "kind", "now", "entry_id", "request_id", "actor_type",
+                 "actor_id", "target", "outcome", "reason", "trace_id", "org", "details")
+_SETTLE_TYPES = {"actual": "bigint", "now": "timestamptz"}
+SETTLE_MANY = f"""
+WITH asked AS (
+    SELECT * FROM unnest({", ".join(f"%({f})s::{_SETTLE_TYPES.get(f, 'text')}[]" for f in SETTLE_FIELDS)})
+        AS a({", ".join(SETTLE_FIELDS)})),
+moved AS (
+    UPDATE reservations AS r SET status = a.new_status, settled_at = a.now, actual_micros = a.actual,
+        overrun_micros = CASE WHEN a.actual > r.amount_micros THEN a.actual - r.amount_micros END
+    FROM asked AS a
+    WHERE r.id = a.reservation AND r.status = 'pending' AND r.expires_at > a.now
+    RETURNING r.id, r.account_id, r.amount_micros, coalesce(a.actual, 0) AS spent,
+        r.amount_micros - coalesce(a.actual, 0) AS returned, a.kind, a.now, a.entry_id, a.request_id, a.actor_type,
+        a.actor_id, a.target, a.outcome, a.reason, a.trace_id, a.org, a.details),
+sums AS (
+    SELECT account_id, sum(amount_micros) AS held, sum(spent) AS spent, sum(returned) AS returned
+    FROM moved GROUP BY account_id),
+locked AS (
+    SELECT c.id FROM accounts AS c WHERE c.id IN (SELECT account_id FROM sums) ORDER BY c.id FOR UPDATE OF c),
+account AS (
+    UPDATE accounts AS c SET held_micros = c.held_micros - s.held, spent_micros = c.spent_micros + s.spent,
+        available_micros = c.available_micros + s.returned
+    FROM sums AS s, locked AS l WHERE c.id = s.account_id AND l.id = c.id RETURNING c.id),
+entry AS (
+    INSERT INTO ledger_entries (id, kind, account_id, reservation_id, request_id, created_at)
+    SELECT entry_id, kind, account_id, id, request_id, now FROM moved RETURNING id),
+postings AS (
+    INSERT INTO ledger_postings (entry_id, account_id, bucket, amount_micros)
+    SELECT m.entry_id, m.account_id, p.bucket, p.amount
+    FROM moved AS m JOIN entry AS e ON e.id = m.entry_id
+        CROSS JOIN LATERAL (VALUES ('held', -m.amount_micros), ('spent', m.spent), ('available', m.returned))
+            AS p(bucket, amount)
+    WHERE p.amount <> 0 RETURNING entry_id),
+event AS (
+    INSERT INTO audit_events (at, actor_type, actor_id, action, target, outcome, reason, request_id, trace_id, org,
+                              details)
+    SELECT now, actor_type, actor_id, 'chat.completion', target, outcome, reason, request_id, trace_id, org,
+        CAST(details AS json)
+    FROM moved RETURNING id)
+SELECT id FROM moved
+"""
+SETTLE_BATCH = 64  # settlements per statement at most
 
 
 def _settle_params(reservation_id: str, actual: int | None, *, actor: audit.Actor, target: str, org: str,
                    outcome: str = "allowed", reason: str | None = None, details: dict | None = None) -> dict:
     return {"new_status": "released" if actual is None else "finalized",
-            "kind": "release" if actual is None else "finalize", "actual": actual, "at_least": 0, "now": utcnow(),
+            "kind": "release" if actual is None else "finalize", "actual": actual, "now": utcnow(),
             "reservation": reservation_id, "entry_id": new_id("le"), "request_id": context.current_request_id(),
             "actor_type": actor.type, "actor_id": actor.id, "target": target, "outcome": outcome, "reason": reason,
-            "trace_id": context.current_trace_id(), "org": org, "details": Json(details) if details else None}
+            "trace_id": context.current_trace_id(), "org": org, "details": json.dumps(details) if details else None}
 
 
 # ---- the two stores ------------------------------------------------------------------------------------------------
@@ -194,6 +216,8 @@ class PgChatStore(ChatStore):
         self._idle: list[psycopg.AsyncConnection] = []
         self._generation = 0  # one more each time the database went away
         self._slots = asyncio.Semaphore(size)
+        self._to_settle: list[tuple[dict, asyncio.Future]] = []  # asked while a statement was settling others
+        self._settler: asyncio.Task | None = None
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -270,10 +294,62 @@ class PgChatStore(ChatStore):
         return reservation_id
 
     async def settle(self, reservation_id: str, actual: int | None, **audited) -> bool:
-        if await self._one(_PG_SETTLE, _settle_params(reservation_id, actual, **audited)) is None:
+        done = asyncio.get_running_loop().create_future()
+        self._to_settle.append((_settle_params(reservation_id, actual, **audited), done))
+        if self._settler is None:
+            self._settler = asyncio.ensure_future(self._settle_waiting())
+        if not await asyncio.shield(done):  # written (or not) whether this request is cancelled or not
             return False
         billing_counts.count("release" if actual is None else "finalize")
         return True
+
+    async def _settle_waiting(self) -> None:
+        """Settle what is waiting, SETTLE_BATCH at a time, until nothing is (group settlement)."""
+        try:
+            while self._to_settle:
+                batch, seen, later = [], set(), []
+                for item in self._to_settle:  # a reservation asked twice: the second waits for the next statement
+                    if len(batch) < SETTLE_BATCH and item[0]["reservation"] not in seen:
+                        seen.add(item[0]["reservation"])
+                        batch.append(item)
+                    else:
+                        later.append(item)
+                self._to_settle = later
+                await self._settle_batch(batch)
+        finally:
+            self._settler = None
+            for _, done in self._to_settle:  # only when cancelled (the process stopping)
+                done.cancel()
+            self._to_settle = []
+
+    async def _settle_batch(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
+        try:
+            try:
+                moved = await self._many(SETTLE_MANY, {f: [params[f] for params, _ in batch] for f in SETTLE_FIELDS})
+            except psycopg.Error as exc:
+                if len(batch) == 1 or isinstance(exc, psycopg.OperationalError):
+                    raise
+                for item in batch:  # one settlement's fault (a constraint): the others are written without it
+                    await self._settle_batch([item])
+                return
+        except Exception as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        except BaseException:  # cancelled: whether it was written is unknown, as for a statement cut short
+            for _, done in batch:
+                done.cancel()
+            raise
+        for params, done in batch:
+            if not done.done():
+                done.set_result(params["reservation"] in moved)
+
+    async def _many(self, sql: str, params: dict) -> set:
+        """Run one statement; the first column of every row it returns."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return {row[0] for row in await cursor.fetchall()}
 
 
 def make_chat_store(db, in_thread, *, connections: int = 16) -> ChatStore:

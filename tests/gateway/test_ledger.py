@@ -356,6 +356,32 @@ def test_chat_store_thirty_holds_at_once_against_a_budget_for_ten(db):
     assert not mine(reconcile(db), account)
 
 
+def test_settlements_asked_together_move_each_reservation_once_and_sum_per_account(db):
+    """On PostgreSQL they go in one statement (group settlement): two accounts, finalizes, releases, an overrun,
+    a reservation asked twice at once and one already moved; on SQLite one by one, to the same end."""
+    first, second = funded(db, 100 * USD), funded(db, 100 * USD)
+
+    async def work(store):
+        holds = await asyncio.gather(*(store.hold(account, 2 * USD, 300, budget_limit=None, request_id=f"r{k}")
+                                       for k, account in enumerate([first] * 6 + [second] * 4)))
+        assert await settle(store, holds[5], None) is True  # moved before the others are asked
+        asked = [(holds[0], USD), (holds[1], None), (holds[2], 3 * USD), (holds[3], USD), (holds[3], USD),
+                 (holds[4], 0), (holds[5], USD), (holds[6], 2 * USD), (holds[7], None), (holds[8], USD // 2),
+                 (holds[9], USD)]
+        return holds, await asyncio.gather(*(settle(store, res, actual) for res, actual in asked))
+
+    holds, moved = on_chat_store(db, work)
+    assert moved == [True, True, True, True, False, True, False, True, True, True, True], moved
+    # first: 1 + 0 + 3 (overrun) + 1 + 0 spent; second: 2 + 0 + 0.5 + 1
+    assert balances(db, first) == (100 * USD, 95 * USD, 0, 5 * USD)
+    assert balances(db, second) == (100 * USD, 96 * USD + USD // 2, 0, 3 * USD + USD // 2)
+    with db.sessions() as s:
+        details = s.scalars(select(AuditEvent.details).where(AuditEvent.action == "chat.completion")).all()
+    settled = sorted(d["reservation_id"] for d in details if d and d.get("reservation_id") in holds)
+    assert settled == sorted(holds), f"expected one audit event per reservation moved, found {settled}"
+    assert not mine(reconcile(db), first) and not mine(reconcile(db), second)
+
+
 def test_chat_store_comes_back_after_the_database_dropped_its_connections(db):
     if db.dialect != "postgresql":
         pytest.skip("the asyncio connection pool is PostgreSQL's")
