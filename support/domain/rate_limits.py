@@ -67,9 +67,7 @@ class RateLimits:
         noted = self.noted
         window_ends = noted.first_sent_at + noted.window_seconds
         late = noted.first_sent_at + LATE_IN_WINDOW * noted.window_seconds
-        wait_until(f"{LATE_IN_WINDOW:.0%} of the key's {noted.window_seconds} s window to pass", time.monotonic,
-                   lambda now: now >= late, timeout=noted.window_seconds + SLACK_SECONDS, max_interval=0.05,
-                   describe=lambda now: f"{late - now:.2f} s still to wait")
+        _await_clock(late, f"{LATE_IN_WINDOW:.0%} of the key's {noted.window_seconds} s window to pass")
         answer = self.routing.ask(key, self.routing.current().name)
         answered_at = time.monotonic()
         expect_true(answered_at < window_ends, f"Could not check the key inside its window: the request sent "
@@ -85,9 +83,13 @@ class RateLimits:
         request; polling from the refusal on would pass a Retry-After too short as well."""
         retry_after = self.noted.retry_after
         due = self.noted.refused_by + retry_after
-        wait_until(f"the {retry_after} s of Retry-After to pass", time.monotonic, lambda now: now >= due,
-                   timeout=retry_after + SLACK_SECONDS, max_interval=0.05,
-                   describe=lambda now: f"{due - now:.2f} s still to wait")
+        _await_clock(due, f"the {retry_after} s of Retry-After to pass")
         answer = self.routing.ask(key, self.routing.current().name)
         return expect_status(answer, 200, f"the first chat completion with the key {key!r} once the {retry_after} s "
                              f"its Retry-After asked for had passed (the refusal was request {refusal.request_id})")
+
+
+def _await_clock(moment: float, awaited: str) -> None:
+    """Wait until time.monotonic() reaches `moment`: here the time passing is the behaviour itself."""
+    wait_until(awaited, time.monotonic, lambda now: now >= moment, timeout=moment - time.monotonic() + SLACK_SECONDS,
+               max_interval=0.05, describe=lambda now: f"{moment - now:.2f} s still to wait")
