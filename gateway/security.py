@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -131,6 +132,15 @@ class LoadedKey:
     private_pem: str
     public_pem: str
 
+    # Parsed once per loaded key: PyJWT given a PEM parses it on every token it signs or verifies.
+    @cached_property
+    def signer(self) -> ec.EllipticCurvePrivateKey:
+        return serialization.load_pem_private_key(self.private_pem.encode(), password=None)
+
+    @cached_property
+    def verifier(self) -> ec.EllipticCurvePublicKey:
+        return serialization.load_pem_public_key(self.public_pem.encode())
+
 
 SIGNING_KEY_STATES = ("next", "active", "retiring", "retired")
 VERIFYING_STATES = ("active", "retiring")
@@ -223,7 +233,7 @@ def issue_user_token(keyring: KeyRing, *, issuer: str, user_id: str, typ: str, t
     claims = {"iss": issuer, "aud": USER_AUDIENCE, "sub": user_id, "iat": now, "nbf": now,
               "exp": now + ttl_seconds, "jti": uuid.uuid4().hex, "token_use": typ}
     claims.update(extra or {})
-    token = jwt.encode(claims, key.private_pem, algorithm="ES256", headers={"kid": key.kid, "typ": typ})
+    token = jwt.encode(claims, key.signer, algorithm="ES256", headers={"kid": key.kid, "typ": typ})
     return token, claims
 
 
@@ -268,7 +278,7 @@ def verify_user_token(keyring: KeyRing, token: str, *, issuer: str, typ: str) ->
     if key is None:
         raise TokenError(f"the token was signed with an unknown or retired key (kid {shown(kid, 100)})")
     try:
-        claims = jwt.decode(token, key.public_pem, algorithms=["ES256"], audience=USER_AUDIENCE, issuer=issuer,
+        claims = jwt.decode(token, key.verifier, algorithms=["ES256"], audience=USER_AUDIENCE, issuer=issuer,
                             options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss", "jti"],
                                      "strict_aud": True}, leeway=5)
     except jwt.MissingRequiredClaimError as exc:
