@@ -2,8 +2,10 @@
 attacker addresses, beside an org's chat traffic; what it measured, and what it grew the audit log by.
 
 The audit budget is the sampling rule of the suite's stacks (support/stacks/base.py): refusals without credentials
-are audited one by one up to a budget per client address and per window, then counted and summarised once per
-action and address at the end of the window.
+are audited one by one up to a budget per client address and per window, then counted and summarised, once a
+window, in one event per action and address by each gateway process that counted some. The flood is sent from one
+event loop over keep-alive connections, so the client takes little of the machine and the flood outgrows the
+budget within a few windows.
 """
 from __future__ import annotations
 
