@@ -249,6 +249,9 @@ CATALOGUE: list[Fault] = [
           "        pass\n    except OSError as exc:", "resilience/resilience.settlement-journal.feature"),
 
     # ---- routing -------------------------------------------------------------------------------------------------
+    fault("routing.breaker-never-closes", "a backend's circuit stays half-open after its probe is answered",
+          "services/circuit_breakers.py", 'self._move(breaker, "closed", "the probe succeeded", changes)', "pass",
+          "routing/routing.circuit-breaker.feature"),
     fault("routing.refusal-falls-back", "a backend's refusal (4xx) is sent on to the next backend",
           "services/routing.py", 'if attempt.outcome in ("ok", "client_error"):', 'if attempt.outcome == "ok":',
           "routing/routing.fallback.feature"),
