@@ -1,8 +1,8 @@
 @allure.label.epic:Budgets @needs_database @needs_stub_control
 Feature: Rate limits per API key
   Each API key may send so many requests per time window, as set for its org. A request over the limit is refused
-  as rate limited and told when to retry, without reaching a backend; once that time has passed the key is served
-  again. The limit counts each key on its own.
+  as rate limited and told when to retry (once its window has passed), without reaching a backend; the key is not
+  served before then, and once that time has passed it is served again. The limit counts each key on its own.
 
   Background:
     Given the org "Acme" with its owner "Olive" and 5.00 USD of credit
