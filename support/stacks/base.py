@@ -21,10 +21,10 @@ GATEWAY_TEST_SETTINGS = {
     "UPSTREAM_TIMEOUT_SECONDS": "2",
     "RECONCILE_INTERVAL_SECONDS": "1",
     "EXPIRY_SWEEP_SECONDS": "0.25",
-    "RESERVATION_MARGIN_SECONDS": "3",
+    "RESERVATION_MARGIN_SECONDS": "1",  # a crashed request's hold returns a second after its backends' time-outs
     "GATEWAY_MODE": "test",
     "PASSWORD_HASH_COST": "4",  # a person joining and logging in costs a fraction of a millisecond
-    "DATABASE_BUSY_TIMEOUT_MS": "5000",
+    "DATABASE_BUSY_TIMEOUT_MS": "1000",  # an outage is a 503 within a second; one process's writers take turns
     "TRUSTED_PROXIES": "127.0.0.0/8,::1,172.16.0.0/12,192.168.0.0/16",
     "SERVICE_TOKEN_ISSUERS": "acceptance-suite",
     "AUDIT_SAMPLING_WINDOW_SECONDS": "1",  # a flood's summaries are written (and awaited) within a second
