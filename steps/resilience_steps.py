@@ -4,6 +4,7 @@ Faults are injected through support/stress/faults.py and the stack; money is che
 support/domain/org_ledgers.py (support/database/conservation.py reads the ledger).
 """
 import re
+from datetime import datetime, timezone
 
 from behave import given, then, when
 
@@ -259,7 +260,16 @@ def in_flight_unanswered(context):
 @then('their holds expire and return to "{org}"\'s available credit')
 def holds_expire(context, org):
     state = context.state
-    ledger = state.ledgers.await_holds(org, state.world.in_flight.request_ids, "expired")
+    request_ids = state.world.in_flight.request_ids
+    # A hold lives as long as its backends may take plus the gateway's margin: seconds on a test stack. One set to
+    # expire much later would only be seen expiring once that time had passed, so it fails here instead.
+    now, bound = datetime.now(timezone.utc), state.config.poll_timeout
+    holds = {rid: state.ledgers.of(org).reservation_for(rid) for rid in request_ids}
+    late = {rid: hold["expires_at"].isoformat() for rid, hold in holds.items()
+            if hold and hold["expires_at"] and (hold["expires_at"] - now).total_seconds() > bound}
+    expect_true(not late, f"Expected the holds of the requests cut off to expire within {bound:g} s of the crash, "
+                f"but these expire later: {late}")
+    ledger = state.ledgers.await_holds(org, request_ids, "expired")
     expect_equal(ledger.held, 0, f"the amount still held on {org!r}'s account ({ledger.describe()})")
 
 
