@@ -126,7 +126,9 @@ def main() -> None:
     if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         fresh_metrics_dir()
     if settings.workers > 1:
-        uvicorn.run(WORKER_APP, factory=True, workers=settings.workers, **serving)
+        from gateway import reuse_port  # a socket per worker, so that the kernel spreads connections over them
+
+        reuse_port.run(uvicorn.Config(WORKER_APP, factory=True, workers=settings.workers, **serving))
         return
     from gateway.app import create_app
 

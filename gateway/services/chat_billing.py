@@ -8,10 +8,11 @@ writing the same rows (the billing reconciliation checks either):
   connections in autocommit. The hold and the settlement are each ONE statement of chained data-modifying CTEs:
   atomic, one round trip, and every later part conditional on the first UPDATE having matched, so a refused hold
   or an already-moved reservation writes nothing. No worker thread is involved: thread hand-offs were most of what
-  the gateway spent on a request once the statements were few. Settlements that a process asks for while its last
-  one is being written go together in the next statement (group settlement, SETTLE_MANY): one round trip, one
-  commit and one update of each account for all of them, each reservation still moved only while it is pending.
-  Requests of one org wait on its account's row in turn, so this is most of what the database spends on a busy org.
+  the gateway spent on a request once the statements were few. Holds (settlements) that a process asks for while
+  its last statement of them runs go together in the next one (`StatementGroup`: HOLD_MANY, SETTLE_MANY): one round
+  trip, one commit and one update of each account for all of them, each judged as if alone in turn. Requests of one
+  org wait on its account's row one after another, so one statement per request was most of what the database
+  spent on a busy org.
 * Other databases (SQLite, in-process): the ledger's step-by-step functions in one transaction each, on a worker
   thread (`ChatStore`).
 """
@@ -25,8 +26,7 @@ from typing import AsyncIterator
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import (JSON, BigInteger, String, Values, bindparam, column, func, insert, literal_column, select,
-                        true, update, values)
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
@@ -37,12 +37,10 @@ from gateway.security import new_id
 from gateway.services import billing_counts, ledger
 
 # ---- the statements ------------------------------------------------------------------------------------------------
-# Each is written once with SQLAlchemy Core. SQLite runs them through SQLAlchemy (the ledger's functions); for
-# PostgreSQL they are compiled once, here, to psycopg's SQL, and run on psycopg's asyncio connections.
+# SQLite runs the ledger's functions through SQLAlchemy. For PostgreSQL the admission is compiled once, here, to
+# psycopg's SQL; the hold and the settlement, written for many at once, take the ledger's rules of a hold from it.
 
 KEYS, ORGS, MODELS = ApiKey.__table__, Org.__table__, Model.__table__
-ACCOUNTS, RESERVATIONS, ENTRIES, POSTINGS = ledger.ACCOUNTS, ledger.RESERVATIONS, ledger.ENTRIES, ledger.POSTINGS
-EVENTS = audit.EVENTS
 
 # Who is calling (by key hash), their org, and the model they ask for (None columns when there is no such model).
 ADMISSION = (select(KEYS.c.id, KEYS.c.org_id, ORGS.c.slug, KEYS.c.prefix, KEYS.c.revoked_at,
@@ -54,37 +52,6 @@ ADMISSION = (select(KEYS.c.id, KEYS.c.org_id, ORGS.c.slug, KEYS.c.prefix, KEYS.c
              .select_from(KEYS.join(ORGS, ORGS.c.id == KEYS.c.org_id)
                           .outerjoin(MODELS, MODELS.c.name == bindparam("model")))
              .where(KEYS.c.key_hash == bindparam("key_hash")))
-
-
-def _constant(text: str):
-    return literal_column(f"'{text}'")
-
-
-def _moves(buckets: list) -> Values:
-    """A ledger entry's postings as rows (bucket, amount), beside the rows they are computed from."""
-    return values(column("bucket", String), column("amount", BigInteger), name="moves").data(
-        [(literal_column(f"'{bucket}'"), amount) for bucket, amount in buckets]).lateral()
-
-
-def _hold_statement():
-    """The ledger's HOLD (credit and budget rule), then the reservation, its entry and its two postings, each
-    written only when the part before it was."""
-    held = ledger.HOLD.returning(ACCOUNTS.c.id).cte("held")
-    reservation = insert(RESERVATIONS).from_select(
-        ["id", "account_id", "amount_micros", "status", "expires_at", "created_at", "request_id"],
-        select(bindparam("reservation_id"), held.c.id, ledger.AMOUNT, _constant("pending"),
-               bindparam("expires_at", type_=RESERVATIONS.c.expires_at.type), bindparam("now"),
-               bindparam("request_id"))).returning(RESERVATIONS.c.id).cte("reservation")
-    entry = insert(ENTRIES).from_select(
-        ["id", "kind", "account_id", "reservation_id", "request_id", "created_at"],
-        select(bindparam("entry_id"), _constant("reserve"), bindparam("account"), reservation.c.id,
-               bindparam("request_id"), bindparam("now", type_=ENTRIES.c.created_at.type))
-    ).returning(ENTRIES.c.id).cte("entry")
-    moves = _moves([("available", -ledger.AMOUNT), ("held", ledger.AMOUNT)])
-    moves = select(entry.c.id, bindparam("account"), moves.c.bucket, moves.c.amount).select_from(
-        entry.join(moves, true()))
-    return insert(POSTINGS).from_select(["entry_id", "account_id", "bucket", "amount_micros"], moves).returning(
-        POSTINGS.c.entry_id)
 
 
 class PgStatement:
@@ -101,7 +68,6 @@ class PgStatement:
 
 
 _PG_ADMISSION = PgStatement(ADMISSION)
-_PG_HOLD = PgStatement(_hold_statement())
 
 # The settlement: ledger.MOVE_PENDING, then the account, the entry, its non-zero postings and the audit event, each
 # only for a reservation moved; for many settlements at once, one row of `asked` each (arrays, so that one prepared statement
@@ -150,7 +116,65 @@ event AS (
     FROM moved RETURNING id)
 SELECT id FROM moved
 """
-SETTLE_BATCH = 64  # settlements per statement at most
+
+
+def _rule(expression) -> str:
+    """One of the ledger's rules of a hold (ledger.HAS_CREDIT, ledger.WITHIN_BUDGET) as SQL about an asked hold `a`
+    and the account as the holds before it in the same statement left it, `j`."""
+    sql = str(expression.compile(dialect=postgresql.psycopg.dialect()))
+    sql = sql.replace("%(amount)s::BIGINT", "a.amount").replace("%(budget_limit)s::BIGINT", "a.budget_limit")
+    sql = sql.replace("accounts.", "j.")
+    assert "%(" not in sql, sql
+    return f"({sql})"
+
+
+# The hold (ledger.HOLD, then the reservation, its entry and its two postings) for many holds at once, one row of
+# `asked` each. Each account's row is locked (in id order), then its holds are judged one after another in the order
+# they were asked, each against the account as the ones before it left it (the recursive `judged`): exactly what the
+# same holds one statement each would have decided. The account is updated once, by the sum of the holds placed.
+HOLD_FIELDS = ("ord", "account", "amount", "budget_limit", "reservation_id", "expires_at", "now", "request_id",
+               "entry_id")
+_HOLD_TYPES = {"ord": "integer", "amount": "bigint", "budget_limit": "bigint", "expires_at": "timestamptz",
+               "now": "timestamptz"}
+HOLD_MANY = f"""
+WITH RECURSIVE asked AS (
+    SELECT a.*, row_number() OVER (PARTITION BY a.account ORDER BY a.ord) AS rn
+    FROM unnest({", ".join(f"%({f})s::{_HOLD_TYPES.get(f, 'text')}[]" for f in HOLD_FIELDS)})
+        AS a({", ".join(HOLD_FIELDS)})),
+locked AS (
+    SELECT c.id, c.available_micros, c.held_micros, c.spent_micros FROM accounts AS c
+    WHERE c.id IN (SELECT account FROM asked) ORDER BY c.id FOR NO KEY UPDATE OF c),
+judged AS (
+    SELECT l.id AS account, CAST(0 AS bigint) AS rn, l.available_micros, l.held_micros, l.spent_micros,
+        false AS placed
+    FROM locked AS l
+    UNION ALL
+    SELECT j.account, a.rn, j.available_micros - CASE WHEN v.ok THEN a.amount ELSE 0 END,
+        j.held_micros + CASE WHEN v.ok THEN a.amount ELSE 0 END, j.spent_micros, v.ok
+    FROM judged AS j JOIN asked AS a ON a.account = j.account AND a.rn = j.rn + 1
+        CROSS JOIN LATERAL (SELECT {_rule(ledger.HAS_CREDIT)} AND {_rule(ledger.WITHIN_BUDGET)} AS ok) AS v),
+placed AS (
+    SELECT a.* FROM asked AS a JOIN judged AS j ON j.account = a.account AND j.rn = a.rn WHERE j.placed),
+sums AS (SELECT account, sum(amount) AS amount FROM placed GROUP BY account),
+held AS (
+    UPDATE accounts AS c SET available_micros = c.available_micros - s.amount, held_micros = c.held_micros + s.amount
+    FROM sums AS s WHERE c.id = s.account RETURNING c.id),
+reservation AS (
+    INSERT INTO reservations (id, account_id, amount_micros, status, expires_at, created_at, request_id)
+    SELECT reservation_id, account, amount, 'pending', expires_at, now, request_id FROM placed RETURNING id),
+entry AS (
+    INSERT INTO ledger_entries (id, kind, account_id, reservation_id, request_id, created_at)
+    SELECT p.entry_id, 'reserve', p.account, r.id, p.request_id, p.now
+    FROM placed AS p JOIN reservation AS r ON r.id = p.reservation_id RETURNING id),
+postings AS (
+    INSERT INTO ledger_postings (entry_id, account_id, bucket, amount_micros)
+    SELECT p.entry_id, p.account, m.bucket, m.amount
+    FROM placed AS p JOIN entry AS e ON e.id = p.entry_id
+        CROSS JOIN LATERAL (VALUES ('available', -p.amount), ('held', p.amount)) AS m(bucket, amount)
+    RETURNING entry_id)
+SELECT reservation_id FROM placed
+"""
+GROUP_MAX = 64  # holds or settlements per statement at most
 
 
 def _settle_params(reservation_id: str, actual: int | None, *, actor: audit.Actor, target: str, org: str,
@@ -216,8 +240,8 @@ class PgChatStore(ChatStore):
         self._idle: list[psycopg.AsyncConnection] = []
         self._generation = 0  # one more each time the database went away
         self._slots = asyncio.Semaphore(size)
-        self._to_settle: list[tuple[dict, asyncio.Future]] = []  # asked while a statement was settling others
-        self._settler: asyncio.Task | None = None
+        self._holds = StatementGroup(self, HOLD_MANY, HOLD_FIELDS, "reservation_id")
+        self._settlements = StatementGroup(self, SETTLE_MANY, SETTLE_FIELDS, "reservation")
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -284,53 +308,75 @@ class PgChatStore(ChatStore):
                    request_id: str) -> str | None:
         now = utcnow()
         reservation_id = new_id("res")
-        placed = await self._one(_PG_HOLD, {
-            "amount": amount, "budget_limit": budget_limit, "account": account_id,
-            "reservation_id": reservation_id, "expires_at": now + timedelta(seconds=ttl_seconds), "now": now,
-            "request_id": request_id, "entry_id": new_id("le")})
-        if placed is None:
+        if not await self._holds({
+                "account": account_id, "amount": amount, "budget_limit": budget_limit,
+                "reservation_id": reservation_id, "expires_at": now + timedelta(seconds=ttl_seconds), "now": now,
+                "request_id": request_id, "entry_id": new_id("le")}):
             return None
         billing_counts.count("reserve")
         return reservation_id
 
     async def settle(self, reservation_id: str, actual: int | None, **audited) -> bool:
-        done = asyncio.get_running_loop().create_future()
-        self._to_settle.append((_settle_params(reservation_id, actual, **audited), done))
-        if self._settler is None:
-            self._settler = asyncio.ensure_future(self._settle_waiting())
-        if not await asyncio.shield(done):  # written (or not) whether this request is cancelled or not
+        if not await self._settlements(_settle_params(reservation_id, actual, **audited)):
             return False
         billing_counts.count("release" if actual is None else "finalize")
         return True
 
-    async def _settle_waiting(self) -> None:
-        """Settle what is waiting, SETTLE_BATCH at a time, until nothing is (group settlement)."""
+    async def _many(self, sql: str, params: dict) -> set:
+        """Run one statement; the first column of every row it returns."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return {row[0] for row in await cursor.fetchall()}
+
+
+class StatementGroup:
+    """Holds (or settlements) asked while this process's last statement of them is running wait, and go together in
+    the next one, GROUP_MAX at most: one round trip, one commit and one update of each account for all of them.
+    `key` names what each one places or moves; the statement returns the keys of those it did."""
+
+    def __init__(self, store: PgChatStore, sql: str, fields: tuple[str, ...], key: str):
+        self.store, self.sql, self.fields, self.key = store, sql, fields, key
+        self.waiting: list[tuple[dict, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def __call__(self, params: dict) -> bool:
+        """True when it was placed (moved), False when its rules refused it; raises what the statement raised."""
+        done = asyncio.get_running_loop().create_future()
+        self.waiting.append((params, done))
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+        return await asyncio.shield(done)  # written (or not) whether the request is cancelled meanwhile or not
+
+    async def _run(self) -> None:
         try:
-            while self._to_settle:
+            while self.waiting:
                 batch, seen, later = [], set(), []
-                for item in self._to_settle:  # a reservation asked twice: the second waits for the next statement
-                    if len(batch) < SETTLE_BATCH and item[0]["reservation"] not in seen:
-                        seen.add(item[0]["reservation"])
+                for item in self.waiting:  # one asked twice at once: the second waits for the next statement
+                    if len(batch) < GROUP_MAX and item[0][self.key] not in seen:
+                        seen.add(item[0][self.key])
                         batch.append(item)
                     else:
                         later.append(item)
-                self._to_settle = later
-                await self._settle_batch(batch)
+                self.waiting = later
+                await self._statement(batch)
         finally:
-            self._settler = None
-            for _, done in self._to_settle:  # only when cancelled (the process stopping)
+            self.task = None
+            for _, done in self.waiting:  # only when cancelled (the process stopping)
                 done.cancel()
-            self._to_settle = []
+            self.waiting = []
 
-    async def _settle_batch(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
+    async def _statement(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
+        params = {f: [p.get(f) for p, _ in batch] for f in self.fields}
+        if "ord" in params:
+            params["ord"] = list(range(len(batch)))
         try:
             try:
-                moved = await self._many(SETTLE_MANY, {f: [params[f] for params, _ in batch] for f in SETTLE_FIELDS})
+                done_keys = await self.store._many(self.sql, params)
             except psycopg.Error as exc:
                 if len(batch) == 1 or isinstance(exc, psycopg.OperationalError):
                     raise
-                for item in batch:  # one settlement's fault (a constraint): the others are written without it
-                    await self._settle_batch([item])
+                for item in batch:  # one's fault (a constraint): the others are written without it
+                    await self._statement([item])
                 return
         except Exception as exc:
             for _, done in batch:
@@ -341,15 +387,9 @@ class PgChatStore(ChatStore):
             for _, done in batch:
                 done.cancel()
             raise
-        for params, done in batch:
+        for params_of, done in batch:
             if not done.done():
-                done.set_result(params["reservation"] in moved)
-
-    async def _many(self, sql: str, params: dict) -> set:
-        """Run one statement; the first column of every row it returns."""
-        async with self._connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return {row[0] for row in await cursor.fetchall()}
+                done.set_result(params_of[self.key] in done_keys)
 
 
 def make_chat_store(db, in_thread, *, connections: int = 16) -> ChatStore:
