@@ -11,7 +11,7 @@ Feature: Chat traffic under load keeps budgets and the ledger exact
       | Acme    | 5.00 USD | 0.005 USD | acme-load    |
       | Globex  | 5.00 USD | 0.01 USD  | globex-load  |
       | Initech | 1.00 USD | none      | initech-load |
-    When 12 simulated users send chat completions to "chat-load" with those keys for 3 seconds
+    When 12 simulated users send 240 chat completions to "chat-load" with those keys
     Then the run's throughput and latency are attached to the report
     And every answer was a completion or a budget refusal, never a server error
     And no org spent more than its budget

@@ -2,8 +2,9 @@
 
 Locust monkey-patches the standard library with gevent as soon as it is imported, which would change how the
 suite's own threads, sockets and database drivers behave. So the suite never imports it: `run_chat_load` writes
-a plan, runs `python -m support.stress.load PLAN RESULT` as a child process, and reads the figures back. The run is
-bounded three ways (users, seconds, requests) and only ever aims at a loopback address.
+a plan, runs `python -m support.stress.load PLAN RESULT` as a child process, and reads the figures back. The run
+sends exactly `max_requests` requests from `users` users (it ends when the last is answered, or at the `seconds`
+safety bound) and only ever aims at a loopback address.
 
 The child records every request itself (status and latency), so the percentiles are exact rather than
 Locust's rounded buckets, and it adds up what every answered completion costs from its `usage`, per org: the
@@ -103,6 +104,7 @@ def _child(plan_path: str, result_path: str) -> None:
     import gevent
     from locust import FastHttpUser, constant, task
     from locust.env import Environment
+    from locust.exception import StopUser
 
     plan = json.loads(Path(plan_path).read_text())
     keys = plan["keys"]
@@ -115,6 +117,7 @@ def _child(plan_path: str, result_path: str) -> None:
     refused = {k["org"]: 0 for k in keys}
     unexpected: list[str] = []
     assigned = {"next": 0}
+    tickets = {"issued": 0}  # requests sent so far: exactly max_requests in all
 
     def cost(usage: dict) -> int:
         return cost_micros(usage, plan["prompt_price_per_1k"], plan["completion_price_per_1k"])
@@ -131,6 +134,9 @@ def _child(plan_path: str, result_path: str) -> None:
 
         @task
         def chat(self):
+            if tickets["issued"] >= plan["max_requests"]:
+                raise StopUser()
+            tickets["issued"] += 1
             headers = {"Authorization": f"Bearer {self.key['secret']}"}
             started = time.perf_counter()
             with self.client.post("/v1/chat/completions", json=body, headers=headers, name="chat",
@@ -161,7 +167,7 @@ def _child(plan_path: str, result_path: str) -> None:
     started = time.perf_counter()
     runner.start(plan["users"], spawn_rate=plan["users"])
 
-    def watch():  # stop at the time limit or the request limit, whichever comes first
+    def watch():  # stop once every request has been answered, or at the time limit
         while time.perf_counter() - started < plan["seconds"] and len(samples) < plan["max_requests"]:
             gevent.sleep(0.05)
         runner.quit()
@@ -181,7 +187,7 @@ def _child(plan_path: str, result_path: str) -> None:
                 "mean": _round(sum(values) / len(values) if values else None)}
 
     result = {
-        "users": plan["users"], "seconds_planned": plan["seconds"], "max_requests": plan["max_requests"],
+        "users": plan["users"], "seconds_limit": plan["seconds"], "max_requests": plan["max_requests"],
         "seconds": round(elapsed, 2), "requests": len(samples),
         "requests_per_second": round(len(samples) / elapsed, 1) if elapsed else None,
         "latency_ms": figures(latencies),
