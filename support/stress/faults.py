@@ -26,6 +26,7 @@ from support.domain.platform_api import chat_body
 from support.domain.model_routes import ModelRoutes
 from support.stacks.base import Stack
 from support.stacks.outages import FaultUnavailable
+from support.stacks.replicas import PROCESS_HEADER
 from support.harness.waits import wait_until
 
 
@@ -281,25 +282,29 @@ class Faults:
     def give_database_back(self) -> None:
         self.stack.start_database()
 
-    def wait_until_every_process_reads_the_database(self, in_a_row: int = 8, timeout: float = 20) -> None:
-        """Readiness asked on a new connection each time (so each may land on another worker process) until it
-        has passed `in_a_row` times running: a process that still held a connection the outage ended fails once
-        and drops it, and that failure belongs to the outage's scenario, not to the next one."""
+    def wait_until_every_process_reads_the_database(self, timeout: float = 20) -> None:
+        """Readiness asked on a new connection each time (so each may land on another worker process) until every
+        gateway process has answered ready since the database came back, none failing since (X-Gateway-Process
+        names who answered): a process that still held a connection the outage ended fails once and drops it, and
+        that failure belongs to the outage's scenario, not to the next one."""
         url = self.api.base_url.rstrip("/") + "/readyz"
-        streak = {"ok": 0, "last": "nothing yet"}
+        processes = self.stack.config.gateway_processes
+        ready: set[str] = set()
+        last = {"seen": "nothing yet"}
 
         def probe() -> int:
             try:
-                status = requests.get(url, timeout=5, headers={"Connection": "close"}).status_code
+                answer = requests.get(url, timeout=5, headers={"Connection": "close"})
+                process = answer.headers.get(PROCESS_HEADER) or "a gateway process not naming itself"
+                (ready.add if answer.status_code == 200 else ready.discard)(process)
+                last["seen"] = f"{process} answered {answer.status_code}"
             except requests.RequestException as exc:
-                status, streak["last"] = 0, type(exc).__name__
-            streak["ok"] = streak["ok"] + 1 if status == 200 else 0
-            streak["last"] = f"readiness {status or streak['last']}, {streak['ok']} in a row"
-            return streak["ok"]
+                last["seen"] = f"no answer ({type(exc).__name__})"
+            return len(ready)
 
-        wait_until(f"every gateway process to read its database again ({in_a_row} readiness answers in a row)",
-                   probe, lambda ok: ok >= in_a_row, timeout=timeout, describe=lambda _: streak["last"],
-                   max_interval=0.05)
+        wait_until(f"each of the {processes} gateway process(es) to answer ready again after the outage", probe,
+                   lambda count: count >= processes, timeout=timeout, max_interval=0.05,
+                   describe=lambda count: f"{count} ready ({sorted(ready)}); last: {last['seen']}")
 
     def kill_and_restart_gateway(self) -> None:
         pid = self.require("kill_gateway")()
