@@ -26,7 +26,9 @@ from typing import AsyncIterator
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, literal_column, select
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.visitors import replacement_traverse
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
@@ -121,11 +123,11 @@ SELECT id FROM moved
 def _rule(expression) -> str:
     """One of the ledger's rules of a hold (ledger.HAS_CREDIT, ledger.WITHIN_BUDGET) as SQL about an asked hold `a`
     and the account as the holds before it in the same statement left it, `j`."""
-    sql = str(expression.compile(dialect=postgresql.psycopg.dialect()))
-    sql = sql.replace("%(amount)s::BIGINT", "a.amount").replace("%(budget_limit)s::BIGINT", "a.budget_limit")
-    sql = sql.replace("accounts.", "j.")
-    assert "%(" not in sql, sql
-    return f"({sql})"
+    asked = {"amount": literal_column("a.amount"), "budget_limit": literal_column("a.budget_limit")}
+    expression = replacement_traverse(
+        expression, {}, lambda e: asked.get(e.key) if isinstance(e, BindParameter) else None)
+    sql = str(expression.compile(dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True}))
+    return f"({sql.replace('accounts.', 'j.')})"
 
 
 # The hold (ledger.HOLD, then the reservation, its entry and its two postings) for many holds at once, one row of
