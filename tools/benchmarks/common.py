@@ -116,6 +116,30 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+class DatabaseCpu:
+    """CPU time of the PostgreSQL processes that work for one database: its connections, and the server's own
+    background processes (WAL writer, checkpointer, ...), which work for every database. Other databases'
+    connections (another run on a shared server) are left out, unlike postgres_cpu_seconds. A connection that closes
+    between start() and ms_per() is lost; the gateway keeps its pools open."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.before: dict[int, float] = {}
+
+    def pids(self) -> list[int]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            return list(conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE (datname = current_database() OR "
+                                          "datname IS NULL) AND pid <> pg_backend_pid()")))
+
+    def start(self) -> None:
+        self.before = {pid: cpu_seconds(pid) for pid in self.pids()}
+
+    def ms_per(self, requests: int) -> float:
+        return sum(cpu_seconds(pid) - self.before.get(pid, 0.0) for pid in self.pids()) * 1000 / requests
+
+
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) CPU ticks of the whole machine so far (Linux /proc/stat), (0, 0) when it cannot be read."""
     try:

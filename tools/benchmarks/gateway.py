@@ -26,6 +26,10 @@ time to first token < 5 ms, >= 200 streamed req/s on PostgreSQL, zero overspend.
 processes (GATEWAY_WORKERS); with 1 and 2 on PostgreSQL in one run it also prints the throughput ratio of 2 workers
 to 1 (goal: at least 1.4x on 2 cores, which the load generator and the database share).
 The load generator is a minimal asyncio HTTP/1.1 client, so that it takes as little of the 2 cores as it can.
+CPU per request (throughput phase) is printed for each process: the gateway (and each worker), the model stub, the
+load generator and PostgreSQL: "postgres" counts the bench database's connections and the server's background
+processes, "every database on the server" also other runs' connections on a shared server. Throughput on a machine
+shared with other work is noisy; the CPU figures are the steadier ones.
 """
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ from sqlalchemy import func, select
 
 from tools.benchmarks.chat_client import COST, Connection, Setup, spread
 from tools.benchmarks import streaming
-from tools.benchmarks.common import (POSTGRES_SERVER, cpu_seconds, embedded_stack, label, load_average,
-                                     machine_ticks, percentile, postgres_cpu_seconds)
+from tools.benchmarks.common import (POSTGRES_SERVER, DatabaseCpu, cpu_seconds, embedded_stack, label,
+                                     load_average, machine_ticks, percentile, postgres_cpu_seconds)
 
 EXHAUST_AFFORDABLE = 50
 EXHAUST_REQUESTS = 200
@@ -80,12 +84,16 @@ def measure_throughput(bench: Bench) -> None:
     requests = bench.args.requests
     before = {name: cpu_seconds(pid) for name, pid in bench.pids.items()}
     own_before, machine_before, pg_before = time.process_time(), machine_ticks(), postgres_cpu_seconds()
+    database = DatabaseCpu(bench.setup.db.engine) if bench.kind.startswith("PostgreSQL") else None
+    if database is not None:
+        database.start()
     thr = asyncio.run(load(bench.setup, requests, bench.args.concurrency))
     bench.throughput = thr["rate"]
     cpu = {name: (cpu_seconds(pid) - before[name]) * 1000 / requests for name, pid in bench.pids.items()}
     cpu["load generator"] = (time.process_time() - own_before) * 1000 / requests
-    if bench.kind.startswith("PostgreSQL"):
-        cpu["postgres"] = (postgres_cpu_seconds() - pg_before) * 1000 / requests
+    if database is not None:
+        cpu["postgres"] = database.ms_per(requests)
+        cpu["postgres, every database on the server"] = (postgres_cpu_seconds() - pg_before) * 1000 / requests
     machine_after = machine_ticks()
     busy = ((machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
             if machine_after[1] > machine_before[1] else float("nan"))
