@@ -4,6 +4,7 @@ supervisor restarts a worker that dies). Several processes share their metrics t
 PROMETHEUS_MULTIPROC_DIR made for each start (docs/contract.md, "Many processes and replicas")."""
 from __future__ import annotations
 
+import ast
 import atexit
 import ctypes
 import logging
@@ -56,9 +57,48 @@ def wait_for_database(database_url: str, seconds: float) -> None:
         engine.dispose()
 
 
+def newest_revision() -> str | None:
+    """The newest migration's revision, read from the `revision = ...` and `down_revision = ...` lines of the
+    migration files (no Alembic needed); None when they are not one plain line of revisions (Alembic decides)."""
+    revisions, parents = set(), set()
+    for path in (Path(__file__).resolve().parent / "migrations" / "versions").glob("*.py"):
+        found = dict(line.split(" = ", 1) for line in path.read_text().splitlines()
+                     if line.startswith(("revision = ", "down_revision = ")))
+        try:
+            revision, parent = (ast.literal_eval(found[name]) for name in ("revision", "down_revision"))
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        if not isinstance(revision, str) or not isinstance(parent, (str, type(None))):
+            return None
+        revisions.add(revision)
+        parents.add(parent)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and len(parents) == len(revisions) else None
+
+
+def at_newest_revision(database_url: str) -> bool:
+    """Whether the schema is already at the newest migration: a restart then skips loading Alembic, a fifth of the
+    time to ready. Anything else (a new database, an older schema, an unreadable version) says no."""
+    from sqlalchemy import create_engine, text
+
+    newest = newest_revision()
+    if newest is None:
+        return False
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))] == [newest]
+    except Exception:  # no version table yet, or no database: Alembic says what is wrong
+        return False
+    finally:
+        engine.dispose()
+
+
 def migrate(database_url: str) -> None:
     """Upgrade the schema; on PostgreSQL under an advisory lock, so replicas that start together take turns (the
     later ones find it at head)."""
+    if at_newest_revision(database_url):
+        return
     from gateway.migrate import upgrade
 
     if not database_url.startswith("postgresql"):
