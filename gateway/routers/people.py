@@ -163,13 +163,15 @@ def accept(token: str, body: Acceptance, rt: RuntimeDep):
         with rt.db.transaction() as session:
             taken = session.execute(update(Invitation).where(*_open(invitation.id)).values(
                 accepted_at=utcnow(),
-                failed_attempts=Invitation.failed_attempts - (1 if existing is not None else 0)))
+                failed_attempts=Invitation.failed_attempts - (1 if existing is not None else 0))
+                .execution_options(synchronize_session=False))  # no invitation is loaded in this session
             if taken.rowcount == 1:
                 user_id = existing.id if existing is not None else new_id("usr")
                 if existing is None:
                     session.add(User(id=user_id, email=invitation.email, name=body.name, password_hash=password_hash))
                     session.flush()
-                if session.get(Membership, (invitation.org_id, user_id)) is None:
+                # (a person just made belongs to no org yet: no need to look)
+                if existing is None or session.get(Membership, (invitation.org_id, user_id)) is None:
                     session.add(Membership(org_id=invitation.org_id, user_id=user_id, role=invitation.role))
                 audit.record(session, Actor("user", user_id), "invitation.accept",
                              target=f"invitation:{invitation.id}", org=slug, details={"role": invitation.role})
