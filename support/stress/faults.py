@@ -148,6 +148,7 @@ class Outcome:
     case: str
     status: int | None
     elapsed_ms: float
+    request_id: str | None = None
     error: str | None = None
     code: str | None = None  # the error's machine word, when the body says one
     message: str | None = None
@@ -194,8 +195,8 @@ def _error_fields(response: requests.Response) -> tuple[str | None, str | None]:
     return None, None
 
 
-def send_malformed(base_url: str, targets: dict[str, tuple[str, str, dict]], model: str, *, rounds: int = 2,
-                   workers: int = 8, probe_every: float = 0.2, probe_timeout: float = 3.0, request_timeout: float = 60,
+def send_malformed(base_url: str, targets: dict[str, tuple[str, str, dict]], model: str, *, rounds: int = 1,
+                   workers: int = 8, probe_every: float = 0.1, probe_timeout: float = 3.0, request_timeout: float = 60,
                    request_id_prefix: str = "burst") -> MalformedBurst:
     """Send every corpus case (about `model`, a real one) to every target (name -> (method, path, headers))
     `rounds` times from `workers` threads, while a health probe asks /healthz every `probe_every` seconds.
@@ -226,18 +227,19 @@ def send_malformed(base_url: str, targets: dict[str, tuple[str, str, dict]], mod
 
     def send(target: str, case: Malformed) -> Outcome:
         method, path, headers = targets[target]
-        sent = {**headers, "Content-Type": case.content_type, "X-Request-ID": next_id("bad")}
+        request_id = next_id("bad")
+        sent = {**headers, "Content-Type": case.content_type, "X-Request-ID": request_id}
         t0 = time.perf_counter()
         try:
             with requests.Session() as session:
                 response = session.request(method, base_url + path, data=case.body(model), headers=sent,
                                            timeout=request_timeout)
             code, message = _error_fields(response)
-            return Outcome(target, case.name, response.status_code, (time.perf_counter() - t0) * 1000, code=code,
-                           message=(message or "")[:200], oversized=case.oversized)
+            return Outcome(target, case.name, response.status_code, (time.perf_counter() - t0) * 1000, request_id,
+                           code=code, message=(message or "")[:200], oversized=case.oversized)
         except requests.RequestException as exc:
-            return Outcome(target, case.name, None, (time.perf_counter() - t0) * 1000, error=type(exc).__name__,
-                           oversized=case.oversized)
+            return Outcome(target, case.name, None, (time.perf_counter() - t0) * 1000, request_id,
+                           error=type(exc).__name__, oversized=case.oversized)
 
     probe_thread = threading.Thread(target=prober, name="health-probe", daemon=True)
     probe_thread.start()
