@@ -23,8 +23,10 @@ class ChildProcess:
         self.log_path = log_path
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
+        self.asked_to_stop = False
 
     def start(self) -> None:
+        self.asked_to_stop = False
         log = open(self.log_path, "ab")
         # A session of its own, so Ctrl-C on the suite does not reach the child before the suite stops it.
         self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
@@ -40,10 +42,16 @@ class ChildProcess:
         code = self.process.poll()
         return f"running (pid {self.process.pid})" if code is None else f"exited with code {code}"
 
+    def ask_to_stop(self) -> None:
+        """SIGTERM, once, without waiting (stop() waits): processes asked together wind down together."""
+        if self.running() and not self.asked_to_stop:
+            self.process.send_signal(signal.SIGTERM)
+            self.asked_to_stop = True
+
     def stop(self, timeout: float = 10) -> None:
         if not self.running():
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.ask_to_stop()
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
