@@ -26,7 +26,8 @@ from typing import AsyncIterator
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import bindparam, literal_column, select
+from sqlalchemy import Integer, String, bindparam, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import replacement_traverse
 from sqlalchemy.dialects import postgresql
@@ -54,6 +55,14 @@ ADMISSION = (select(KEYS.c.id, KEYS.c.org_id, ORGS.c.slug, KEYS.c.prefix, KEYS.c
              .select_from(KEYS.join(ORGS, ORGS.c.id == KEYS.c.org_id)
                           .outerjoin(MODELS, MODELS.c.name == bindparam("model")))
              .where(KEYS.c.key_hash == bindparam("key_hash")))
+# The same for many requests at once (a row of `asked` each, numbered by `ord`), for the lookups grouped on PostgreSQL.
+_ASKED = func.unnest(bindparam("ord", type_=ARRAY(Integer)), bindparam("key_hash", type_=ARRAY(String)),
+                     bindparam("model", type_=ARRAY(String))).table_valued("ord", "key_hash", "model") \
+    .render_derived(name="asked")
+ADMISSIONS = (select(_ASKED.c.ord, *ADMISSION.selected_columns)
+              .select_from(_ASKED.join(KEYS, KEYS.c.key_hash == _ASKED.c.key_hash)
+                           .join(ORGS, ORGS.c.id == KEYS.c.org_id)
+                           .outerjoin(MODELS, MODELS.c.name == _ASKED.c.model)))
 
 
 class PgStatement:
@@ -69,7 +78,7 @@ class PgStatement:
         return {**self.constants, **values} if self.constants else values
 
 
-_PG_ADMISSION = PgStatement(ADMISSION)
+_PG_ADMISSIONS = PgStatement(ADMISSIONS)
 
 # The settlement: ledger.MOVE_PENDING, then the account, the entry, its non-zero postings and the audit event, each
 # only for a reservation moved; for many settlements at once, one row of `asked` each (arrays, so that one prepared statement
@@ -242,6 +251,7 @@ class PgChatStore(ChatStore):
         self._idle: list[psycopg.AsyncConnection] = []
         self._generation = 0  # one more each time the database went away
         self._slots = asyncio.Semaphore(size)
+        self._lookups = StatementGroup(self, _PG_ADMISSIONS.sql, ("ord", "key_hash", "model"), None, reads=True)
         self._holds = StatementGroup(self, HOLD_MANY, HOLD_FIELDS, "reservation_id")
         self._settlements = StatementGroup(self, SETTLE_MANY, SETTLE_FIELDS, "reservation")
 
@@ -290,59 +300,64 @@ class PgChatStore(ChatStore):
         self._generation += 1
         await self.close()
 
-    async def _one(self, statement: PgStatement, params: dict, *, again_if_broken: bool = False):
-        """Run one statement and return its first row. `again_if_broken`: for reads, run it once more on a new
-        connection when the pooled one turned out dead (the first request after a database restart)."""
+    async def _rows(self, sql: str, params: dict, *, again_if_broken: bool = False) -> list:
+        """Run one statement and return its rows. `again_if_broken`: for reads, run it once more on a new connection
+        when the pooled one turned out dead (the first request after a database restart)."""
         for last_try in (not again_if_broken, True):
             conn = None  # stays None when no connection could be opened
             try:
                 async with self._connection() as conn:
-                    cursor = await conn.execute(statement.sql, statement.params(params))
-                    return await cursor.fetchone()
+                    cursor = await conn.execute(sql, params)
+                    return await cursor.fetchall()
             except psycopg.OperationalError:
                 if last_try or conn is None or not conn.broken:
                     raise
 
+    async def _one(self, statement: PgStatement, params: dict, *, again_if_broken: bool = False):
+        """Run one statement and return its first row (None: none)."""
+        rows = await self._rows(statement.sql, statement.params(params), again_if_broken=again_if_broken)
+        return rows[0] if rows else None
+
+    async def _many(self, sql: str, params: dict, *, again_if_broken: bool = False) -> dict:
+        """Run one statement; the rows it returns by their first column."""
+        return {row[0]: row for row in await self._rows(sql, params, again_if_broken=again_if_broken)}
+
     async def lookup(self, key_hash: str, model: str):
-        return await self._one(_PG_ADMISSION, {"key_hash": key_hash, "model": model}, again_if_broken=True)
+        return await self._lookups({"key_hash": key_hash, "model": model})
 
     async def hold(self, account_id: str, amount: int, ttl_seconds: float, *, budget_limit: int | None,
                    request_id: str) -> str | None:
         now = utcnow()
         reservation_id = new_id("res")
-        if not await self._holds({
+        if await self._holds({
                 "account": account_id, "amount": amount, "budget_limit": budget_limit,
                 "reservation_id": reservation_id, "expires_at": now + timedelta(seconds=ttl_seconds), "now": now,
-                "request_id": request_id, "entry_id": new_id("le")}):
+                "request_id": request_id, "entry_id": new_id("le")}) is None:
             return None
         billing_counts.count("reserve")
         return reservation_id
 
     async def settle(self, reservation_id: str, actual: int | None, **audited) -> bool:
-        if not await self._settlements(_settle_params(reservation_id, actual, **audited)):
+        if await self._settlements(_settle_params(reservation_id, actual, **audited)) is None:
             return False
         billing_counts.count("release" if actual is None else "finalize")
         return True
 
-    async def _many(self, sql: str, params: dict) -> set:
-        """Run one statement; the first column of every row it returns."""
-        async with self._connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return {row[0] for row in await cursor.fetchall()}
-
 
 class StatementGroup:
-    """Holds (or settlements) asked while this process's last statement of them is running wait, and go together in
-    the next one, GROUP_MAX at most: one round trip, one commit and one update of each account for all of them.
-    `key` names what each one places or moves; the statement returns the keys of those it did."""
+    """Lookups (holds, settlements) asked while this process's last statement of them is running wait, and go together
+    in the next one, GROUP_MAX at most: one round trip, and for writes one commit and one update of each account for
+    all of them. The statement returns a row for each one it found (placed, moved), first column `key` (None: `ord`,
+    the asks' positions in the statement); `reads`: run again on a new connection if the pooled one was dead."""
 
-    def __init__(self, store: PgChatStore, sql: str, fields: tuple[str, ...], key: str):
-        self.store, self.sql, self.fields, self.key = store, sql, fields, key
+    def __init__(self, store: PgChatStore, sql: str, fields: tuple[str, ...], key: str | None, *,
+                 reads: bool = False):
+        self.store, self.sql, self.fields, self.key, self.reads = store, sql, fields, key, reads
         self.waiting: list[tuple[dict, asyncio.Future]] = []
         self.task: asyncio.Task | None = None
 
-    async def __call__(self, params: dict) -> bool:
-        """True when it was placed (moved), False when its rules refused it; raises what the statement raised."""
+    async def __call__(self, params: dict):
+        """Its row, or None when there is none (refused, not moved); raises what the statement raised."""
         done = asyncio.get_running_loop().create_future()
         self.waiting.append((params, done))
         if self.task is None:
@@ -354,8 +369,9 @@ class StatementGroup:
             while self.waiting:
                 batch, seen, later = [], set(), []
                 for item in self.waiting:  # one asked twice at once: the second waits for the next statement
-                    if len(batch) < GROUP_MAX and item[0][self.key] not in seen:
-                        seen.add(item[0][self.key])
+                    name = id(item) if self.key is None else item[0][self.key]
+                    if len(batch) < GROUP_MAX and name not in seen:
+                        seen.add(name)
                         batch.append(item)
                     else:
                         later.append(item)
@@ -373,7 +389,7 @@ class StatementGroup:
             params["ord"] = list(range(len(batch)))
         try:
             try:
-                done_keys = await self.store._many(self.sql, params)
+                rows = await self.store._many(self.sql, params, again_if_broken=self.reads)
             except psycopg.Error as exc:
                 if len(batch) == 1 or isinstance(exc, psycopg.OperationalError):
                     raise
@@ -389,9 +405,9 @@ class StatementGroup:
             for _, done in batch:
                 done.cancel()
             raise
-        for params_of, done in batch:
+        for n, (params_of, done) in enumerate(batch):
             if not done.done():
-                done.set_result(params_of[self.key] in done_keys)
+                done.set_result(rows.get(n if self.key is None else params_of[self.key]))
 
 
 def make_chat_store(db, in_thread, *, connections: int = 16) -> ChatStore:
