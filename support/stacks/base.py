@@ -19,6 +19,7 @@ from support.harness.waits import WaitTimeout, wait_until
 # the reservation counts in /metrics are at most 0.2 s old.
 GATEWAY_TEST_SETTINGS = {
     "UPSTREAM_TIMEOUT_SECONDS": "2",
+    "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "0.5",  # the stub is on loopback; a chat hold's lifetime counts it per backend
     "RECONCILE_INTERVAL_SECONDS": "1",
     "EXPIRY_SWEEP_SECONDS": "0.25",
     "RESERVATION_MARGIN_SECONDS": "1",  # a crashed request's hold returns a second after its backends' time-outs
