@@ -86,7 +86,7 @@ class AccountLedger:
 def account_ledger(db: Database, account_id: str) -> AccountLedger:
     accounts, entries = db.table("accounts"), db.table("ledger_entries")
     reservations, postings = db.table("reservations"), db.table("ledger_postings")
-    with db.engine.connect() as conn:
+    with db.snapshot() as conn:
         account = conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().first()
         if account is None:
             raise AssertionError(f"The gateway's database has no account {account_id!r}")

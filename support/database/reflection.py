@@ -1,8 +1,11 @@
 """The gateway's database as the suite sees it: tables reflected from the live schema, never imported."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from sqlalchemy import MetaData, Table, Text, cast, create_engine, literal, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from support.harness.config import SuiteSetupError
 from support.harness.redaction import mask_url
@@ -36,6 +39,20 @@ class Database:
             raise AssertionError(f"The gateway's database has no table '{name}'; tables seen: "
                                  f"{', '.join(sorted(self._metadata.tables))}")
         return self._metadata.tables[name]
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection whose reads all see the database at one moment, so figures the gateway writes together
+        (a balance and the entries behind it) are never read half before and half after one of its writes."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN")  # the driver starts no transaction for reads: WAL's snapshot needs one
+            else:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     def columns_holding(self, value: str) -> list[str]:
         """Every table.column in which `value` appears (the live schema, reflected afresh)."""
