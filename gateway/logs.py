@@ -13,19 +13,23 @@ from datetime import datetime, timezone
 from gateway import context
 
 
-# Ids (inv_ + 32 hex) are shorter than invitation tokens (inv_ + 43 characters) and are kept.
+# Ids (inv_ + 32 hex) are shorter than invitation tokens (inv_ + 43 characters) and are kept. Each kind: the literal
+# every match begins with, and its pattern.
 SECRETS = (
-    ("invitation-token", re.compile(r"inv_[A-Za-z0-9_-]{40,}")),
-    ("api-key", re.compile(r"tg_[A-Za-z0-9_-]{20,}")),
-    ("jwt", re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")),
-    ("private-key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)),
+    ("invitation-token", "inv_", re.compile(r"inv_[A-Za-z0-9_-]{40,}")),
+    ("api-key", "tg_", re.compile(r"tg_[A-Za-z0-9_-]{20,}")),
+    ("jwt", "eyJ", re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")),
+    ("private-key", "-----BEGIN ",
+     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)),
 )
 
 
 def redact(text: str) -> str:
-    """The text with every secret-shaped value replaced by `[redacted <kind>]`."""
-    for kind, pattern in SECRETS:
-        text = pattern.sub(f"[redacted {kind}]", text)
+    """The text with every secret-shaped value replaced by `[redacted <kind>]`. A pattern is only run on a text that
+    holds its first literal (most lines hold none: a substring test costs a tenth of a regex scan)."""
+    for kind, start, pattern in SECRETS:
+        if start in text:
+            text = pattern.sub(f"[redacted {kind}]", text)
     return text
 
 
