@@ -1,6 +1,7 @@
 """Prometheus metrics: requests by route and status, latency, reservations by state, and the chat path's own:
 streamed requests by outcome, time to first token, and charges beyond the hold (overruns). With several worker
-processes (PROMETHEUS_MULTIPROC_DIR set) every process's counts are summed into each /metrics answer."""
+processes (PROMETHEUS_MULTIPROC_DIR set) every process's counts are summed into each /metrics answer. The text is
+written by gateway/metrics_exposition.py (what generate_latest writes, at a fraction of the cost)."""
 from __future__ import annotations
 
 import glob
@@ -9,10 +10,11 @@ import re
 import threading
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
+from gateway.metrics_exposition import Exposition, ProcessFiles
 from gateway.models import Reservation
 
 REGISTRY = CollectorRegistry()
@@ -81,16 +83,27 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+EXPOSITION = Exposition()
+_process_files: ProcessFiles | None = None
+_process_files_lock = threading.Lock()
+
+
 def render(rt) -> tuple[bytes, str]:
-    global _runtime
+    global _runtime, _process_files
     _runtime = rt
-    if multiprocess_dir() is None:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    for collector in DATABASE_COLLECTORS:
-        registry.register(collector)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    lines: list[str] = []
+    folder = multiprocess_dir()
+    if folder is None:
+        EXPOSITION.registry(REGISTRY, lines)
+    else:
+        with _process_files_lock:
+            if _process_files is None or _process_files.folder != folder:
+                _process_files = ProcessFiles(folder, EXPOSITION)
+            files = _process_files
+        files.render(lines)
+        for collector in DATABASE_COLLECTORS:
+            EXPOSITION.families(collector.collect(), lines)
+    return "".join(lines).encode("utf-8"), CONTENT_TYPE_LATEST
 
 
 def forget_dead_processes() -> None:
