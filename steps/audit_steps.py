@@ -40,6 +40,7 @@ def one_event(context, action, actor, target, outcome):
 def audit_shows(context, org):
     state = context.state
     events = state.platform.audit(org)
+    read = state.api.exchanges[-1]
     sent = {e.request_id: e for e in state.api.exchanges}
     for row in context.table:
         actor = state.audit.actor(row["actor"])
@@ -47,7 +48,7 @@ def audit_shows(context, org):
                    and actor.matches(e)]
         expect_true(bool(matches), f"Expected an audit event {row['action']} by {row['actor']} with outcome "
                     f"{row['outcome']} in {org!r}, but the log held: "
-                    f"{[(e['action'], e['actor'], e['outcome']) for e in events]}")
+                    f"{[(e['action'], e['actor'], e['outcome'], e['request_id']) for e in events]}", read)
         foreign = [m["request_id"] for m in matches if m["request_id"] not in sent]
         expect_true(not foreign, f"Expected the {row['action']} event to carry a request id the suite sent, but it "
                     f"carried {foreign}; the suite sent {sorted(sent)}")
@@ -244,6 +245,7 @@ def reads_range(context, name, org):
                 f"({third['at']})")
     reads.expected = [second]
     reads.found = state.audit.org_events(org, name, since=second["at"], until=third["at"])
+    reads.range_read = state.api.exchanges[-1]
 
 
 @then("{name:Name} finds exactly the second change")
@@ -252,7 +254,7 @@ def finds_second(context, name):
     found = [(e["id"], e["action"]) for e in reads.found]
     expected = [(e["id"], e["action"]) for e in reads.expected]
     expect_equal(found, expected, "the events between the second change and the third (since inclusive, until "
-                 "exclusive)")
+                 "exclusive)", reads.range_read)
 
 
 @when('{name:Name} reads the audit log of "{org}" {size:d} events at a time')

@@ -73,8 +73,9 @@ def secret_not_stored(context, key):
     state = context.state
     record = state.world.key(key)
     holding = state.db.columns_holding(record.secret)
+    issued = next((e for e in state.api.exchanges if e.method == "POST" and record.id in (e.text or "")), None)
     expect_true(not holding, f"Expected the gateway to keep only a hash of the secret of {key!r} ({record.prefix}...), "
-                f"but the secret itself is stored in {holding}")
+                f"but the secret itself is stored in {holding}", issued)
     expect_true(bool(state.db.columns_holding(record.id)), f"Expected the key {record.id} itself in the database "
                 "(otherwise this check looked in the wrong place)")
 

@@ -357,5 +357,8 @@ def health_probes_prompt(context):
 @then('the burst left no trace in the ledger of "{org}"')
 def burst_left_no_trace(context, org):
     ledger = context.state.ledgers.of(org)
-    expect_equal(dict(ledger.entries_by_kind), {"mint": 1}, f"the ledger entries of {org!r} after the burst")
-    expect_equal(ledger.reservations, [], f"the reservations of {org!r} after the burst")
+    sent = [o.request_id for o in context.state.world.malformed.outcomes if o.request_id]
+    burst = f" (the burst's requests: {sent[0]} to {sent[-1]})" if sent else ""
+    reserved = [(r["request_id"], r["status"]) for r in ledger.reservations]  # first: it names the request
+    expect_equal(reserved, [], f"the reservations of {org!r} after the burst{burst}")
+    expect_equal(dict(ledger.entries_by_kind), {"mint": 1}, f"the ledger entries of {org!r} after the burst{burst}")

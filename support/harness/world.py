@@ -187,6 +187,7 @@ class Declared:
 class AuditReads:
     changes: list[Exchange] = field(default_factory=list)  # changes made one after another
     found: list[dict] = field(default_factory=list)  # events a search found
+    range_read: Exchange | None = None  # the read that found them
     expected: list[dict] = field(default_factory=list)
     page_size: int = 0
     pages: list[Exchange] = field(default_factory=list)
