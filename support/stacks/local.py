@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from support.harness.config import SuiteSetupError
 from support.tokens.signing_keys import generate_keys, require_keys_dir
-from support.stacks import config_repo
+from support.stacks import config_repo, replicas
 from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
 from support.stacks.outages import database_outage
 from support.stacks.processes import ChildProcess, free_port
@@ -53,7 +53,7 @@ class LocalStack(Stack):
         for process in self.processes.values():
             process.start()
         base_url = f"http://127.0.0.1:{gateway_port}"
-        self.wait_ready(base_url, self.config.ready_timeout, still_starting=self._fail_if_exited)
+        self._wait_every_process(base_url)
         self.endpoints = Endpoints(base_url, database_url, str(keys_dir), stub_url, str(repo))
         return self.endpoints
 
@@ -120,7 +120,14 @@ class LocalStack(Stack):
         if gateway.running():
             gateway.stop()
         gateway.start()
-        self.wait_ready(self.endpoints.base_url, self.config.ready_timeout, still_starting=self._fail_if_exited)
+        self._wait_every_process(self.endpoints.base_url)
+
+    def _wait_every_process(self, base_url: str) -> None:
+        """Ready, and every worker process answering: one ready worker answers /readyz while another is still
+        importing, and a burst sent then would meet one process only."""
+        self.wait_ready(base_url, self.config.ready_timeout, still_starting=self._fail_if_exited)
+        if self.config.gateway_workers > 1:
+            replicas.wait_balanced(base_url, self.config.gateway_workers, self.config.ready_timeout)
 
     def stop_database(self) -> str:
         """Make the gateway's database unavailable until start_database(); returns how, in a few words."""
