@@ -121,7 +121,7 @@ def migrate(database_url: str) -> None:
 def fresh_metrics_dir() -> None:
     """Several processes count into files of one folder: PROMETHEUS_MULTIPROC_DIR emptied if given, else a new
     temporary folder removed at exit. Set before the app (and prometheus-client) is imported, so every worker,
-    spawned from this process, counts there."""
+    started from this process, counts there."""
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if given:
         folder = Path(given)
@@ -145,7 +145,7 @@ def die_with_parent() -> None:
 
 
 def worker_app():
-    """The app of one worker process (uvicorn's factory, called in each worker it spawns)."""
+    """The app of one worker process (uvicorn's factory, called in each worker it starts)."""
     from gateway.app import create_app
 
     die_with_parent()

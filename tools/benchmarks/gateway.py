@@ -263,7 +263,8 @@ def worker_pids(pid: int | None) -> list[int]:
                     for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
     except (OSError, TypeError, ValueError):
         return []
-    return [c for c in children if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
+    own = open(f"/proc/{pid}/cmdline").read()  # workers are forked from it (gateway/reuse_port.py): its command line
+    return [c for c in children if open(f"/proc/{c}/cmdline").read() == own]
 
 
 def workers_ratio(benches: list[Bench], workers: list[int]) -> None:
