@@ -9,7 +9,7 @@ import sys
 from support.client import console, evidence, failure_dossier
 from support.domain import cleanup
 from support.harness.config import SuiteSetupError, options_help
-from support.scenario import ScenarioState, SuiteRun
+from support.scenario import ScenarioState, SuiteRun, import_sdk_meanwhile
 from support.stacks import needs
 
 
@@ -20,6 +20,7 @@ def before_all(context):
     if "help" in context.config.userdata:  # behave -D help: the options, and no stack
         print(options_help(), flush=True)
         os._exit(0)
+    import_sdk_meanwhile(runner.features if runner else [], context.config)
     try:
         context.suite_run = SuiteRun.start(context.config.userdata, report=console.results_folder(context.config))
     except SuiteSetupError as problem:

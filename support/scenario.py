@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import secrets
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable
@@ -65,8 +66,26 @@ from support.stress.process_spread import ProcessSpread
 from support.stress.scale_out import ScaleOut
 from support.tokens.signing_keys import KeyMaterial
 
-if TYPE_CHECKING:  # imported on first use: the OpenAI SDK takes half a second to import, and few scenarios use it
+if TYPE_CHECKING:  # imported on first use: the OpenAI SDK takes ~0.7 s to import, and few scenarios use it
     from support.domain.applications import Applications
+
+OPENAI_SDK_STEPS = "the OpenAI SDK"  # what each Given that builds an SDK application says (steps/sdk_steps.py)
+
+
+def import_sdk_meanwhile(features, config) -> None:
+    """When a scenario the run will run uses the OpenAI SDK, import it in a background thread now, while the stack
+    starts (the run waits on child processes), so no scenario pays for it; a run without one pays nothing. An
+    import that fails here fails again, and is reported, in the scenario that imports it."""
+    if any(scenario.should_run(config) and any(OPENAI_SDK_STEPS in step.name for step in scenario.all_steps)
+           for feature in features for scenario in feature.walk_scenarios()):
+        threading.Thread(target=_import_sdk, name="import-openai-sdk", daemon=True).start()
+
+
+def _import_sdk() -> None:
+    try:
+        import support.domain.applications  # noqa: F401
+    except Exception:  # the scenario's own import says what is wrong
+        pass
 
 
 @dataclass
