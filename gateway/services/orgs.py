@@ -13,11 +13,12 @@ from gateway.runtime import Runtime
 def org_for_member(rt: Runtime, principal: Principal, slug: str, action: str) -> tuple[Org, str]:
     """The org and the caller's role in it; 404 to outsiders (ids cannot be probed), 403 to too-low roles."""
     with rt.db.sessions() as session:
-        org = session.scalar(select(Org).where(Org.slug == slug))
-        role = None
-        if org is not None and principal.actor.type == "user":
-            role = session.scalar(select(Membership.role).where(Membership.org_id == org.id,
-                                                                Membership.user_id == principal.actor.id))
+        if principal.actor.type == "user":  # the org and the caller's membership in one statement
+            org, role = session.execute(select(Org, Membership.role).outerjoin(
+                Membership, (Membership.org_id == Org.id) & (Membership.user_id == principal.actor.id))
+                .where(Org.slug == slug)).first() or (None, None)
+        else:
+            org, role = session.scalar(select(Org).where(Org.slug == slug)), None
     if org is None or role is None:
         # The caller gets the same answer whether the org exists or not; the org's own audit log (if it exists)
         # still shows who probed it, which only its owners and admins can read.
