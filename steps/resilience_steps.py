@@ -269,8 +269,7 @@ def holds_expire(context, org):
             if hold and hold["expires_at"] and (hold["expires_at"] - now).total_seconds() > bound}
     expect_true(not late, f"Expected the holds of the requests cut off to expire within {bound:g} s of the crash, "
                 f"but these expire later: {late}")
-    state.ledgers.await_holds(org, request_ids, "expired")
-    ledger = state.ledgers.of(org)  # read afresh: the poll's last read may have met the account before an expiry
+    ledger = state.ledgers.await_holds(org, request_ids, "expired")
     expect_equal(ledger.held, 0, f"the amount still held on {org!r}'s account ({ledger.describe()})")
 
 

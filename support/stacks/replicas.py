@@ -14,24 +14,34 @@ from support.harness.waits import WaitTimeout, wait_until
 PROCESS_HEADER = "X-Gateway-Process"
 
 
-def wait_balanced(base_url: str, processes: int, timeout: float) -> None:
-    """Probe /healthz through the load balancer, a new connection each time, until `processes` distinct gateway
-    processes have answered."""
-    seen: set[str] = set()
+def wait_every_process(base_url: str, processes: int, timeout: float, *, path: str = "/healthz",
+                       awaited: str | None = None) -> None:
+    """Ask `path` on a new connection each time (so each may land on another process or replica) until `processes`
+    distinct gateway processes have answered 200, none of them failing since; raises WaitTimeout saying who did."""
+    ready: set[str] = set()
+    last = {"seen": "nothing yet"}
 
-    def probe() -> set[str]:
+    def probe() -> int:
         try:
-            with requests.Session() as session:
-                answer = session.get(f"{base_url}/healthz", timeout=2)
-            if answer.headers.get(PROCESS_HEADER):
-                seen.add(answer.headers[PROCESS_HEADER])
-        except requests.RequestException:
-            pass
-        return seen
+            answer = requests.get(f"{base_url.rstrip('/')}{path}", timeout=5, headers={"Connection": "close"})
+            process = answer.headers.get(PROCESS_HEADER) or "a gateway process not naming itself"
+            (ready.add if answer.status_code == 200 else ready.discard)(process)
+            last["seen"] = f"{process} answered {answer.status_code}"
+        except requests.RequestException as exc:
+            last["seen"] = f"no answer ({type(exc).__name__})"
+        return len(ready)
 
+    wait_until(awaited or f"all {processes} gateway processes at {base_url} to answer {path}", probe,
+               lambda count: count >= processes, timeout=timeout, max_interval=0.05,
+               describe=lambda count: f"{count} answered ({sorted(ready)}); last: {last['seen']}")
+
+
+def wait_balanced(base_url: str, processes: int, timeout: float) -> None:
+    """Until `processes` distinct gateway processes have answered through the load balancer (or the workers'
+    sockets): a set-up step, so a time-out is a set-up problem."""
     try:
-        wait_until(f"the load balancer at {base_url} to send requests to all {processes} gateway processes", probe,
-                   lambda found: len(found) >= processes, timeout=timeout, describe=lambda found: f"answers from "
-                   f"{sorted(found) or 'none'}", max_interval=0.1)
+        wait_every_process(base_url, processes, timeout,
+                           awaited=f"the load balancer at {base_url} to send requests to all {processes} gateway "
+                                   f"processes")
     except WaitTimeout as exc:
         raise SuiteSetupError(str(exc)) from None

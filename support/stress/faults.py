@@ -26,8 +26,7 @@ from support.domain.platform_api import chat_body
 from support.domain.model_routes import ModelRoutes
 from support.stacks.base import Stack
 from support.stacks.outages import FaultUnavailable
-from support.stacks.replicas import PROCESS_HEADER
-from support.harness.waits import wait_until
+from support.stacks.replicas import wait_every_process
 
 
 # ---- the stack's processes and database ----------------------------------------------------------------------------
@@ -289,24 +288,9 @@ class Faults:
         gateway process has answered ready since the database came back, none failing since (X-Gateway-Process
         names who answered): a process that still held a connection the outage ended fails once and drops it, and
         that failure belongs to the outage's scenario, not to the next one."""
-        url = self.api.base_url.rstrip("/") + "/readyz"
         processes = self.stack.config.gateway_processes
-        ready: set[str] = set()
-        last = {"seen": "nothing yet"}
-
-        def probe() -> int:
-            try:
-                answer = requests.get(url, timeout=5, headers={"Connection": "close"})
-                process = answer.headers.get(PROCESS_HEADER) or "a gateway process not naming itself"
-                (ready.add if answer.status_code == 200 else ready.discard)(process)
-                last["seen"] = f"{process} answered {answer.status_code}"
-            except requests.RequestException as exc:
-                last["seen"] = f"no answer ({type(exc).__name__})"
-            return len(ready)
-
-        wait_until(f"each of the {processes} gateway process(es) to answer ready again after the outage", probe,
-                   lambda count: count >= processes, timeout=timeout, max_interval=0.05,
-                   describe=lambda count: f"{count} ready ({sorted(ready)}); last: {last['seen']}")
+        wait_every_process(self.api.base_url, processes, timeout, path="/readyz",
+                           awaited=f"each of the {processes} gateway process(es) to answer ready again after the outage")
 
     def kill_and_restart_gateway(self) -> None:
         pid = self.require("kill_gateway")()
