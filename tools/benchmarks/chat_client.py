@@ -1,6 +1,5 @@
-"""The gateway benchmark's client side: a minimal keep-alive HTTP/1.1 connection (support.client.keep_alive, so
-that the load generator takes as little of the machine as it can), and an org with an API key and a priced model,
-set up through the API."""
+"""The gateway benchmark's set-up: an org with an API key and a priced model, made through the API (the load itself
+goes over support.client.keep_alive, so that the load generator takes as little of the machine as it can)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +7,6 @@ import math
 
 import requests
 
-from support.client.keep_alive import Connection, spread  # noqa: F401 - the benchmarks' client
 from support.database.reflection import Database
 from support.database.seeding import seed_model
 from support.tokens.signing_keys import KeyMaterial

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from tools.benchmarks.chat_client import COST, Connection, Setup, spread
+from support.client.keep_alive import Connection, spread
+from tools.benchmarks.chat_client import COST, Setup
 from tools.benchmarks import streaming
 from tools.benchmarks.common import (POSTGRES_SERVER, DatabaseCpu, cpu_seconds, embedded_stack, label,
                                      load_average, machine_ticks, percentile, postgres_cpu_seconds)

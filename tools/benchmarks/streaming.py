@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from support.harness.waits import wait_until
-from tools.benchmarks.chat_client import Connection, Setup, spread
+from support.client.keep_alive import Connection, spread
+from tools.benchmarks.chat_client import Setup
 from tools.benchmarks.common import percentile
 
 SETTLE_TIMEOUT_SECONDS = 10
