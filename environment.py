@@ -65,14 +65,8 @@ def _leave_nothing_behind(run: SuiteRun, features) -> None:
         skipped = needs.skip_summary(s for feature in features for s in feature.walk_scenarios())
         if skipped:
             print(f"acceptance suite: {skipped}")
-        if run.config.cleanup and _outlives_the_run(run):
+        if run.config.cleanup and run.stack.outlives_the_run:
             done = cleanup.after_run(run.endpoints.base_url, run.keys, run.config.run_id + run.config.worker)
             print(f"acceptance suite: cleanup: {done}")
     finally:
         run.stop()
-
-
-def _outlives_the_run(run: SuiteRun) -> bool:
-    """Whether what the run made outlives it, so is worth retiring: not on the local stack, whose database goes with
-    it (a temp folder removed, a fresh PostgreSQL database dropped) unless -D keep_stack=true keeps it to look at."""
-    return run.stack.name != "local" or run.config.keep_stack

@@ -67,6 +67,13 @@ class Stack(ABC):
     @abstractmethod
     def down(self) -> None: ...
 
+    @property
+    def outlives_the_run(self) -> bool:
+        """Whether what a run makes on this stack outlives it, so is worth retiring at the end: not on the local
+        stack, whose database goes with it (a temp folder removed, a fresh PostgreSQL database dropped), unless
+        -D keep_stack=true keeps it to look at."""
+        return self.name != "local" or self.config.keep_stack
+
     def logs(self, lines: int = 40) -> dict[str, list[str]]:
         """The last lines of each process's log, by process name."""
         return {}

@@ -137,9 +137,8 @@ class Execution:
         self.phases["stack_up"] = time.monotonic() - t0
         print(f"run-parallel: {self.stack.name} stack up in {self.phases['stack_up']:.1f} s "
               f"({standalone.masked(endpoints)})", flush=True)
-        # The workers need not retire what they made on a stack that goes down with the run (its database too).
-        kept = (self.defines.get("keep_stack") or os.environ.get("SUITE_KEEP_STACK") or "").lower()
-        discarded = {} if kept in ("1", "true", "yes", "on") else {"cleanup": "false"}
+        # The workers see it as external; they need not retire what they made on a stack that goes with the run.
+        discarded = {} if self.stack.outlives_the_run else {"cleanup": "false"}
         return {**discarded, **self.defines, **standalone.external_defines(endpoints, self.stack), "run_id": self.run_id}
 
     def run_after(self, worker: Worker) -> None:
