@@ -1,5 +1,4 @@
 """Performance: a bounded Locust load run on the chat path, then the ledger checked org by org."""
-import sys
 
 from behave import given, then, when
 
@@ -41,8 +40,6 @@ def figures_attached(context):
     line = (f"load run: {figures['requests']} requests in {figures['seconds']} s = {figures['requests_per_second']} "
             f"req/s; latency ms p50 {latency['p50']} p95 {latency['p95']} p99 {latency['p99']} max {latency['max']}; "
             f"by status {figures['by_status']}")
-    sys.__stdout__.write(line + "\n")  # past behave's output capture: the figures belong in the run's log
-    sys.__stdout__.flush()
     state.load.keep(figures)
     starved = [org for org, count in figures["answered_by_org"].items() if count == 0]
     expect_true(figures["requests"] > 0 and not starved, f"Expected every org's key to have completions answered "
