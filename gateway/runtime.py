@@ -30,14 +30,15 @@ class RateLimiter:
         self._hits: dict[str, deque] = {}
 
     def check(self, key: str, limit: int, window_seconds: float) -> int | None:
-        """Count one request; None when allowed, else the seconds until the oldest hit leaves the window."""
+        """Count one request; None when allowed, else the milliseconds (rounded up, at least 1) until the oldest hit
+        leaves the window."""
         now = time.monotonic()
         with self._lock:
             hits = self._hits.setdefault(key, deque())
             while hits and hits[0] <= now - window_seconds:
                 hits.popleft()
             if len(hits) >= limit:
-                return max(1, math.ceil(hits[0] + window_seconds - now))
+                return max(1, math.ceil((hits[0] + window_seconds - now) * 1000))
             hits.append(now)
             return None
 
@@ -54,7 +55,7 @@ class Runtime:
     upstream: object | None = None  # gateway.services.routing.Upstream, made in the app's lifespan
     chat_store: object | None = None  # gateway.services.chat_billing.ChatStore, made in the app's lifespan
     # RateLimiter, or gateway.shared_limits.SharedRateLimiter (chosen in the app's lifespan): `await
-    # rate_limiter.over_limit(key, limit, window)` counts a request, None when allowed, else seconds to wait.
+    # rate_limiter.over_limit(key, limit, window)` counts a request, None when allowed, else milliseconds to wait.
     rate_limiter: object = field(default_factory=RateLimiter)
     leadership: object | None = None  # gateway.leadership.Leadership: whether this process runs the background work
     process_name: str | None = None  # host:pid, sent as X-Gateway-Process in test mode

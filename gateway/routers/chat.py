@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -213,13 +214,15 @@ async def _refusal(rt: Runtime, principal: Principal, row, name: str) -> Refusal
     `row` is the admission's: the org's limits and the model's columns (None when there is no such model)."""
     refused = partial(Refusal, actor=principal.actor, action="chat.completion", target=f"model:{name}", org=row.slug)
     if row.rate_limit_requests and row.rate_limit_window_seconds:
-        retry_after = await rt.rate_limiter.over_limit(principal.key_id, row.rate_limit_requests,
-                                                        row.rate_limit_window_seconds)
-        if retry_after is not None:
+        wait_ms = await rt.rate_limiter.over_limit(principal.key_id, row.rate_limit_requests,
+                                                    row.rate_limit_window_seconds)
+        if wait_ms is not None:
+            # Retry-After is whole seconds; retry-after-ms, which the OpenAI SDKs read first, is the exact wait.
+            retry_after = max(1, math.ceil(wait_ms / 1000))
             return refused(429, "rate_limit_exceeded",
                            f"Rate limit exceeded for this key in org '{row.slug}': {row.rate_limit_requests} "
                            f"requests per {row.rate_limit_window_seconds} s; retry after {retry_after} s.",
-                           headers={"Retry-After": str(retry_after)})
+                           headers={"Retry-After": str(retry_after), "retry-after-ms": str(wait_ms)})
     if row.model_name is None or (row.allowed_models is not None and row.model_name not in row.allowed_models):
         return refused(404, "model_not_found", f"The model '{name}' does not exist or is not available to org "
                        f"'{row.slug}'.")

@@ -183,9 +183,11 @@ def test_the_rate_limiter_counts_per_key_and_frees_the_window(monkeypatch):
     monkeypatch.setattr("gateway.runtime.time.monotonic", lambda: now[0])
     limiter = RateLimiter()
     assert limiter.check("k1", 2, 3) is None and limiter.check("k1", 2, 3) is None
-    assert limiter.check("k1", 2, 3) == 3
+    assert limiter.check("k1", 2, 3) == 3000  # milliseconds until the oldest leaves the window
     assert limiter.check("k2", 2, 3) is None  # another key has its own window
     now[0] += 2.2
-    assert limiter.check("k1", 2, 3) == 1  # refused requests do not count; the oldest leaves in 0.8 s
-    now[0] += 0.8
+    assert limiter.check("k1", 2, 3) == 800  # refused requests do not count; the oldest leaves in 0.8 s
+    now[0] += 0.7999
+    assert limiter.check("k1", 2, 3) == 1  # rounded up: never a wait too short
+    now[0] += 0.0001
     assert limiter.check("k1", 2, 3) is None
