@@ -73,7 +73,7 @@ def app_payment_required(context, org):
     context.state.applications.expect_budget_error(org)
 
 
-@then("the SDK waited as long as the gateway's Retry-After asked before retrying")
+@then("the SDK waited as long as the gateway asked before retrying, and that retry was served")
 def sdk_waited(context):
     context.state.applications.expect_waited_for_retry_after()
 

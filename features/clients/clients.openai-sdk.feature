@@ -53,7 +53,7 @@ Feature: Applications built on the official OpenAI SDK
       Given "Acme" allows each key 2 requests every second
       And the key "ci" has used its 2 requests of the window on "chat-basic"
       When the application asks "chat-basic" for a chat completion, letting the SDK retry
-      Then the SDK waited as long as the gateway's Retry-After asked before retrying
+      Then the SDK waited as long as the gateway asked before retrying, and that retry was served
       And the application receives the model's answer with its usage
 
   Rule: The SDK's automatic retries never charge twice

@@ -1,10 +1,13 @@
 """Per-key rate limits as a scenario sees them: a limit written into the org's row, a key that used up its
-window, the 429 with its Retry-After, a request late in the window (still refused), and, once Retry-After has
-passed, the request that must be served.
+window, the 429 with the time it tells the key to wait, a request late in the window (still refused), and, once
+that time has passed, the request that must be served.
+
+The time told is `retry-after-ms` when the gateway sends it (the exact wait, which the OpenAI SDKs read first), else
+`Retry-After` (whole seconds, which every gateway sends).
 
 Times are the suite's monotonic clock around its own requests: the gateway counted the window's first request
-after it was sent, so a request answered before `first_sent_at + window` was judged inside the window, whatever
-the two clocks say."""
+after it was sent, so a request answered before `first_sent_at + window` was judged inside the window, and a wait
+told before the refusal came cannot rightly end before then either, whatever the two clocks say."""
 from __future__ import annotations
 
 import math
@@ -39,15 +42,28 @@ class RateLimits:
                           f"rate limit")
 
     def expect_rate_limited(self, exchange: Exchange) -> int:
-        """The refusal, and the whole seconds its Retry-After says to wait."""
-        self.noted.refused_by = time.monotonic()
+        """The refusal, and the whole seconds its Retry-After says to wait. The time told (retry-after-ms, else
+        Retry-After) may not end before the window can have: a gateway telling the key to come back too soon fails
+        here, before anyone waits."""
+        noted = self.noted
+        noted.refused_by = time.monotonic()
         expect_status(exchange, 429, "a chat completion over the key's rate limit")
         expect_equal(problem_field(exchange, "code"), "rate_limit_exceeded", "the error code", exchange)
         retry_after = exchange.response_headers.get("Retry-After")
         expect_true(retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1,
                     f"Expected a Retry-After header of a whole number of seconds, but it was {retry_after!r}", exchange)
-        self.noted.retry_after = int(retry_after)
-        return int(retry_after)
+        noted.retry_after = int(retry_after)
+        told = told_seconds(exchange)
+        if "retry-after-ms" in exchange.response_headers:
+            expect_equal(noted.retry_after, max(1, math.ceil(told)), f"Retry-After, the {told * 1000:g} ms of "
+                         f"retry-after-ms rounded up to whole seconds (at least 1)", exchange)
+        if noted.first_sent_at is not None and noted.window_seconds:
+            soonest = noted.first_sent_at + noted.window_seconds - noted.refused_by
+            expect_true(told >= soonest, f"Expected to be told to wait at least {soonest:.3f} s (the rest of the "
+                        f"key's {noted.window_seconds} s window: its first request went "
+                        f"{noted.refused_by - noted.first_sent_at:.3f} s before the refusal came), but it was told "
+                        f"{told:.3f} s", exchange)
+        return noted.retry_after
 
     def expect_retry_when_window_passes(self, exchange: Exchange) -> None:
         """Retry-After is the rest of the window, rounded up: no sooner (the window's first request was sent at
@@ -78,15 +94,31 @@ class RateLimits:
         return answer
 
     def expect_served_again(self, key: str, refusal: Exchange) -> Exchange:
-        """The first request sent once Retry-After has passed (counted from when the refusal had come) is served:
+        """The first request sent once the time told has passed (counted from when the refusal had come) is served:
         the time the gateway gave is enough. The wait is the behaviour, so it is a wait on the clock and then one
-        request; polling from the refusal on would pass a Retry-After too short as well."""
-        retry_after = self.noted.retry_after
-        due = self.noted.refused_by + retry_after
-        _await_clock(due, f"the {retry_after} s of Retry-After to pass")
+        request; polling from the refusal on would pass a time told too short as well."""
+        told, header = told_seconds(refusal), told_by(refusal)
+        _await_clock(self.noted.refused_by + told, f"the {told:.3f} s its {header} asked for to pass")
         answer = self.routing.ask(key, self.routing.current().name)
-        return expect_status(answer, 200, f"the first chat completion with the key {key!r} once the {retry_after} s "
-                             f"its Retry-After asked for had passed (the refusal was request {refusal.request_id})")
+        return expect_status(answer, 200, f"the first chat completion with the key {key!r} once the {told:.3f} s "
+                             f"its {header} asked for had passed (the refusal was request {refusal.request_id})")
+
+
+def told_by(refusal: Exchange) -> str:
+    """The header whose wait a client honours: retry-after-ms when sent (as the OpenAI SDKs do), else Retry-After."""
+    return "retry-after-ms" if "retry-after-ms" in refusal.response_headers else "Retry-After"
+
+
+def told_seconds(refusal: Exchange) -> float:
+    """The wait the refusal tells, in seconds (retry-after-ms, else Retry-After)."""
+    header = told_by(refusal)
+    raw = refusal.response_headers.get(header) or ""
+    try:
+        told = float(raw) / (1000 if header == "retry-after-ms" else 1)
+    except ValueError:
+        told = math.nan
+    expect_true(told > 0, f"Expected {header} to be a number above 0, but it was {raw!r}", refusal)
+    return told
 
 
 def _await_clock(moment: float, awaited: str) -> None:

@@ -1,5 +1,11 @@
-"""The suite's own budget helpers: reading amounts out of a refusal's message, and the books' self-check."""
+"""The suite's own budget helpers: reading amounts out of a refusal's message, the books' self-check, the wait a
+rate-limit refusal tells."""
+import pytest
+from requests.structures import CaseInsensitiveDict
+
+from support.client.api import Exchange
 from support.domain.budgets import mentions_amount
+from support.domain.rate_limits import told_by, told_seconds
 from support.harness.money import cost_micros as cost
 from support.database.spend import Books
 
@@ -22,3 +28,17 @@ def test_books_agree_only_when_every_bucket_matches_its_postings():
 def test_a_completion_costs_its_usage_at_the_price_rounded_up():
     assert cost({"prompt_tokens": 3, "completion_tokens": 20}, 1_000_000, 2_000_000) == 43_000
     assert cost({"prompt_tokens": 1, "completion_tokens": 0}, 1_500, 0) == 2  # 1.5 micro-USD rounds up
+
+
+def _refusal(**headers) -> Exchange:
+    return Exchange("POST", "http://gw/v1/chat/completions", "/v1/chat/completions", {}, None, "r.1", status=429,
+                    response_headers=CaseInsensitiveDict(headers))
+
+
+def test_the_wait_a_refusal_tells_is_retry_after_ms_when_sent_else_retry_after():
+    assert told_seconds(_refusal(**{"Retry-After": "1", "retry-after-ms": "873"})) == 0.873
+    assert told_by(_refusal(**{"Retry-After": "1", "Retry-After-Ms": "873"})) == "retry-after-ms"
+    assert told_seconds(_refusal(**{"Retry-After": "2"})) == 2
+    for wrong in ({"Retry-After": "soon"}, {"Retry-After": "1", "retry-after-ms": "0"}, {}):
+        with pytest.raises(AssertionError, match="a number above 0"):
+            told_seconds(_refusal(**wrong))
