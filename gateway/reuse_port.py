@@ -62,13 +62,20 @@ class OwnSocketProcess(Process):
         super().target([sock])
 
 
-def run(config: Config) -> None:
-    """uvicorn's supervisor of `config.workers` processes, each on its own socket."""
+def preload(but: tuple[str, ...] = ()) -> None:
+    """Import the PRELOAD libraries, except those named in `but`."""
     for name in PRELOAD:
+        if name in but:
+            continue
         try:
             importlib.import_module(name)
         except ImportError:
             pass
+
+
+def run(config: Config) -> None:
+    """uvicorn's supervisor of `config.workers` processes, each on its own socket."""
+    preload()
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # the context uvicorn starts its workers in
     multiprocess.Process = OwnSocketProcess  # the class the supervisor starts (and restarts) its workers with
     Multiprocess(config, sockets=[]).run()

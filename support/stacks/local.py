@@ -43,17 +43,18 @@ class LocalStack(Stack):
         self.processes["model-stub"] = ChildProcess(
             "model-stub", [sys.executable, "-m", "model_stub", "--host", "127.0.0.1", "--port", str(stub_port)],
             env=env, log_path=self.run_dir / "model-stub.log", cwd=ROOT)
+        gateway_env = {**env, "DATABASE_URL": database_url, "KEYS_DIR": str(keys_dir), "CONFIG_REPO": str(repo),
+                       "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), **GATEWAY_TEST_SETTINGS,
+                       "GATEWAY_WORKERS": str(self.config.gateway_workers),
+                       "SETTLEMENT_JOURNAL_DIR": str(self.run_dir / "settlements")}
         self.processes["gateway"] = ChildProcess(
-            "gateway", [sys.executable, "-m", "gateway"],
-            env={**env, "DATABASE_URL": database_url, "KEYS_DIR": str(keys_dir), "CONFIG_REPO": str(repo),
-                 "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port), **GATEWAY_TEST_SETTINGS,
-                 "GATEWAY_WORKERS": str(self.config.gateway_workers),
-                 "SETTLEMENT_JOURNAL_DIR": str(self.run_dir / "settlements")},
-            log_path=self.run_dir / "gateway.log", cwd=ROOT)
+            "gateway", [sys.executable, "-m", "gateway"], env=gateway_env,
+            standby_env={**gateway_env, "GATEWAY_STANDBY": "1"}, log_path=self.run_dir / "gateway.log", cwd=ROOT)
         for process in self.processes.values():
             process.start()
         base_url = f"http://127.0.0.1:{gateway_port}"
         self._wait_every_process(base_url)
+        self.processes["gateway"].start_standby()  # so that even the first restart is warm
         self.endpoints = Endpoints(base_url, database_url, str(keys_dir), stub_url, str(repo))
         return self.endpoints
 
@@ -90,6 +91,7 @@ class LocalStack(Stack):
         if getattr(self, "_outage", None) is not None:
             self.start_database()
         for process in reversed(list(self.processes.values())):
+            process.drop_standby()
             process.ask_to_stop()  # all at once: each takes a fifth of a second to wind down
         for process in reversed(list(self.processes.values())):
             process.stop()
@@ -109,18 +111,21 @@ class LocalStack(Stack):
         return process.pid if process is not None and self.processes["gateway"].running() else None
 
     def kill_gateway(self) -> int | None:
-        """SIGKILL the gateway at once (no graceful shutdown); returns the pid that was killed."""
+        """SIGKILL the serving gateway at once (no graceful shutdown); returns the pid that was killed."""
         pid = self.gateway_pid()
+        self.processes["gateway"].start_standby()  # if the last one died: a head start on the restart
         self.processes["gateway"].kill()
         return pid
 
     def restart_gateway(self) -> None:
-        """Start the gateway again on the same port with the same database and settings; wait until it is ready."""
+        """Start the gateway again on the same port with the same database and settings (its warm standby
+        promoted, else a cold start); wait until it is ready, then start the next standby."""
         gateway = self.processes["gateway"]
         if gateway.running():
             gateway.stop()
         gateway.start()
         self._wait_every_process(self.endpoints.base_url)
+        gateway.start_standby()  # only now: its imports would take CPU from this start
 
     def _wait_every_process(self, base_url: str) -> None:
         """Ready, and every worker process answering: one ready worker answers /readyz while another is still

@@ -16,7 +16,8 @@ def free_port() -> int:
 
 
 class ChildProcess:
-    def __init__(self, name: str, argv: list[str], *, env: dict, log_path: Path, cwd: Path):
+    def __init__(self, name: str, argv: list[str], *, env: dict, log_path: Path, cwd: Path,
+                 standby_env: dict | None = None):
         self.name = name
         self.argv = argv
         self.env = env
@@ -24,14 +25,53 @@ class ChildProcess:
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.asked_to_stop = False
+        # A warm standby (started with standby_env): a second copy that has loaded what it needs and waits for a
+        # line on its stdin, which start() gives it instead of starting cold. None: every start is cold.
+        self.standby_env = standby_env
+        self.standby: subprocess.Popen | None = None
+
+    def _popen(self, env: dict, stdin=None) -> subprocess.Popen:
+        log = open(self.log_path, "ab")
+        try:
+            # A session of its own, so Ctrl-C on the suite does not reach the child before the suite stops it.
+            return subprocess.Popen(self.argv, env=env, cwd=self.cwd, stdin=stdin, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
 
     def start(self) -> None:
+        """Promote the warm standby if it is alive (still loading, it is still ahead of a cold start), else start
+        cold."""
         self.asked_to_stop = False
-        log = open(self.log_path, "ab")
-        # A session of its own, so Ctrl-C on the suite does not reach the child before the suite stops it.
-        self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        log.close()
+        self.process = self._promote_standby() or self._popen(self.env)
+
+    def start_standby(self) -> None:
+        """Start a warm standby beside the running process, unless one is alive already (or none is wanted)."""
+        if self.standby_env is not None and (self.standby is None or self.standby.poll() is not None):
+            self.drop_standby()
+            self.standby = self._popen(self.standby_env, stdin=subprocess.PIPE)
+
+    def _promote_standby(self) -> subprocess.Popen | None:
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return None
+        try:
+            standby.stdin.write(b"serve\n")
+            standby.stdin.close()
+        except OSError:  # it died (its own lines in the log say why): start cold
+            standby.wait()
+            return None
+        return standby
+
+    def drop_standby(self) -> None:
+        """Kill the standby, if any: it serves nothing and holds nothing yet."""
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return
+        if standby.poll() is None:
+            os.killpg(standby.pid, signal.SIGKILL)
+        standby.wait(timeout=10)
+        standby.stdin.close()
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
