@@ -45,12 +45,17 @@ async def close_connection(transport: Any, disconnected: asyncio.Future) -> None
         transport.abort()
 
 
-async def hang_until_released(state: StubState, release: asyncio.Event, disconnected: asyncio.Future) -> bool:
-    """Wait for the client to leave, a release, shutdown or HANG_MAX_SECONDS; True when the client left."""
+async def hang_until_released(state: StubState, ns: Namespace, disconnected: asyncio.Future) -> bool:
+    """Wait for the client to leave, a release of the namespace (its release call, a change of its behaviour, its
+    reset), shutdown or HANG_MAX_SECONDS; True when the client left."""
+    release = ns.release
     waits = {asyncio.ensure_future(release.wait()), asyncio.ensure_future(state.stopping.wait())}
+    ns.waiting += 1
     try:
         await asyncio.wait(waits | {disconnected}, timeout=HANG_MAX_SECONDS, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        if not release.is_set():  # a release counted it already
+            ns.waiting -= 1
         for task in waits:
             task.cancel()
     return disconnected.done()
@@ -73,12 +78,12 @@ class Hang(Response):
     def __init__(self, state: StubState, ns: Namespace) -> None:
         self.background = None
         self.state = state
-        self.release = ns.release
+        self.ns = ns
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         transport = transport_of(scope)
         disconnected = asyncio.ensure_future(wait_for_disconnect(receive))
-        await hang_until_released(self.state, self.release, disconnected)
+        await hang_until_released(self.state, self.ns, disconnected)
         await close_connection(transport, disconnected)
 
 

@@ -18,11 +18,14 @@ Control API, per namespace::
                                     "chunk_chars": 4, "chunk_delay_ms": 0,
                                     "stream_usage": "request"|"always"|"never",
                                     "stream_fault": null | {"after_chunks": N,
-                                                            "kind": "error"|"hang"|"drop"}}
+                                                            "kind": "error"|"hang"|"drop"|"pause"},
+                                    "hold": false}
                                    (omitted keys take the defaults shown; a bad value is a 422)
     GET    /_stub/{ns}/behaviour
     GET    /_stub/{ns}/calls       {"calls": [{"seq", "at", "method", "path", "query", "headers", "body"
-                                               [, "usage", "answer"[, "stream"]]}]}  (arrival order)
+                                               [, "usage", "answer"[, "stream"]][, "held"]}]}  (arrival order)
+    POST   /_stub/{ns}/release     {"namespace", "released": n}  let go of the n calls held, hanging or paused
+                                   now (as a change of behaviour does, without changing it)
     DELETE /_stub/{ns}             reset behaviour and calls of one namespace
     DELETE /_stub                  reset every namespace
     GET    /healthz                {"status": "ok"}
@@ -52,7 +55,8 @@ would get without ``stream`` and ``stream_options``. ``chunk_delay_ms`` passes b
 fires after ``after_chunks`` content chunks (after the last one when there are fewer): ``error`` ends the
 stream with an OpenAI error event and no ``[DONE]``; ``hang`` writes nothing more until the client goes away or
 it is released as in ``hang`` mode below (then the connection closes mid-body); ``drop`` closes the connection
-mid-body. The server stopping also cuts a running stream.
+mid-body; ``pause`` writes nothing more until it is released (``"stream": {"paused": true}`` meanwhile), then
+writes the rest of the stream. The server stopping also cuts a running stream.
 
 What a chat call it answers (mode ``ok``, a valid request) adds to its record from its arrival (before
 ``latency_ms``), so a client of the stub needs none of its code to know what it answered::
@@ -71,8 +75,12 @@ once the stream is over for any reason.
 
 Modes: ``ok`` answers after ``latency_ms``; ``error`` answers ``status`` (default 503) with ``body`` or an
 OpenAI error body after ``latency_ms``; ``hang`` never answers: it waits until the client goes away, the
-namespace's behaviour is changed or reset, the server stops, or ``HANG_MAX_SECONDS`` pass, and then closes the
-connection; ``drop`` closes the connection without sending any HTTP response (see model_stub/connection.py).
+namespace's behaviour is changed or reset, it is released (``POST /_stub/{ns}/release``), the server stops, or
+``HANG_MAX_SECONDS`` pass, and then closes the connection; ``drop`` closes the connection without sending any HTTP
+response (see model_stub/connection.py). ``hold`` (modes ``ok`` and ``error``): a call is held, ``"held": true``
+on its record, until released in the same ways as a hang, and then answered as its mode says (after
+``latency_ms``); what it will answer is on its record meanwhile. A scenario holds a request "still running" for as
+long as it needs, and releases it as soon as it has seen what it needed.
 Behaviours apply to chat completions only; every model call (chat and models) is recorded before the behaviour
 acts, at most ``MAX_CALLS`` per namespace. A malformed chat request in ``ok`` mode is a 4xx in OpenAI's error
 shape naming the field.
@@ -97,7 +105,7 @@ from starlette.routing import Route
 
 from model_stub.completions import (CREATED, Answer, ChatRequest, RequestError, answer_to, completion_body,
                                     parse_chat_request)
-from model_stub.connection import CloseConnection, Hang, StubHttpProtocol
+from model_stub.connection import CloseConnection, Hang, StubHttpProtocol, hang_until_released, wait_for_disconnect
 from model_stub.state import BehaviourError, Namespace, StubState, default_behaviour, parse_behaviour
 from model_stub.streaming import EventStream
 from model_stub.tokens import prompt_tokens
@@ -195,6 +203,16 @@ def create_app() -> Starlette:
         ns.calls.append(call)
         return raw, ok, body, call
 
+    async def hold(request: Request, ns: Namespace, call: dict) -> bool:
+        """Hold a call until its namespace is released; True when the client went away first."""
+        call["held"] = True
+        disconnected = asyncio.ensure_future(wait_for_disconnect(request.receive))
+        try:
+            return await hang_until_released(state, ns, disconnected)
+        finally:
+            disconnected.cancel()
+            call["held"] = False
+
     async def chat_completions(request: Request) -> Response:
         name = namespace_of(request)
         if name is None:
@@ -212,6 +230,8 @@ def create_app() -> Starlette:
             if answer is not None:
                 call["usage"] = dict(answer.usage)
                 call["answer"] = {"contents": [answer.content] * answer.n, "n": answer.n}
+        if behaviour["hold"] and await hold(request, ns, call):
+            return Response(status_code=499)  # the client went away while held: nobody reads an answer
         if behaviour["latency_ms"]:
             await asyncio.sleep(behaviour["latency_ms"] / 1000)
         if mode == "error":
@@ -223,7 +243,7 @@ def create_app() -> Starlette:
             return refusal
         if chat.stream:
             call["stream"] = {"prompt_tokens": prompt_tokens(chat.body)}
-            return EventStream(answer, behaviour, chat.include_usage, call["stream"], state, ns.release)
+            return EventStream(answer, behaviour, chat.include_usage, call["stream"], state, ns)
         return JSONResponse(completion_body(answer))
 
     async def list_models(request: Request) -> Response:
@@ -276,6 +296,13 @@ def create_app() -> Starlette:
         ns = state.namespaces.get(name)
         return JSONResponse({"calls": list(ns.calls) if ns is not None else []})
 
+    async def release(request: Request) -> Response:
+        name = control_namespace(request)
+        if name is None:
+            return control_error(422, "namespace must be 1-128 characters of [A-Za-z0-9._:-]")
+        ns = state.namespaces.get(name)
+        return JSONResponse({"namespace": name, "released": ns.wake_hangers() if ns is not None else 0})
+
     async def reset_namespace(request: Request) -> Response:
         name = control_namespace(request)
         if name is None:
@@ -306,6 +333,7 @@ def create_app() -> Starlette:
         Route("/_stub/{ns}/behaviour", put_behaviour, methods=["PUT"]),
         Route("/_stub/{ns}/behaviour", get_behaviour, methods=["GET"]),
         Route("/_stub/{ns}/calls", get_calls, methods=["GET"]),
+        Route("/_stub/{ns}/release", release, methods=["POST"]),
         Route("/_stub/{ns}", reset_namespace, methods=["DELETE"]),
         Route("/_stub", reset_all, methods=["DELETE"]),
     ]

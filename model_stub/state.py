@@ -8,7 +8,7 @@ from typing import Any
 
 MODES = ("ok", "error", "hang", "drop")
 STREAM_USAGE = ("request", "always", "never")  # "request": a usage chunk when stream_options.include_usage
-STREAM_FAULT_KINDS = ("error", "hang", "drop")
+STREAM_FAULT_KINDS = ("error", "hang", "drop", "pause")
 DEFAULT_ERROR_STATUS = 503
 DEFAULT_MODELS = ("stub-model",)
 DEFAULT_CHUNK_CHARS = 4
@@ -37,6 +37,7 @@ def default_behaviour() -> dict[str, Any]:
         "chunk_delay_ms": 0,
         "stream_usage": "request",
         "stream_fault": None,
+        "hold": False,
     }
 
 
@@ -82,7 +83,7 @@ def _parse_usage(usage: Any) -> dict[str, int]:
 
 def _parse_stream_fault(fault: Any) -> dict[str, Any]:
     if not isinstance(fault, dict) or set(fault) != _STREAM_FAULT_KEYS:
-        raise BehaviourError('stream_fault must be {"after_chunks": N, "kind": "error"|"hang"|"drop"} or null')
+        raise BehaviourError('stream_fault must be {"after_chunks": N, "kind": "error"|"hang"|"drop"|"pause"} or null')
     after_chunks = fault["after_chunks"]
     if not _is_int(after_chunks) or after_chunks < 0:
         raise BehaviourError(f"stream_fault.after_chunks must be a non-negative integer, got {after_chunks!r}")
@@ -124,22 +125,29 @@ def parse_behaviour(data: Any) -> dict[str, Any]:
         out["stream_usage"] = _one_of(data, "stream_usage", STREAM_USAGE)
     if data.get("stream_fault") is not None:
         out["stream_fault"] = _parse_stream_fault(data["stream_fault"])
+    if "hold" in data:
+        if not isinstance(data["hold"], bool):
+            raise BehaviourError(f"hold must be true or false, got {data['hold']!r}")
+        out["hold"] = data["hold"]
     return out
 
 
 class Namespace:
-    __slots__ = ("behaviour", "calls", "seq", "release")
+    __slots__ = ("behaviour", "calls", "seq", "release", "waiting")
 
     def __init__(self) -> None:
         self.behaviour = default_behaviour()
         self.calls: deque[dict[str, Any]] = deque(maxlen=MAX_CALLS)
         self.seq = 0
         self.release = asyncio.Event()
+        self.waiting = 0  # calls held, hanging or paused mid-stream on `release` now
 
-    def wake_hangers(self) -> None:
-        """Release requests hanging under the old behaviour."""
+    def wake_hangers(self) -> int:
+        """Release the calls held, hanging or paused under the old behaviour; returns how many there were."""
+        woken, self.waiting = self.waiting, 0
         self.release.set()
         self.release = asyncio.Event()
+        return woken
 
 
 class StubState:

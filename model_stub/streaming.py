@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from model_stub.completions import Answer, chunk_body, chunk_choice
 from model_stub.connection import (DISCONNECT_WAIT_SECONDS, close_connection, hang_until_released, transport_of,
                                    wait_for_disconnect)
-from model_stub.state import StubState
+from model_stub.state import Namespace, StubState
 from model_stub.tokens import tokens
 
 STREAM_FAILED = {"error": {"message": "model stub: injected failure mid-stream", "type": "server_error",
@@ -37,7 +37,7 @@ class EventStream(Response):
     """Writes ``answer`` as chunks; ``progress`` (the call record's ``stream`` entry) follows what was written."""
 
     def __init__(self, answer: Answer, behaviour: dict, include_usage: bool, progress: dict,
-                 state: StubState, release: asyncio.Event) -> None:
+                 state: StubState, ns: Namespace) -> None:
         self.background = None
         self.answer = answer
         self.chunk_chars = behaviour["chunk_chars"]
@@ -46,11 +46,11 @@ class EventStream(Response):
         usage_wanted = {"request": include_usage, "always": True, "never": False}[behaviour["stream_usage"]]
         self.usage = answer.usage if usage_wanted else None
         self.state = state
-        self.release = release
+        self.ns = ns
         self.progress = progress
         self.sent_text = [""] * answer.n
         progress.update(content_chunks_sent=0, completion_tokens_sent=0, contents_sent=self.sent_text,
-                        finished=False, client_went_away=False, ended=False)
+                        finished=False, client_went_away=False, ended=False, paused=False)
         self.events_sent = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,16 +76,16 @@ class EventStream(Response):
             await self._write(send, chunk_body(answer, [chunk_choice(index, {"role": "assistant", "content": ""})]))
         pieces = [answer.content[at:at + self.chunk_chars] for at in range(0, len(answer.content), self.chunk_chars)]
         content_chunks = [(index, piece) for piece in pieces for index in range(answer.n)]
-        if self.fault:  # it fires after its number of content chunks, or after the last when there are fewer
-            content_chunks = content_chunks[:self.fault["after_chunks"]]
-        for index, piece in content_chunks:
-            await self._write(send, chunk_body(answer, [chunk_choice(index, {"content": piece})]))
-            self.sent_text[index] += piece
-            self.progress["content_chunks_sent"] += 1
-            self.progress["completion_tokens_sent"] = sum(tokens(text) for text in self.sent_text)
-        if self.fault:
+        after = self.fault["after_chunks"] if self.fault else len(content_chunks)
+        # A fault fires after its number of content chunks, or after the last when there are fewer.
+        content_chunks, rest = content_chunks[:after], content_chunks[after:]
+        await self._write_content(send, content_chunks)
+        if self.fault and self.fault["kind"] != "pause":
             await self._fail(send, self.fault["kind"])
             return
+        if self.fault:
+            await self._wait_for_release()
+            await self._write_content(send, rest)
         for index in range(answer.n):
             await self._write(send, chunk_body(answer, [chunk_choice(index, {}, answer.finish_reason)]))
         if self.usage is not None:
@@ -93,10 +93,27 @@ class EventStream(Response):
         await self._write(send, b"data: [DONE]\n\n", last=True)
         self.progress["finished"] = True
 
+    async def _write_content(self, send: Send, content_chunks: list[tuple[int, str]]) -> None:
+        for index, piece in content_chunks:
+            await self._write(send, chunk_body(self.answer, [chunk_choice(index, {"content": piece})]))
+            self.sent_text[index] += piece
+            self.progress["content_chunks_sent"] += 1
+            self.progress["completion_tokens_sent"] = sum(tokens(text) for text in self.sent_text)
+
+    async def _wait_for_release(self) -> None:
+        """Write nothing until released; then the stream goes on (unless the client left or the server stops)."""
+        self.progress["paused"] = True
+        left = await hang_until_released(self.state, self.ns, self.disconnected)
+        self.progress["paused"] = False
+        if left:
+            raise ClientWentAway()
+        if self.state.stopping.is_set():
+            raise ServerStopping()
+
     async def _fail(self, send: Send, kind: str) -> None:
         if kind == "error":
             await self._write(send, STREAM_FAILED, last=True)
-        elif kind == "hang" and await hang_until_released(self.state, self.release, self.disconnected):
+        elif kind == "hang" and await hang_until_released(self.state, self.ns, self.disconnected):
             raise ClientWentAway()
         else:  # drop, or a hang released without the client leaving
             await close_connection(self.transport, self.disconnected)

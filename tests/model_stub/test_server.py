@@ -263,6 +263,68 @@ def test_hang_is_released_by_a_behaviour_change(stub, client, ns):
         assert time.monotonic() - started < 5
 
 
+def _held_request(stub, ns: str, body: dict):
+    with httpx.Client(base_url=stub.url, timeout=30) as other:
+        return chat(other, ns, body)
+
+
+def _await_held(client, ns: str, count: int) -> list:
+    """The namespace's calls, once its last `count` are held."""
+    @retry(retry=retry_if_exception_type(AssertionError), stop=stop_after_delay(10), wait=wait_fixed(0.02), reraise=True)
+    def held():
+        recorded = calls(client, ns)
+        assert len(recorded) >= count and [c.get("held") for c in recorded[-count:]] == [True] * count
+        return recorded
+    return held()
+
+
+def test_hold_answers_once_released(stub, client, ns):
+    set_behaviour(client, ns, hold=True)
+    body = chat_body("held for a while")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_held_request, stub, ns, body) for _ in range(2)]
+        recorded = _await_held(client, ns, 2)
+        assert recorded[0]["answer"] == {"contents": ["Echo: held for a while"], "n": 1}  # on record while held
+        time.sleep(0.2)  # nothing answers a held call but a release
+        assert not any(f.done() for f in futures)
+        assert client.post(f"/_stub/{ns}/release").json() == {"namespace": ns, "released": 2}
+        answers = [f.result(timeout=10) for f in futures]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json()["choices"][0]["message"]["content"] == "Echo: held for a while"
+    assert [c["held"] for c in calls(client, ns)] == [False, False]
+    # The hold stays on: the next call is held again, until the next release.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(_held_request, stub, ns, body)
+        _await_held(client, ns, 1)
+        assert client.post(f"/_stub/{ns}/release").json()["released"] == 1
+        assert later.result(timeout=10).status_code == 200
+
+
+def test_a_held_error_answers_its_error_once_released(stub, client, ns):
+    set_behaviour(client, ns, mode="error", status=502, hold=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(_held_request, stub, ns, chat_body())
+        _await_held(client, ns, 1)
+        set_behaviour(client, ns, mode="error", status=502)  # a change of behaviour releases it too
+        assert future.result(timeout=10).status_code == 502
+
+
+def test_a_held_call_whose_client_left_is_let_go(client, ns):
+    set_behaviour(client, ns, hold=True)
+    with pytest.raises(httpx.ReadTimeout):
+        chat(client, ns, chat_body(), timeout=httpx.Timeout(10, read=0.3))
+
+    @retry(retry=retry_if_exception_type(AssertionError), stop=stop_after_delay(10), wait=wait_fixed(0.02), reraise=True)
+    def let_go():
+        assert [c["held"] for c in calls(client, ns)] == [False]
+    let_go()
+    assert client.post(f"/_stub/{ns}/release").json()["released"] == 0
+
+
+def test_release_of_an_unknown_namespace_releases_nothing(client):
+    assert client.post("/_stub/never-used/release").json() == {"namespace": "never-used", "released": 0}
+
+
 def test_drop_closes_without_a_response(stub, client, ns):
     set_behaviour(client, ns, mode="drop")
     with httpx.Client(base_url=stub.url, timeout=5) as fresh:
@@ -355,6 +417,7 @@ def test_put_returns_the_stored_behaviour(client, ns):
         "chunk_delay_ms": 0,
         "stream_usage": "request",
         "stream_fault": None,
+        "hold": False,
     }
     assert client.get(f"/_stub/{ns}/behaviour").json() == stored
 
@@ -370,6 +433,8 @@ def test_put_returns_the_stored_behaviour(client, ns):
         {"usage": {"prompt_tokens": 1}},
         {"usage": {"prompt_tokens": -1, "completion_tokens": 1}},
         {"mode": "ok", "unexpected": True},
+        {"hold": "yes"},
+        {"hold": 1},
         ["mode", "ok"],
     ],
 )

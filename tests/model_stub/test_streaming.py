@@ -80,7 +80,8 @@ def ended_record(client: httpx.Client, ns: str) -> dict:
 def record_of(prompt: int, contents: list[str], chunks: int, tokens: int, finished: bool = False,
               client_went_away: bool = False) -> dict:
     return {"prompt_tokens": prompt, "content_chunks_sent": chunks, "completion_tokens_sent": tokens,
-            "contents_sent": contents, "finished": finished, "client_went_away": client_went_away, "ended": True}
+            "contents_sent": contents, "finished": finished, "client_went_away": client_went_away, "ended": True,
+            "paused": False}
 
 
 def test_a_stream_is_the_whole_answer_in_order(client, ns):
@@ -264,6 +265,40 @@ def test_a_streamed_request_has_the_id_of_the_same_request_whole(client, ns):
     whole = chat(client, ns, body).json()
     events = streamed(client, ns, {**body, "stream_options": {"include_usage": True}})
     assert {event["id"] for event in events[:-1]} == {whole["id"]}
+
+
+def test_fault_pause_writes_the_rest_once_released(stub, client, ns):
+    set_behaviour(client, ns, stream_fault={"after_chunks": 2, "kind": "pause"})
+    body = chat_body("stream me please", stream=True)
+
+    def paused_stream() -> list:
+        with httpx.Client(base_url=stub.url, timeout=30) as other:
+            return streamed(other, ns, body)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(paused_stream)
+        record = wait_for_record(client, ns, "two pieces were sent, then the stream paused",
+                                 lambda stream: stream["paused"])
+        assert (record["content_chunks_sent"], record["finished"]) == (2, False)
+        assert not future.done()
+        assert client.post(f"/_stub/{ns}/release").json() == {"namespace": ns, "released": 1}
+        events = future.result(timeout=10)
+    assert events[-1] == "[DONE]"
+    assert content_of(events, 0) == "Echo: stream me please"
+    assert ended_record(client, ns) == record_of(prompt=4, contents=["Echo: stream me please"], chunks=6, tokens=6,
+                                                 finished=True)
+
+
+def test_fault_pause_ends_when_the_client_goes_away(client, ns):
+    set_behaviour(client, ns, stream_fault={"after_chunks": 1, "kind": "pause"})
+    with pytest.raises(httpx.ReadTimeout):
+        with client.stream("POST", stream_url(ns), json=chat_body(stream=True),
+                           timeout=httpx.Timeout(10, read=0.3)) as response:
+            list(sse_events(response))
+    record = wait_for_record(client, ns, "the paused stream has seen its client go",
+                             lambda stream: stream["client_went_away"])
+    assert record == record_of(prompt=3, contents=["Echo"], chunks=1, tokens=1, client_went_away=True)
+    assert client.post(f"/_stub/{ns}/release").json()["released"] == 0
 
 
 @pytest.mark.parametrize("payload", [
