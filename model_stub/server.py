@@ -19,7 +19,7 @@ Control API, per namespace::
                                     "stream_usage": "request"|"always"|"never",
                                     "stream_fault": null | {"after_chunks": N,
                                                             "kind": "error"|"hang"|"drop"|"pause"},
-                                    "hold": false}
+                                    "hold": 0}
                                    (omitted keys take the defaults shown; a bad value is a 422)
     GET    /_stub/{ns}/behaviour
     GET    /_stub/{ns}/calls       {"calls": [{"seq", "at", "method", "path", "query", "headers", "body"
@@ -77,10 +77,12 @@ Modes: ``ok`` answers after ``latency_ms``; ``error`` answers ``status`` (defaul
 OpenAI error body after ``latency_ms``; ``hang`` never answers: it waits until the client goes away, the
 namespace's behaviour is changed or reset, it is released (``POST /_stub/{ns}/release``), the server stops, or
 ``HANG_MAX_SECONDS`` pass, and then closes the connection; ``drop`` closes the connection without sending any HTTP
-response (see model_stub/connection.py). ``hold`` (modes ``ok`` and ``error``): a call is held, ``"held": true``
-on its record, until released in the same ways as a hang, and then answered as its mode says (after
-``latency_ms``); what it will answer is on its record meanwhile. A scenario holds a request "still running" for as
-long as it needs, and releases it as soon as it has seen what it needed.
+response (see model_stub/connection.py). ``hold`` N (modes ``ok`` and ``error``): each of the next N chat
+calls is held, ``"held": true`` on its record, until released in the same ways as a hang (or its client leaves),
+and then answered as its mode says (after ``latency_ms``); what it will answer is on its record meanwhile; calls
+after those N are answered at once (``GET .../behaviour`` shows how many are still to be held). A scenario holds a
+request "still running" for as long as it needs, releases it as soon as it has seen what it needed, and a request
+it did not expect is not held.
 Behaviours apply to chat completions only; every model call (chat and models) is recorded before the behaviour
 acts, at most ``MAX_CALLS`` per namespace. A malformed chat request in ``ok`` mode is a 4xx in OpenAI's error
 shape naming the field.
@@ -203,8 +205,9 @@ def create_app() -> Starlette:
         ns.calls.append(call)
         return raw, ok, body, call
 
-    async def hold(request: Request, ns: Namespace, call: dict) -> bool:
+    async def hold(request: Request, ns: Namespace, behaviour: dict, call: dict) -> bool:
         """Hold a call until its namespace is released; True when the client went away first."""
+        behaviour["hold"] -= 1
         call["held"] = True
         disconnected = asyncio.ensure_future(wait_for_disconnect(request.receive))
         try:
@@ -230,7 +233,7 @@ def create_app() -> Starlette:
             if answer is not None:
                 call["usage"] = dict(answer.usage)
                 call["answer"] = {"contents": [answer.content] * answer.n, "n": answer.n}
-        if behaviour["hold"] and await hold(request, ns, call):
+        if behaviour["hold"] and await hold(request, ns, behaviour, call):
             return Response(status_code=499)  # the client went away while held: nobody reads an answer
         if behaviour["latency_ms"]:
             await asyncio.sleep(behaviour["latency_ms"] / 1000)

@@ -37,7 +37,7 @@ def default_behaviour() -> dict[str, Any]:
         "chunk_delay_ms": 0,
         "stream_usage": "request",
         "stream_fault": None,
-        "hold": False,
+        "hold": 0,  # the next `hold` chat calls are held until released (counted down as they arrive)
     }
 
 
@@ -126,9 +126,7 @@ def parse_behaviour(data: Any) -> dict[str, Any]:
     if data.get("stream_fault") is not None:
         out["stream_fault"] = _parse_stream_fault(data["stream_fault"])
     if "hold" in data:
-        if not isinstance(data["hold"], bool):
-            raise BehaviourError(f"hold must be true or false, got {data['hold']!r}")
-        out["hold"] = data["hold"]
+        out["hold"] = _int_in(data, "hold", 0, MAX_CALLS)
     return out
 
 

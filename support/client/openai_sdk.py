@@ -46,6 +46,7 @@ class RecordingTransport(httpx.BaseTransport):
     def __init__(self, api: ApiClient, attempts: list[Attempt], inner: httpx.BaseTransport | None = None):
         self.api, self.attempts = api, attempts
         self.inner = inner or httpx.HTTPTransport()
+        self.on_no_answer: list[Callable[[Attempt], None]] = []  # called, once each, when an attempt gets no answer
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         content = request.read()
@@ -64,6 +65,9 @@ class RecordingTransport(httpx.BaseTransport):
             exchange.elapsed_ms = (time.perf_counter() - attempt.sent_at) * 1000
             exchange.error = f"{type(exc).__name__}: {exc}"
             self.api.record(exchange)
+            hooks, self.on_no_answer = self.on_no_answer, []
+            for hook in hooks:
+                hook(attempt)
             raise
         attempt.answered_at = time.perf_counter()
         exchange.status, exchange.response_headers = response.status_code, response.headers
@@ -115,9 +119,15 @@ class SdkApplication:
         register_secret(api_key, "api-key")
         self.api = api
         self.attempts: list[Attempt] = []
-        self.http = httpx.Client(transport=RecordingTransport(api, self.attempts, transport), timeout=api.timeout)
+        self.transport = RecordingTransport(api, self.attempts, transport)
+        self.http = httpx.Client(transport=self.transport, timeout=api.timeout)
         self.client = openai.OpenAI(base_url=f"{api.base_url}/v1", api_key=api_key, timeout=api.timeout,
                                     http_client=self.http)
+
+    def when_an_attempt_gets_no_answer(self, hook: Callable[[], object]) -> None:
+        """`hook()` runs once, in the SDK's thread, as soon as an attempt ends without an answer (say the SDK gave up
+        waiting), before the SDK retries."""
+        self.transport.on_no_answer.append(lambda attempt: hook())
 
     def call(self, operation: Callable[[openai.OpenAI, dict], object], **options) -> SdkCall:
         """Run `operation(client, headers)` (the client with `options` such as timeout and max_retries): the call

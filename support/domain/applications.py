@@ -17,10 +17,11 @@ from support.domain.request_costs import RequestCosts
 from support.harness.money import usd
 
 RETRY_AFTER_TOLERANCE_SECONDS = 0.05
-# Giving up sooner than the backend answers (chat_retries.LONG_PAUSE_MS): the SDK waits SDK_TIMEOUT_SECONDS per
-# try and tries up to 1 + SDK_RETRIES times (its back-off is 0.5 s, 1 s, 2 s... less up to a quarter), so a retry
-# finds the first request still running (409, which the SDK retries) or finished (its answer replayed).
-SDK_TIMEOUT_SECONDS = 0.3
+# Giving up sooner than the backend answers (it holds the first try until the SDK has given up on it): the SDK waits
+# SDK_TIMEOUT_SECONDS per try and tries up to 1 + SDK_RETRIES times (its back-off is 0.5 s, 1 s, 2 s... less up to
+# a quarter), so a retry finds the first request finished (its answer replayed; a replay takes a few ms, so it is
+# answered well within the try's time) or still running (409, which the SDK retries).
+SDK_TIMEOUT_SECONDS = 0.2
 SDK_RETRIES = 4
 ERRORS = {"authentication": (openai.AuthenticationError, 401), "not-found": (openai.NotFoundError, 404),
           "payment required": (openai.APIStatusError, 402)}

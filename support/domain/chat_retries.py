@@ -16,7 +16,6 @@ from support.domain.platform_api import chat_body
 from support.domain.streamed_chat import StreamedChat
 from support.harness.waits import wait_until
 
-LONG_PAUSE_MS = 500  # a backend that "answers only after a long pause" takes this long (a client gives up sooner)
 OTHER_CONTENT = "Something else entirely"
 
 
@@ -24,13 +23,23 @@ class ChatRetries:
     def __init__(self, routing: ModelRoutes, streams: StreamedChat, add_cleanup: Callable, timeout: float):
         self.routing, self.streams, self.add_cleanup, self.timeout = routing, streams, add_cleanup, timeout
         self.api, self.world = routing.api, routing.world
+        self.holding: str | None = None  # the backend holding the scenario's first request, if any
 
     def key(self, words: str) -> str:
         """The Idempotency-Key the sentence's words stand for, unique to this scenario of this run."""
         return self.world.idempotency_keys.setdefault(words, self.routing.ns.name(words))
 
     def pause(self, backend: str) -> None:
-        self.routing.behave(backend, "ok", latency_ms=LONG_PAUSE_MS)
+        """The backend holds the next request it gets, unanswered, until the scenario lets it answer
+        (`release_held`): it is "still running" for exactly as long as the scenario needs. A request after it is
+        answered at once, so one the scenario did not expect is not held up."""
+        self.routing.behave(backend, "ok", hold=1)
+        self.holding = backend
+        self.add_cleanup(self.release_held)  # nothing is left held, whatever the scenario saw
+
+    def release_held(self) -> int:
+        """The held request is answered now; how many requests the backend was holding."""
+        return self.routing.backends.release(self.routing.backend(self.holding)) if self.holding else 0
 
     def _send(self, key: str, body: dict, words: str) -> Exchange:
         return self.api.post("/v1/chat/completions", token=self.world.key(key).secret, json_body=body,
@@ -63,6 +72,7 @@ class ChatRetries:
         pool.shutdown(wait=False)
         self.add_cleanup(session.close)
         self.add_cleanup(in_flight.exception, timeout=self.timeout)  # the scenario ends only once it is answered
+        self.add_cleanup(self.release_held)  # (cleanups run last-added first: it is let go before that wait)
         self.world.retries.first = exchange
         wait_until(f"the primary backend to receive the first request ({exchange.request_id})",
                    lambda: self.routing.calls_with_request_id("primary", exchange.request_id), bool,
@@ -70,10 +80,12 @@ class ChatRetries:
                    max_interval=0.02)  # the retry must come while the first is still running: look often
 
     def first_answered(self) -> Exchange:
-        """The first request, once its answer has come (recorded as evidence from the scenario's thread)."""
+        """The first request, once its answer has come (recorded as evidence from the scenario's thread): a backend
+        holding it is let answer now."""
         retries = self.world.retries
         if retries.in_flight is not None:
-            retries.in_flight.exception(timeout=self.timeout + LONG_PAUSE_MS / 1000)
+            self.release_held()
+            retries.in_flight.exception(timeout=self.timeout)
             self.api.record(retries.first)
             retries.in_flight = None
         return expect_status(retries.first, 200, "the first chat completion with the idempotency key")

@@ -40,6 +40,12 @@ class ModelBackends:
         response.raise_for_status()
         return response.json()["calls"]
 
+    def release(self, backend: Backend) -> int:
+        """Let go of the calls the backend holds, hangs or has paused mid-stream now; returns how many."""
+        response = requests.post(f"{self._require()}/_stub/{backend.namespace}/release", timeout=5)
+        response.raise_for_status()
+        return response.json()["released"]
+
     def reset(self, backend: Backend) -> None:
         if self.stub_url is not None:
             requests.delete(f"{self.stub_url}/_stub/{backend.namespace}", timeout=5)

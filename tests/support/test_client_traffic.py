@@ -95,6 +95,23 @@ def test_every_attempt_of_the_sdk_is_recorded_under_the_call_s_request_id(record
     assert recorded[-1].json() == ANSWER
 
 
+def test_a_hook_runs_once_when_an_attempt_gets_no_answer_before_the_sdk_retries():
+    events = []
+
+    def backend(request: httpx.Request) -> httpx.Response:
+        events.append("attempt")
+        if events.count("attempt") < 3:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(200, json=ANSWER)
+
+    app = SdkApplication(_api(), API_KEY, transport=httpx.MockTransport(backend))
+    app.when_an_attempt_gets_no_answer(lambda: events.append("hook"))
+    call = app.call(lambda client, headers: client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], extra_headers=headers), max_retries=3)
+    assert call.error is None
+    assert events == ["attempt", "hook", "attempt", "attempt"]
+
+
 class Arriving(httpx.SyncByteStream):
     """A body that arrives in pieces (not one already read, as `content=` would make it)."""
 
