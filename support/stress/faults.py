@@ -83,7 +83,8 @@ TEN_MB = 10 * 1024 * 1024
 @dataclass(frozen=True)
 class Malformed:
     name: str  # what is wrong, in a few words
-    body: Callable[[str], bytes | Iterator[bytes]]  # given a real model's name; built when sent, not kept around
+    # Given a real model's name. Bytes are built once per burst and sent to every target; a stream anew each time.
+    body: Callable[[str], bytes | Iterator[bytes]]
     content_type: str = "application/json"
     oversized: bool = False
 
@@ -202,6 +203,8 @@ def send_malformed(base_url: str, targets: dict[str, tuple[str, str, dict]], mod
     Ends with one more probe."""
     report = MalformedBurst()
     done = threading.Event()
+    # Built once, not once per target: the 50,000-key document alone costs ~30 ms of the suite's CPU each time.
+    built = {case.name: body for case in CORPUS if isinstance(body := case.body(model), bytes)}
     started = time.perf_counter()
     sequence = iter(range(10 ** 9))
     lock = threading.Lock()
@@ -231,8 +234,8 @@ def send_malformed(base_url: str, targets: dict[str, tuple[str, str, dict]], mod
         t0 = time.perf_counter()
         try:
             with requests.Session() as session:
-                response = session.request(method, base_url + path, data=case.body(model), headers=sent,
-                                           timeout=request_timeout)
+                body = built[case.name] if case.name in built else case.body(model)
+                response = session.request(method, base_url + path, data=body, headers=sent, timeout=request_timeout)
             code, message = _error_fields(response)
             return Outcome(target, case.name, response.status_code, (time.perf_counter() - t0) * 1000, request_id,
                            code=code, message=(message or "")[:200], oversized=case.oversized)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
+import requests
 
 from support.database.conservation import AccountLedger
 from support.stacks.outages import FaultUnavailable, PostgresGate, SqliteLock, database_outage
-from support.stress.faults import CORPUS, require
+from support.stress.faults import CORPUS, require, send_malformed
 from support.stress.load import LoadKey, LoadRefused, percentile, run_chat_load
 
 
@@ -56,6 +58,31 @@ def test_the_corpus_has_oversized_bodies_and_builds_for_a_model():
     for case in CORPUS:
         body = case.body("chat-x")
         assert body is not None
+
+
+def test_every_target_gets_each_case_whole_though_bodies_are_built_once(monkeypatch):
+    received = []
+
+    class Answer:
+        status_code = 400
+
+        def json(self):
+            return {"code": "invalid_body", "detail": "bad"}
+
+    def request(session, method, url, data=None, **_):
+        received.append((url, data if isinstance(data, bytes) else b"".join(data)))
+        return Answer()
+
+    monkeypatch.setattr(requests.Session, "request", request)
+    monkeypatch.setattr(requests, "get", lambda *a, **k: SimpleNamespace(status_code=200))
+    targets = {name: ("POST", f"/{name}", {}) for name in ("a", "b")}
+    burst = send_malformed("http://gw", targets, "chat-x", workers=2, probe_every=10)
+    assert len(burst.outcomes) == len(received) == 2 * len(CORPUS)
+    sizes = {(url, len(body)) for url, body in received}
+    for case in CORPUS:
+        whole = case.body("chat-x")
+        size = len(whole) if isinstance(whole, bytes) else sum(map(len, whole))
+        assert {("http://gw/a", size), ("http://gw/b", size)} <= sizes, case.name  # a stream is not sent empty
 
 
 def _ledger(**changes) -> AccountLedger:
