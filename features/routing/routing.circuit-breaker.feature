@@ -27,7 +27,7 @@ Feature: A backend that keeps failing is skipped until it recovers
   Rule: After the cool-down one request probes the backend, and its answer decides
 
     Background:
-      Given the model "chat-guarded" routes to a primary and then a secondary backend, the primary given 0.5 seconds to answer, its circuit opening after 2 failures in a row and probed after 0.5 seconds
+      Given the model "chat-guarded" routes to a primary and then a secondary backend, the primary given 0.3 seconds to answer, its circuit opening after 2 failures in a row and probed after 0.3 seconds
 
     Scenario: After the cool-down a probe reaches the recovered primary and closes the circuit
       Given the primary backend's circuit has opened, the primary hanging
