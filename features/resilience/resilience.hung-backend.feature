@@ -11,7 +11,7 @@ Feature: A model backend that hangs
   Rule: The gateway gives up on a hung backend within its timeout and tries the next one
 
     Scenario: The gateway gives up on a hung backend within its timeout and falls back to the next one
-      Given the model "chat-fallback" routes to a primary and then a secondary backend, each given 0.5 seconds to answer
+      Given the model "chat-fallback" routes to a primary and then a secondary backend, each given 0.3 seconds to answer
       And the model's primary backend hangs
       When the key "ci" asks "chat-fallback" for a chat completion
       Then the completion is answered by the model's secondary backend
@@ -22,7 +22,7 @@ Feature: A model backend that hangs
   Rule: When every backend hangs, the request fails and nothing stays held
 
     Scenario: When every backend hangs, the request fails within their timeouts and nothing stays held
-      Given the model "chat-stuck" routes to a primary and then a secondary backend, each given 0.25 seconds to answer
+      Given the model "chat-stuck" routes to a primary and then a secondary backend, each given 0.15 seconds to answer
       And every backend of the model hangs
       When the key "ci" asks "chat-stuck" for a chat completion
       Then the request fails as no backend could answer, naming each backend that timed out, within their timeouts

@@ -14,7 +14,7 @@ from support.domain.platform_api import CONTENT, Platform
 from support.harness.money import cost_micros
 from support.harness.world import Backend, Model
 
-SHORT_TIMEOUT_SECONDS = 0.3  # a backend that "does not answer in time" is given this long
+SHORT_TIMEOUT_SECONDS = 0.15  # a backend that "does not answer in time" (it hangs) is given this long
 # What the primary says when it refuses a request in the refusal scenario: it must reach the caller unchanged.
 REFUSAL = {"error": {"message": "This model's maximum context length is 8 tokens; the messages hold 9.",
                      "type": "invalid_request_error", "code": "context_length_exceeded", "param": "messages"}}
