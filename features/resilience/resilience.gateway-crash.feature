@@ -5,7 +5,7 @@ Feature: The gateway is killed in the middle of requests
   charged exactly once, and the ledger reconciles once the gateway is back.
 
   Background:
-    Given the model "chat-patient" routes to one backend, given 1.5 seconds to answer
+    Given the model "chat-patient" routes to one backend, given 0.75 seconds to answer
     And the org "Acme" with its owner "Olive" and 5.00 USD of credit
     And Olive has issued the API key "ci" for "Acme"
     And the key "ci" has had 2 chat completions from "chat-patient" answered
