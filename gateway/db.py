@@ -1,13 +1,18 @@
 """Engine and sessions. SQLite gets WAL and a busy timeout so concurrent writers queue instead of failing.
 
-DATABASE_BUSY_TIMEOUT_MS (default 30000) bounds how long a request waits for a locked SQLite database before it
-fails (as a 503 `database_unavailable`, see gateway/errors.py).
+DATABASE_BUSY_TIMEOUT_MS (default 30000) bounds how long a request waits for a SQLite database that another
+process holds locked before it fails (as a 503 `database_unavailable`, see gateway/errors.py). This process's own
+writers take turns, and one waits for its turn at most DATABASE_WRITE_TURN_TIMEOUT_MS (default: the busy timeout):
+a queue of this process's writers is load, not an outage. When a writer finds the file locked past the busy timeout,
+the writers that were already queued behind it fail at once, as it did, rather than each waiting out the busy
+timeout again.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -23,6 +28,15 @@ READS_ONLY = "gateway_reads_only"
 def busy_timeout_ms() -> int:
     raw = os.environ.get("DATABASE_BUSY_TIMEOUT_MS", "")
     return int(raw) if raw.strip().isdigit() else 30_000
+
+
+def write_turn_timeout_ms() -> int:
+    raw = os.environ.get("DATABASE_WRITE_TURN_TIMEOUT_MS", "")
+    return int(raw) if raw.strip().isdigit() else busy_timeout_ms()
+
+
+def _locked(exc: OperationalError) -> bool:
+    return "database is locked" in str(exc.orig or exc)
 
 
 def make_engine(url: str, pool_size: int = 20) -> Engine:
@@ -100,7 +114,8 @@ class Database:
         # can starve past the busy timeout while others get in. This process's writers take turns on a lock
         # instead: the next one starts as soon as the last one ends. (Other processes still meet the busy handler.)
         self._write_turn = threading.RLock() if url.startswith("sqlite") else None
-        self._busy_seconds = busy_timeout_ms() / 1000
+        self._turn_seconds = write_turn_timeout_ms() / 1000
+        self._found_locked_at = float("-inf")  # time.monotonic() when a writer last failed on the file's lock
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -121,11 +136,20 @@ class Database:
         if self._write_turn is None:
             yield
             return
-        if not self._write_turn.acquire(timeout=self._busy_seconds):
+        asked = time.monotonic()
+        if not self._write_turn.acquire(timeout=self._turn_seconds):
             raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(
-                "database is locked: this gateway's other writers held it past the busy timeout"))
+                "database is locked: this gateway's other writers held it past the write turn timeout"))
+        if self._found_locked_at > asked:
+            self._write_turn.release()
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(
+                "database is locked: the writer before this one found it locked past the busy timeout"))
         try:
             yield
+        except OperationalError as exc:
+            if _locked(exc):  # only the file's own lock: a writer failed at once above must not restart the clock
+                self._found_locked_at = time.monotonic()
+            raise
         finally:
             self._write_turn.release()
 
@@ -133,5 +157,6 @@ class Database:
         self.engine.dispose()
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        """On SQLite, whether a write could begin now (the probe takes its turn among this process's writers)."""
+        with self._turn(), self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")

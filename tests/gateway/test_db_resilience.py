@@ -7,7 +7,9 @@ import asyncio
 import os
 import secrets
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import psycopg
@@ -64,6 +66,61 @@ def test_reads_go_on_while_another_process_holds_the_write_lock_and_writes_fail_
         holder.close()
     with database.transaction() as session:
         session.execute(text("INSERT INTO t VALUES (3)"))
+
+
+def test_writers_queued_behind_one_that_found_the_file_locked_fail_with_it_not_a_busy_timeout_each_later(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_BUSY_TIMEOUT_MS", "300")
+    monkeypatch.setenv("DATABASE_WRITE_TURN_TIMEOUT_MS", "5000")  # queued writers would wait their turn
+    path = tmp_path / "gateway.db"
+    database = Database(f"sqlite:///{path}")
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE t (x INTEGER)"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+
+    def write() -> float:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="locked"):
+            with database.transaction() as session:
+                session.execute(text("INSERT INTO t VALUES (4)"))
+        return time.monotonic() - started
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            took = list(pool.map(lambda _: write(), range(4)))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert max(took) < 0.55, took  # each in turn would take 4 x 0.3 s
+    with database.transaction() as session:  # the next writer, queued after the outage, is not failed for it
+        session.execute(text("INSERT INTO t VALUES (5)"))
+    database.engine.dispose()
+
+
+def test_a_writer_waits_for_its_turn_as_long_as_the_write_turn_timeout_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_BUSY_TIMEOUT_MS", "100")
+    monkeypatch.setenv("DATABASE_WRITE_TURN_TIMEOUT_MS", "1000")
+    database = Database(f"sqlite:///{tmp_path / 'gateway.db'}")
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE t (x INTEGER)"))
+    holding = threading.Event()
+
+    def slow_writer() -> None:
+        with database.transaction() as session:
+            session.execute(text("INSERT INTO t VALUES (1)"))
+            holding.set()
+            time.sleep(0.4)  # a long transaction of this process: longer than the busy timeout
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(slow_writer)
+        holding.wait(5)
+        with database.transaction() as session:  # queued 0.4 s, past the busy timeout: load, not an outage
+            session.execute(text("INSERT INTO t VALUES (2)"))
+        slow.result()
+    with database.sessions() as session:
+        assert session.execute(text("SELECT count(*) FROM t")).scalar() == 2
+    database.engine.dispose()
 
 
 def _app(exc: Exception) -> TestClient:
