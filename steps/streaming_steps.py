@@ -13,6 +13,11 @@ def backend_writes_slowly(context, backend):
     context.state.streams.write_slowly(backend)
 
 
+@given("the {backend:Backend} backend pauses after the first pieces of its answer until they have reached the caller")
+def backend_pauses_mid_answer(context, backend):
+    context.state.streams.pause_until_first_pieces_arrive(backend)
+
+
 @given("the {backend:Backend} backend never reports usage when it streams")
 def backend_never_reports_usage(context, backend):
     context.state.streams.never_report_usage(backend)

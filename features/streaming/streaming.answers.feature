@@ -12,7 +12,7 @@ Feature: Streamed answers
   Rule: A streamed answer is the model's answer, delivered in pieces as it is written
 
     Scenario: A streamed completion arrives in pieces and says what the whole answer says
-      Given the primary backend writes its answers slowly, a piece at a time
+      Given the primary backend pauses after the first pieces of its answer until they have reached the caller
       When the key "ci" streams a chat completion from "chat-basic"
       Then the answer arrives in several pieces, the first before the backend has finished writing
       And the pieces put together are the answer "chat-basic" gives in one piece

@@ -10,6 +10,7 @@ import codecs
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import requests
 
@@ -134,9 +135,11 @@ def _described(event: StreamEvent) -> str:
 
 
 def send_streamed(api: ApiClient, path: str, *, token: str, json_body: dict, headers: dict | None = None,
-                  leave_after: int | None = None) -> StreamedExchange:
+                  leave_after: int | None = None,
+                  on_event: Callable[[StreamedExchange], None] | None = None) -> StreamedExchange:
     """POST a request whose answer streams; read its events as they come (closing the connection once
-    `leave_after` pieces of text have arrived, when given), record it as evidence and return it."""
+    `leave_after` pieces of text have arrived, when given; calling `on_event(exchange)` as each read adds events),
+    record it as evidence and return it."""
     prepared = api.prepare("POST", path, token=token, json_body=json_body, headers=headers)
     exchange = StreamedExchange(**prepared.__dict__)
     started = time.perf_counter()
@@ -147,7 +150,7 @@ def send_streamed(api: ApiClient, path: str, *, token: str, json_body: dict, hea
             if not exchange.is_event_stream:
                 exchange.text = response.text
             else:
-                _read_events(exchange, response, started, leave_after)
+                _read_events(exchange, response, started, leave_after, on_event)
     except requests.RequestException as exc:
         exchange.error = f"{type(exc).__name__}: {exc}"
         raise GatewayUnreachable(f"POST {mask_text(path)} (request id {exchange.request_id}) got no answer or a "
@@ -181,11 +184,13 @@ class EventReader:
 
 
 def _read_events(exchange: StreamedExchange, response: requests.Response, started: float,
-                 leave_after: int | None) -> None:
+                 leave_after: int | None, on_event: Callable[[StreamedExchange], None] | None) -> None:
     reader = EventReader(exchange, started)
     try:
         for piece in response.iter_content(chunk_size=None, decode_unicode=False):
             reader.feed(piece)
+            if on_event is not None:
+                on_event(exchange)
             if leave_after is not None and len(exchange.content_events()) >= leave_after:
                 exchange.went_away_after = len(exchange.content_events())
                 response.close()  # the client goes away: the connection is closed mid-stream

@@ -14,6 +14,7 @@ from support.domain.request_costs import RequestCosts
 from support.harness.money import usd
 
 SLOW_CHUNK_DELAY_MS = 60  # a backend writing "slowly" waits this long between its events
+PAUSE_AFTER_PIECES = 2  # a backend that pauses mid-answer does so after this many pieces of text
 PIECES_BEFORE_LEAVING = 3  # a client that goes away mid-stream does so after this many pieces of text
 FAULT_AFTER_PIECES = 3  # a backend that fails mid-stream does so after writing this many pieces
 WRITTEN_AFTER_LEAVING = 3  # pieces a backend may still write while the gateway notices its client has gone
@@ -28,11 +29,20 @@ class StreamedChat:
     def __init__(self, routing: ModelRoutes, costs: RequestCosts):
         self.routing, self.costs = routing, costs
         self.api, self.world, self.db = routing.api, routing.world, routing.db
+        self.pausing: str | None = None  # the backend that pauses mid-answer until the caller has its first piece
+        self.at_first_piece: dict[str, dict | None] = {}  # request id -> the backend's record of the stream then
 
     # ---- backends ------------------------------------------------------------------------------------------------
 
     def write_slowly(self, backend: str) -> None:
         self.routing.behave(backend, "ok", chunk_delay_ms=SLOW_CHUNK_DELAY_MS)
+
+    def pause_until_first_pieces_arrive(self, backend: str) -> None:
+        """The backend writes its first pieces, then writes nothing more until the caller has received one (the
+        stream's reader lets it go on): the first piece reaches the caller while the backend is surely still
+        writing, without a delay between pieces to wait out."""
+        self.routing.behave(backend, "ok", stream_fault={"after_chunks": PAUSE_AFTER_PIECES, "kind": "pause"})
+        self.pausing = backend
 
     def never_report_usage(self, backend: str) -> None:
         self.routing.behave(backend, "ok", stream_usage="never")
@@ -56,7 +66,19 @@ class StreamedChat:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return send_streamed(self.api, "/v1/chat/completions", token=self.world.key(key).secret,
                              json_body=body or self.body(model, long=long, include_usage=include_usage),
-                             headers=headers, leave_after=leave_after)
+                             headers=headers, leave_after=leave_after,
+                             on_event=self._let_go_at_first_piece(self.pausing) if self.pausing else None)
+
+    def _let_go_at_first_piece(self, backend: str):
+        """Once the first piece of text has arrived: note what the backend's record of the stream says then, and
+        let the paused backend write the rest."""
+        def on_event(exchange: StreamedExchange) -> None:
+            if exchange.request_id in self.at_first_piece or not exchange.content_events():
+                return
+            calls = self.routing.calls_with_request_id(backend, exchange.request_id)
+            self.at_first_piece[exchange.request_id] = calls[-1].get("stream") if calls else None
+            self.routing.backends.release(self.routing.backend(backend))
+        return on_event
 
     def in_one_piece(self, streamed: StreamedExchange) -> Exchange:
         """The same request, by the same key, without streaming."""
@@ -74,12 +96,24 @@ class StreamedChat:
                     f"it was {exchange.response_headers.get('Content-Type')!r}", exchange)
 
     def expect_in_pieces(self, exchange: StreamedExchange) -> None:
-        """Several pieces, the first well before the last: a backend writing slowly is relayed as it writes, never
-        gathered whole first. The margin is half of what the backend spends writing after its first piece."""
+        """Several pieces, the first before the backend has finished: relayed as it writes, never gathered whole
+        first. A backend that pauses mid-answer must still have been paused when the first piece arrived; for one
+        writing slowly, the first piece must come well before the last (by half of what the backend spends writing
+        after its first piece)."""
         self.expect_streamed(exchange)
         pieces = exchange.content_events()
+        if self.pausing:
+            seen = self.at_first_piece.get(exchange.request_id)
+            told = (f"when it arrived the backend's record of the stream said {seen}" if seen
+                    else "no piece arrived" if exchange.request_id not in self.at_first_piece
+                    else "the backend has no record of the request")
+            expect_true(bool(seen) and seen.get("paused") and not seen.get("finished"), f"Expected the first piece "
+                        f"to arrive while the {self.pausing} backend was still writing (it pauses after "
+                        f"{PAUSE_AFTER_PIECES} pieces until the caller has one), but {told}", exchange)
         expect_true(len(pieces) >= 3, f"Expected the answer in several pieces of text, but it came in {len(pieces)}",
                     exchange)
+        if self.pausing:
+            return
         backend = exchange.response_headers.get("X-Gateway-Backend") or "primary"
         delay_ms = self.routing.backends.behaviour(self.routing.backend(backend))["chunk_delay_ms"]
         after_first = len(exchange.events) - exchange.events.index(pieces[0]) - 1

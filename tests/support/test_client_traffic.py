@@ -11,7 +11,7 @@ import pytest
 
 from support.client import evidence
 from support.client.api import ApiClient
-from support.client.event_streams import EventReader, StreamedExchange
+from support.client.event_streams import EventReader, StreamedExchange, _read_events
 from support.client.openai_sdk import SdkApplication
 
 API_KEY = "tg_" + "k" * 30
@@ -56,6 +56,26 @@ def test_events_are_read_whatever_the_reads_cut():
     assert exchange.usage() == USAGE["usage"]
     assert exchange.ended_with_done and exchange.error_event() is None
     assert len(exchange.content_events()) == 1
+
+
+def test_the_reader_is_told_of_the_events_as_each_read_brings_them():
+    class Arrives:
+        closed = False
+
+        def iter_content(self, chunk_size=None, decode_unicode=False):
+            raw = STREAM.encode("utf-8")
+            yield raw[:10]  # no whole event yet
+            yield raw[10:]
+
+        def close(self):
+            self.closed = True
+
+    exchange, seen = _streamed(), []
+    _read_events(exchange, Arrives(), 0.0, None, lambda e: seen.append(len(e.events)))
+    assert seen == [0, 4]
+    leaving = Arrives()
+    _read_events(_streamed(), leaving, 0.0, 1, seen.append)
+    assert leaving.closed  # the client went away after its first piece, once told
 
 
 def test_the_transcript_is_masked_and_the_body_points_to_it():
