@@ -1,12 +1,24 @@
 """Child processes of the embedded stack, each logging to its own file."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 from collections import deque
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Looked up here, not in the forked child (where loading a library could deadlock on a lock another thread held).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_the_suite() -> None:
+    """Run in the child before it starts: SIGTERM when the suite (the thread that started it) dies, however it dies,
+    so a suite killed with SIGTERM leaves no gateway serving or standby waiting."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -35,7 +47,8 @@ class ChildProcess:
         try:
             # A session of its own, so Ctrl-C on the suite does not reach the child before the suite stops it.
             return subprocess.Popen(self.argv, env=env, cwd=self.cwd, stdin=stdin, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_the_suite if _prctl else None)
         finally:
             log.close()
 

@@ -2,6 +2,9 @@
 the next one; a dead standby gives way to a cold start; nothing is left behind."""
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import requests
 
@@ -9,13 +12,27 @@ from support.harness.config import load
 from support.harness.waits import wait_until
 from support.stacks import make_stack
 
+ROOT = Path(__file__).resolve().parents[2]
+# A suite that starts a child process (a standby-like sleeper) and says its pid.
+SUITE = """
+import sys, time
+from pathlib import Path
+from support.stacks.processes import ChildProcess
+child = ChildProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], env={}, cwd=Path("."),
+                     log_path=Path(sys.argv[1]) / "sleeper.log")
+child.start()
+print(child.process.pid, flush=True)
+time.sleep(60)
+"""
+
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by whoever adopted it, is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _ready(stack) -> int:
@@ -64,3 +81,15 @@ def test_taking_the_stack_down_stops_the_standby_too():
     finally:
         local.down()
     assert not _alive(serving) and not _alive(standby)
+
+
+def test_a_suite_killed_outright_leaves_no_child_behind(tmp_path):
+    suite = subprocess.Popen([sys.executable, "-c", SUITE, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = int(suite.stdout.readline())
+    assert _alive(child)
+    suite.kill()  # no clean-up of its own runs: the kernel tells the child (PR_SET_PDEATHSIG)
+    suite.wait()
+    suite.stdout.close()
+    wait_until(f"the child {child} to end with the suite", lambda: _alive(child), lambda alive: not alive,
+               timeout=10)
