@@ -123,7 +123,8 @@ def database_goes_away(context):
 
 
 def _requests_during_outage(state, key: str) -> dict:
-    # Sent at once: each waits out the gateway's database timeout before it is refused.
+    # Sent at once: the first to find the database locked waits out the gateway's busy timeout; those queued behind
+    # it in the gateway are refused with it.
     requests = {
         "readiness": Request("GET", "/readyz"),
         "chat": Request("POST", "/v1/chat/completions", token=state.world.key(key).secret,
