@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 
 from sqlalchemy import text
 
@@ -97,7 +98,7 @@ every AS (
     ON CONFLICT (key) DO UPDATE SET hits = array_append(r.hits, {_NOW})
         WHERE cardinality(r.hits) < :per_window
     RETURNING 1)
-SELECT EXISTS (SELECT 1 FROM every)
+SELECT EXISTS (SELECT 1 FROM every), EXISTS (SELECT 1 FROM address), w, (w + 1) * :window - t FROM slot
 """)
 PRUNE = text(f"""
 WITH {_CLOCK}
@@ -147,21 +148,47 @@ class SharedFailureWindow:
 class SharedRefusalSampler(RefusalSampler):
     """gateway.audit.RefusalSampler whose budgets (per address and in all, per fixed window) every process spends
     together; the refusals over budget are counted, and summarised, by the process that refused them. When the
-    database does not answer, this process's own budgets decide (the audit event could not be written anyway)."""
+    database does not answer, this process's own budgets decide (the audit event could not be written anyway).
 
-    def __init__(self, db, window: float, per_address: int, per_window: int):
-        super().__init__(window, per_address, per_window)
+    A budget the database says is spent stays spent until its window ends, so until then this process counts that
+    address's refusals (or everyone's, once the window's budget is spent) without asking again: past the budget a
+    refusal costs a counter here too, not a database write. The window's end is taken from the database's clock,
+    measured from before the question was sent, so it is never later here than there."""
+
+    def __init__(self, db, window: float, per_address: int, per_window: int, *, clock=time.monotonic):
+        super().__init__(window, per_address, per_window, clock=clock)
         self.db = db
+        self._spent_window: int | None = None  # the database's window whose spent budgets are known here
+        self._spent_until = 0.0  # its end, by this process's clock
+        self._spent_by: set[str] = set()
+        self._all_spent = False
 
     def admit(self, action: str, address: str) -> bool:
+        with self._lock:
+            spent = self._clock() < self._spent_until and (self._all_spent or address in self._spent_by)
+        if spent:
+            return self.count(action, address)
+        asked = self._clock()
         try:
             with self.db.engine.begin() as conn:
-                admitted = conn.execute(ADMIT_ONE_BY_ONE, {
+                admitted, address_counted, window, left = conn.execute(ADMIT_ONE_BY_ONE, {
                     "window": self.window, "address": _digest(address), "per_address": self.per_address,
-                    "per_window": self.per_window}).scalar_one()
+                    "per_window": self.per_window}).one()
         except Exception:  # noqa: BLE001 - see the class's docstring
             return super().admit(action, address)
-        return True if admitted else self.count(action, address)
+        if admitted:
+            return True
+        with self._lock:
+            if self._spent_window is None or window >= self._spent_window:  # not an answer about a window over
+                if window != self._spent_window:
+                    self._spent_window, self._spent_by, self._all_spent = window, set(), False
+                    self._spent_until = asked + left
+                self._spent_until = min(self._spent_until, asked + left)
+                if address_counted:
+                    self._all_spent = True
+                elif len(self._spent_by) < self._max_addresses:
+                    self._spent_by.add(address)
+        return self.count(action, address)
 
 
 def share_guards(guards, db, settings) -> None:

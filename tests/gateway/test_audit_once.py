@@ -23,6 +23,8 @@ import pytest
 from sqlalchemy import select
 
 from support.client.api import ApiClient
+from support.harness.config import load
+from support.stacks import local, make_stack
 from support.database.reflection import Database
 from support.tokens.signing_keys import KeyMaterial
 from support.harness.namespace import Namespace
@@ -32,6 +34,21 @@ from support.harness.world import World
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 MALFORMED = {"invalid_json", "invalid_request", "unsupported", "body_too_large", "invalid_idempotency_key"}
 PUBLIC_MUTATIONS = {"/auth/login", "/auth/refresh", "/invitations/{token}/accept"}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """The embedded stack, with an audit budget above the refusals without credentials this module sends within a
+    sampling window (a few dozen in a quarter second): it checks that each is audited once, while sampling past the
+    budget is checked by tests/gateway/test_security_http.py and the flood scenarios."""
+    settings = {**local.GATEWAY_TEST_SETTINGS, "AUDIT_UNAUTHENTICATED_PER_ADDRESS": "1000",
+                "AUDIT_UNAUTHENTICATED_PER_WINDOW": "1000"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local, "GATEWAY_TEST_SETTINGS", settings)
+        embedded = make_stack(load({}, environ={}))
+        embedded.up()
+    yield embedded
+    embedded.down()
 
 
 @pytest.fixture(scope="module")

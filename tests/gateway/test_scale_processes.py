@@ -113,6 +113,33 @@ def test_refusals_audited_one_by_one_share_one_budget_across_processes(pg_url):
     db.dispose()
 
 
+def test_a_spent_budget_is_not_asked_for_again_until_its_window_ends(pg_url):
+    db = Database(pg_url)
+
+    class Asking:  # the database, counting how often it is asked
+        asked = 0
+
+        @property
+        def engine(self):
+            Asking.asked += 1
+            return db.engine
+
+    clock = [1000.0]
+    window = 43200  # a window of its own: not the one the test above spent
+    here = SharedRefusalSampler(Asking(), window, per_address=1, per_window=2, clock=lambda: clock[0])
+    there = SharedRefusalSampler(db, window, per_address=1, per_window=2)
+    assert [here.admit("auth.api_key", "203.0.113.7") for _ in range(3)] == [True, False, False]
+    assert Asking.asked == 2  # the third was counted without asking: the address's budget is spent
+    assert here.admit("auth.api_key", "198.51.100.9") and not there.admit("auth.api_key", "198.51.100.8")
+    Asking.asked = 0
+    assert not here.admit("auth.api_key", "198.51.100.7") and not here.admit("auth.api_key", "198.51.100.6")
+    assert Asking.asked == 1  # the window's budget is spent: every address's refusals are counted until its end
+    clock[0] += window  # the window is over, by the database's clock
+    here.admit("auth.api_key", "198.51.100.5")
+    assert Asking.asked == 2
+    db.dispose()
+
+
 # ---- leadership ------------------------------------------------------------------------------------------------------
 
 def test_one_process_leads_and_another_takes_over_when_it_goes(pg_url):
