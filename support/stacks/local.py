@@ -91,7 +91,7 @@ class LocalStack(Stack):
         if getattr(self, "_outage", None) is not None:
             self.start_database()
         for process in reversed(list(self.processes.values())):
-            process.drop_standby()
+            process.drop_standbys()
             process.ask_to_stop()  # all at once: each takes a fifth of a second to wind down
         for process in reversed(list(self.processes.values())):
             process.stop()
@@ -118,14 +118,16 @@ class LocalStack(Stack):
         return pid
 
     def restart_gateway(self) -> None:
-        """Start the gateway again on the same port with the same database and settings (its warm standby
-        promoted, else a cold start); wait until it is ready, then start the next standby."""
+        """Start the gateway again on the same port with the same database and settings (a warm standby promoted,
+        else a cold start); wait until it is ready, then start the next standbys."""
         gateway = self.processes["gateway"]
         if gateway.running():
             gateway.stop()
         gateway.start()
         self._wait_every_process(self.endpoints.base_url)
-        gateway.start_standby()  # only now: its imports would take CPU from this start
+        # Only now (their imports would take CPU from this start), and two: a stack restarted once is restarted
+        # again, at times within a second (two scenarios in a row), before one standby has finished loading.
+        gateway.start_standby(keep=2)
 
     def _wait_every_process(self, base_url: str) -> None:
         """Ready, and every worker process answering: one ready worker answers /readyz while another is still

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from contextlib import suppress
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -37,10 +38,10 @@ class ChildProcess:
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.asked_to_stop = False
-        # A warm standby (started with standby_env): a second copy that has loaded what it needs and waits for a
-        # line on its stdin, which start() gives it instead of starting cold. None: every start is cold.
+        # Warm standbys (started with standby_env): copies that have loaded what they need and wait for a line on
+        # their stdin, which start() gives the oldest instead of starting cold. None: every start is cold.
         self.standby_env = standby_env
-        self.standby: subprocess.Popen | None = None
+        self.standbys: list[subprocess.Popen] = []
 
     def _popen(self, env: dict, stdin=None) -> subprocess.Popen:
         log = open(self.log_path, "ab")
@@ -53,38 +54,41 @@ class ChildProcess:
             log.close()
 
     def start(self) -> None:
-        """Promote the warm standby if it is alive (still loading, it is still ahead of a cold start), else start
-        cold."""
+        """Promote the oldest live standby (one still loading is still ahead of a cold start), else start cold."""
         self.asked_to_stop = False
         self.process = self._promote_standby() or self._popen(self.env)
 
-    def start_standby(self) -> None:
-        """Start a warm standby beside the running process, unless one is alive already (or none is wanted)."""
-        if self.standby_env is not None and (self.standby is None or self.standby.poll() is not None):
-            self.drop_standby()
-            self.standby = self._popen(self.standby_env, stdin=subprocess.PIPE)
+    def start_standby(self, keep: int = 1) -> None:
+        """Start warm standbys beside the running process until `keep` are alive (none if none is wanted)."""
+        for standby in [s for s in self.standbys if s.poll() is not None]:
+            self._drop(standby)
+        while self.standby_env is not None and len(self.standbys) < keep:
+            self.standbys.append(self._popen(self.standby_env, stdin=subprocess.PIPE))
 
     def _promote_standby(self) -> subprocess.Popen | None:
-        standby, self.standby = self.standby, None
-        if standby is None:
-            return None
-        try:
-            standby.stdin.write(b"serve\n")
-            standby.stdin.close()
-        except OSError:  # it died (its own lines in the log say why): start cold
-            standby.wait()
-            return None
-        return standby
+        while self.standbys:
+            standby = self.standbys.pop(0)
+            try:
+                standby.stdin.write(b"serve\n")
+                standby.stdin.close()
+                return standby
+            except OSError:  # it died (its own lines in the log say why): the next one, or a cold start
+                self._drop(standby)
+        return None
 
-    def drop_standby(self) -> None:
-        """Kill the standby, if any: it serves nothing and holds nothing yet."""
-        standby, self.standby = self.standby, None
-        if standby is None:
-            return
+    def drop_standbys(self) -> None:
+        """Kill the standbys: they serve nothing and hold nothing yet."""
+        while self.standbys:
+            self._drop(self.standbys.pop())
+
+    def _drop(self, standby: subprocess.Popen) -> None:
+        if standby in self.standbys:
+            self.standbys.remove(standby)
         if standby.poll() is None:
             os.killpg(standby.pid, signal.SIGKILL)
         standby.wait(timeout=10)
-        standby.stdin.close()
+        with suppress(OSError):
+            standby.stdin.close()
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -39,37 +39,39 @@ def _ready(stack) -> int:
     return requests.get(f"{stack.endpoints.base_url}/readyz", timeout=5).status_code
 
 
-def _fresh_standby(stack) -> int:
+def _standby(stack):
+    """The standby the next restart promotes (one is started if none is alive)."""
     gateway = stack.processes["gateway"]
     gateway.start_standby()
-    return gateway.standby.pid
+    return gateway.standbys[0]
 
 
-def test_a_restart_promotes_the_standby_and_starts_the_next_one(stack):
-    standby = _fresh_standby(stack)
+def test_a_restart_promotes_a_standby_and_keeps_two_ready_for_the_next_ones(stack):
+    standby = _standby(stack).pid
     killed = stack.kill_gateway()
     assert stack.gateway_pid() is None and _alive(standby), "a kill stops the serving gateway only"
     stack.restart_gateway()
     assert stack.gateway_pid() == standby != killed
     assert _ready(stack) == 200
-    next_standby = stack.processes["gateway"].standby
-    assert next_standby is not None and next_standby.pid not in (standby, killed) and next_standby.poll() is None
+    following = [process.pid for process in stack.processes["gateway"].standbys if process.poll() is None]
+    assert len(following) == 2 and not {standby, killed} & set(following)
 
 
 def test_a_standby_whose_stdin_ends_exits_quietly(stack):
-    _fresh_standby(stack)
-    standby = stack.processes["gateway"].standby
+    standby = _standby(stack)
     standby.stdin.close()  # as when the suite that started it goes away
     assert standby.wait(timeout=20) == 0
 
 
-def test_a_dead_standby_gives_way_to_a_cold_start(stack):
+def test_dead_standbys_give_way_to_a_cold_start(stack):
     gateway = stack.processes["gateway"]
-    dead = _fresh_standby(stack)
-    os.killpg(dead, signal.SIGKILL)
-    wait_until("the standby to be gone", gateway.standby.poll, lambda code: code is not None, timeout=10)
+    _standby(stack)
+    dead = [standby.pid for standby in gateway.standbys]
+    for standby in gateway.standbys:
+        os.killpg(standby.pid, signal.SIGKILL)
+        wait_until("the standby to be gone", standby.poll, lambda code: code is not None, timeout=10)
     stack.restart_gateway()
-    assert stack.gateway_pid() not in (None, dead)
+    assert dead and stack.gateway_pid() not in (None, *dead)
     assert _ready(stack) == 200
 
 
@@ -77,7 +79,7 @@ def test_taking_the_stack_down_stops_the_standby_too():
     local = make_stack(load({}, environ={}))
     local.up()
     try:
-        serving, standby = local.gateway_pid(), local.processes["gateway"].standby.pid
+        serving, standby = local.gateway_pid(), local.processes["gateway"].standbys[0].pid
     finally:
         local.down()
     assert not _alive(serving) and not _alive(standby)
