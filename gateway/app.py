@@ -31,6 +31,7 @@ from gateway.shared_limits import prune, rate_limiter_for, share_guards
 from gateway.throttle import Guards
 
 log = logging.getLogger("gateway")
+WINDOW_END_SLACK = 0.005  # seconds: the audit upkeep runs this long after a sampling window ends
 PURGE_SECONDS = 1.0  # audit upkeep: the retention purge (and the shared limits' prune) at most this often
 STARTUP_LOCK = int.from_bytes(b"gwstart", "big")  # serializes the start-up work of processes starting together
 
@@ -106,8 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     purged = [float("-inf")]  # when the last purge ran, by time.monotonic()
 
     def audit_upkeep():
-        """Summarise the unauthenticated refusals that were only counted, once a sampling window, and drop those
-        past their retention. A window may be short (a quarter second on test stacks), so the write lock is taken
+        """Summarise the unauthenticated refusals that were only counted, once a sampling window is over, and drop
+        those past their retention. A window may be short (half a second on test stacks), so the write lock is taken
         for summaries only when some refusals were counted, and the purge runs at most once a second."""
         counted = rt.guards.refusals.drain()
         if counted:
@@ -151,8 +152,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [asyncio.create_task(_every(lambda: rt.reconciler.interval if rt.first_sync_done else 0.25,
                                             first_and_later_syncs, "reconciler")),
                  asyncio.create_task(_every(lambda: settings.expiry_sweep_seconds, sweep_expired, "expiry sweep")),
-                 asyncio.create_task(_every(lambda: settings.audit_sampling_window_seconds, audit_upkeep,
-                                            "audit upkeep"))]
+                 # Just after each sampling window ends, so its summaries are written once it is over.
+                 asyncio.create_task(_every(lambda: rt.guards.refusals.until_window_ends() + WINDOW_END_SLACK,
+                                            audit_upkeep, "audit upkeep"))]
         try:
             yield
         finally:

@@ -102,6 +102,10 @@ class RefusalSampler:
         UNRECORDED.labels(action).inc()
         return False
 
+    def until_window_ends(self) -> float:
+        """Seconds until the current window ends (its refusals counted are then summarised at once)."""
+        return self.window - self._clock() % self.window
+
     def drain(self) -> dict[tuple[str, str], int]:
         """The refusals counted since the last drain, by (action, address)."""
         with self._lock:

@@ -163,6 +163,11 @@ class SharedRefusalSampler(RefusalSampler):
         self._spent_by: set[str] = set()
         self._all_spent = False
 
+    def until_window_ends(self) -> float:
+        """By the database's clock, as far as this process's wall clock tells it (the same host's, or the same
+        kernel's in containers)."""
+        return self.window - time.time() % self.window
+
     def admit(self, action: str, address: str) -> bool:
         with self._lock:
             spent = self._clock() < self._spent_until and (self._all_spent or address in self._spent_by)

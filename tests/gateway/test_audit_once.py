@@ -39,7 +39,7 @@ PUBLIC_MUTATIONS = {"/auth/login", "/auth/refresh", "/invitations/{token}/accept
 @pytest.fixture(scope="module")
 def stack():
     """The embedded stack, with an audit budget above the refusals without credentials this module sends within a
-    sampling window (a few dozen in a quarter second): it checks that each is audited once, while sampling past the
+    sampling window (a few dozen in a fraction of a second): it checks that each is audited once, while sampling past the
     budget is checked by tests/gateway/test_security_http.py and the flood scenarios."""
     settings = {**local.GATEWAY_TEST_SETTINGS, "AUDIT_UNAUTHENTICATED_PER_ADDRESS": "1000",
                 "AUDIT_UNAUTHENTICATED_PER_WINDOW": "1000"}

@@ -95,6 +95,15 @@ def test_anonymous_refusals_past_the_budget_are_counted_then_summarised():
     assert sampler.admit("auth.user_token", "203.0.113.1")
 
 
+def test_the_sampler_says_when_its_window_ends_so_its_summaries_follow_at_once():
+    clock = Clock()
+    sampler = RefusalSampler(0.5, per_address=3, per_window=5, clock=clock)
+    clock.now = 100.375
+    assert abs(sampler.until_window_ends() - 0.125) < 1e-9
+    clock.now = 100.5
+    assert sampler.until_window_ends() == 0.5  # a window just begun
+
+
 def test_summaries_are_written_and_old_anonymous_events_purged(tmp_path):
     url = f"sqlite:///{tmp_path / 'gateway.db'}"
     upgrade(url)
