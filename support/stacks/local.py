@@ -54,7 +54,8 @@ class LocalStack(Stack):
             process.start()
         base_url = f"http://127.0.0.1:{gateway_port}"
         self._wait_every_process(base_url)
-        self.processes["gateway"].start_standby()  # so that even the first restart is warm
+        if self.warm_restarts:
+            self.processes["gateway"].start_standby()  # so that even the first restart is warm
         self.endpoints = Endpoints(base_url, database_url, str(keys_dir), stub_url, str(repo))
         return self.endpoints
 
@@ -127,7 +128,7 @@ class LocalStack(Stack):
         self._wait_every_process(self.endpoints.base_url)
         # Only now (their imports would take CPU from this start), and two: a stack restarted once is restarted
         # again, at times within a second (two scenarios in a row), before one standby has finished loading.
-        gateway.start_standby(keep=2)
+        gateway.start_standby(keep=2 if self.warm_restarts else 0)
 
     def _wait_every_process(self, base_url: str) -> None:
         """Ready, and every worker process answering: one ready worker answers /readyz while another is still
