@@ -5,7 +5,7 @@ Feature: Reservations expire
 
   Background:
     Given an account with 10.00 USD in one credit lot
-    And a pending reservation of 2.00 USD on it that expires in 0.2 seconds
+    And a pending reservation of 2.00 USD on it that expires in 0.1 seconds
 
   Rule: An unsettled reservation expires once its time has passed, and its amount returns
 

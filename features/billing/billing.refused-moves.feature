@@ -26,7 +26,7 @@ Feature: A reservation that can no longer move is refused, saying why
       And nothing was posted to the account's ledger
 
     Scenario: An expired reservation cannot be released
-      Given a pending reservation of 2.00 USD on it that expires in 0.2 seconds
+      Given a pending reservation of 2.00 USD on it that expires in 0.1 seconds
       And the reservation's time has run out
       When the service releases the reservation
       Then the request is refused, naming the reservation's state: expired
@@ -35,7 +35,7 @@ Feature: A reservation that can no longer move is refused, saying why
   Rule: A reservation past its time to live cannot be finalized, though nothing has read it
 
     Scenario: Finalizing a reservation just past its time to live is refused
-      Given a pending reservation of 2.00 USD on it that expires in 0.2 seconds
+      Given a pending reservation of 2.00 USD on it that expires in 0.1 seconds
       And its time to live has passed, nothing having read it
       When the service finalizes the reservation at 2.00 USD
       Then the request is refused, naming the reservation's state: expired
@@ -56,6 +56,6 @@ Feature: A reservation that can no longer move is refused, saying why
       Then the reservation's release is in the audit log once
 
     Scenario: An expiry leaves the gateway's own event
-      Given a pending reservation of 2.00 USD on it that expires in 0.2 seconds
+      Given a pending reservation of 2.00 USD on it that expires in 0.1 seconds
       When the reservation's time runs out
       Then the reservation's expiry is in the audit log once

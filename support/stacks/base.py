@@ -19,10 +19,12 @@ from support.harness.waits import WaitTimeout, wait_until
 # the reservation counts in /metrics are at most 0.2 s old.
 GATEWAY_TEST_SETTINGS = {
     "UPSTREAM_TIMEOUT_SECONDS": "2",
-    "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "0.5",  # the stub is on loopback; a chat hold's lifetime counts it per backend
+    "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "0.25",  # the stub is on loopback; a chat hold's lifetime counts it per backend
     "RECONCILE_INTERVAL_SECONDS": "1",
-    "EXPIRY_SWEEP_SECONDS": "0.25",
-    "RESERVATION_MARGIN_SECONDS": "1",  # a crashed request's hold returns a second after its backends' time-outs
+    "EXPIRY_SWEEP_SECONDS": "0.1",
+    # A crashed request's hold returns half a second after its backends' time-outs: what a request does after its
+    # backend answered (settling its charge) takes milliseconds, ~0.1 s on a loaded machine.
+    "RESERVATION_MARGIN_SECONDS": "0.5",
     "GATEWAY_MODE": "test",
     "PASSWORD_HASH_COST": "4",  # a person joining and logging in costs a fraction of a millisecond
     # A SQLite file locked by another process (the outage) is a 503 within 250 ms: the suite's own writes hold it
