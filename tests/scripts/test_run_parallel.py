@@ -19,15 +19,16 @@ import sys
 import textwrap
 import threading
 from collections import Counter
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tools.parallel.cli import parse_args
-from tools.parallel.history import UNKNOWN_SERIAL_SECONDS, estimate
-from tools.parallel.model import RunError, Scenario
-from tools.parallel.planning import parse_shard, plan, plan_workers, serial_mode, shard
+from tools.parallel.history import UNKNOWN_SERIAL_SECONDS, estimate, passed_durations
+from tools.parallel.model import RunError, Scenario, Worker
+from tools.parallel.planning import SHARED_STACK_WAIT_SECONDS, parse_shard, plan, plan_workers, serial_mode, shard
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = [sys.executable, "-m", "tools.parallel"]
@@ -120,6 +121,12 @@ def test_the_private_worker_runs_the_serial_scenarios_first_and_is_balanced_with
     assert not any(w.own_stack for w in workers[:-1])
 
 
+def test_the_shared_stack_workers_are_dealt_less_by_the_time_they_wait_for_their_stack():
+    items = with_serial([replace(s, estimate=0.5) for s in scenarios(41)], 1, seconds=0.5)
+    w1, private = plan(items, 2, "serial", "private", None)
+    assert private.estimate - w1.estimate == pytest.approx(SHARED_STACK_WAIT_SECONDS, abs=0.5)
+
+
 def test_serial_scenarios_longer_than_the_rest_leave_the_private_worker_no_ordinary_ones():
     items = with_serial(scenarios(10), 2, seconds=100.0)
     workers = plan(items, 2, "serial", "private", None)
@@ -170,6 +177,17 @@ def test_a_serial_scenario_without_history_is_not_taken_for_a_short_one():
     known = {s.timing_key: 0.2 for s in items[2:]}
     assert estimate(items, known, {}, "serial") == 4
     assert items[0].estimate == UNKNOWN_SERIAL_SECONDS and items[1].estimate == 0.2
+
+
+def test_a_scenario_skipped_at_run_time_keeps_a_duration_for_the_next_plan():
+    passed, skipped, failed = scenarios(3)
+    skipped.tags = ["serial"]  # without a figure it would count as UNKNOWN_SERIAL_SECONDS next time
+    worker = Worker("private", [passed, skipped, failed], own_stack=True)
+    worker.outcomes = {passed.location: {"status": "passed", "seconds": 0.4},
+                       skipped.location: {"status": "skipped", "seconds": 0.0},
+                       failed.location: {"status": "failed", "seconds": 2.0}}
+    assert passed_durations([worker]) == {passed.timing_key: 0.4}
+    assert passed_durations([worker], skipped_too=True) == {passed.timing_key: 0.4, skipped.timing_key: 0.001}
 
 
 @pytest.mark.parametrize("text", ["0/3", "4/3", "x", "1/0", "1-3"])
@@ -520,7 +538,7 @@ def test_list_prints_the_plan_and_runs_nothing(project, deployment):
     private = run(project, deployment, "-j", "2", "--serial", "private", "--list")
     assert private.code == 0 and private.log == [], private.output
     assert "\nprivate:\n  features/beta/beta.two.feature:12" in private.output
-    assert re.search(r"^  private +2 scenarios, about [0-9.]+ s \(own stack\)$", private.output, re.M), private.output
+    assert re.search(r"^  private +\d+ scenarios, about [0-9.]+ s \(own stack\)$", private.output, re.M), private.output
 
 
 def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):

@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from tools.parallel.model import PASSED, ROOT, TIMINGS_FILE, Scenario, Worker
+from tools.parallel.model import PASSED, ROOT, SKIPPED, TIMINGS_FILE, Scenario, Worker
 
 UNKNOWN_SERIAL_SECONDS = 5.0
 BASELINE_FILE = ROOT / "tools" / "parallel" / "baseline.json"
@@ -89,23 +89,29 @@ def estimate(scenarios: list[Scenario], by_key: dict[str, float], by_name: dict[
     return known
 
 
-def passed_durations(workers: list[Worker]) -> dict[str, float]:
-    """(timing key -> seconds) of the scenarios that passed in this run."""
-    return {s.timing_key: round(worker.outcomes[s.location]["seconds"], 3) for worker in workers
-            for s in worker.scenarios if worker.outcomes.get(s.location, {}).get("status") == PASSED
-            and worker.outcomes[s.location].get("seconds")}
+def passed_durations(workers: list[Worker], skipped_too: bool = False) -> dict[str, float]:
+    """(timing key -> seconds) of the scenarios that passed in this run; with `skipped_too`, also of those a step
+    or hook skipped (a stack without a capability): they take no time there, and without a figure an @serial one
+    would be counted as UNKNOWN_SERIAL_SECONDS."""
+    kept = (PASSED, SKIPPED) if skipped_too else (PASSED,)
+    return {s.timing_key: max(round(worker.outcomes[s.location].get("seconds") or 0, 3), 0.001)
+            for worker in workers for s in worker.scenarios
+            if worker.outcomes.get(s.location, {}).get("status") in kept
+            and (worker.outcomes[s.location].get("seconds") or worker.outcomes[s.location]["status"] == SKIPPED)}
 
 
 def save_timings(workers: list[Worker]) -> None:
     """The passed scenarios' durations into reports/timings.json, on top of what earlier runs left there."""
-    timings = {**_timings_or_none(TIMINGS_FILE), **passed_durations(workers)}
+    timings = {**_timings_or_none(TIMINGS_FILE), **passed_durations(workers, skipped_too=True)}
     TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
     TIMINGS_FILE.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
 
 
 def refresh_baseline(workers: list[Worker]) -> int:
     """The committed baseline from this run: every scenario that passed, at the duration it took (the others keep
-    their earlier figures). Returns how many durations it holds."""
-    baseline = {**_timings_or_none(BASELINE_FILE), **passed_durations(workers)}
+    their earlier figures; one skipped here and never measured gets its skip's). Returns how many it holds."""
+    earlier = _timings_or_none(BASELINE_FILE)
+    skipped = {key: seconds for key, seconds in passed_durations(workers, skipped_too=True).items() if key not in earlier}
+    baseline = {**skipped, **earlier, **passed_durations(workers)}
     BASELINE_FILE.write_text(json.dumps(dict(sorted(baseline.items())), indent=1) + "\n")
     return len(baseline)
