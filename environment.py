@@ -22,7 +22,9 @@ def before_all(context):
         os._exit(0)
     import_sdk_meanwhile(runner.features if runner else [], context.config)
     try:
-        context.suite_run = SuiteRun.start(context.config.userdata, report=console.results_folder(context.config))
+        # Started by the runner (support/runner.py) while behave loaded the suite; here it is waited for.
+        context.suite_run = SuiteRun.start(context.config.userdata, report=console.results_folder(context.config),
+                                           launched=getattr(runner, "launched", None))
     except SuiteSetupError as problem:
         # A set-up problem ends the run at once with one line that says what to do.
         sys.stderr.write(f"acceptance suite: {problem}\n")

@@ -16,6 +16,8 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -119,6 +121,31 @@ def migrate(database_url: str) -> None:
         engine.dispose()
 
 
+@contextmanager
+def migrating_meanwhile(database_url: str):
+    """Migrate in a child process while the body runs (importing the app takes as long as Alembic does, and a
+    machine has a second core); wait for it at the end. A failed migration ends the start with its traceback in the
+    log. A schema already at head needs no child."""
+    if at_newest_revision(database_url):
+        yield
+        return
+    child = os.fork()
+    if child == 0:  # os._exit: the parent's atexit handlers are not the child's to run
+        try:
+            migrate(database_url)
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+        os._exit(0)
+    try:
+        yield
+    finally:
+        _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("gateway: migrating the database failed (the traceback is above); nothing was served")
+
+
 def fresh_metrics_dir() -> None:
     """Several processes count into files of one folder: PROMETHEUS_MULTIPROC_DIR emptied if given, else a new
     temporary folder removed at exit. Set before the app (and prometheus-client) is imported, so every worker,
@@ -182,8 +209,6 @@ def main() -> None:
         return
     settings = Settings.from_env()
     wait_for_database(settings.database_url, float(os.environ.get("DATABASE_WAIT_SECONDS") or 0))
-    migrate(settings.database_url)
-    logs.configure()  # alembic's fileConfig replaced our handlers
     # An idle keep-alive connection is kept longer than a load balancer keeps its own to the gateway idle (uvicorn's
     # 5 s would close one just as the balancer sends a request on it, which then gets no answer).
     serving = dict(host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
@@ -191,12 +216,14 @@ def main() -> None:
     if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         fresh_metrics_dir()
     if settings.workers > 1:
+        migrate(settings.database_url)
+        logs.configure()  # alembic's fileConfig replaced our handlers
         from gateway import reuse_port  # a socket per worker, so that the kernel spreads connections over them
 
         reuse_port.run(uvicorn.Config(WORKER_APP, factory=True, workers=settings.workers, **serving))
         return
-    from gateway.app import create_app
-
+    with migrating_meanwhile(settings.database_url):
+        from gateway.app import create_app
     uvicorn.run(create_app(settings), **serving)
 
 

@@ -18,7 +18,6 @@ messages quote what was expected, what came back and the request id. A step neve
 """
 from __future__ import annotations
 
-import atexit
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -52,11 +51,10 @@ from support.domain.request_costs import RequestCosts
 from support.domain.request_shapes import RequestShapes
 from support.domain.streamed_chat import StreamedChat
 from support.domain.tenancy import Tenancy
-from support.harness import config as suite_config
 from support.harness.config import SuiteConfig, SuiteSetupError
 from support.harness.namespace import Namespace
 from support.harness.world import World
-from support.stacks import Endpoints, Stack, make_stack
+from support.stacks import Endpoints, Stack, launch
 from support.stress import burst
 from support.stress.faults import Faults
 from support.stress.floods import Floods
@@ -99,13 +97,11 @@ class SuiteRun:
     secrets_seen: SecretsSeen = field(default_factory=SecretsSeen)  # searched for in the gateway's logs after the run
 
     @classmethod
-    def start(cls, userdata: dict, report: str | None = None) -> SuiteRun:
-        """Read the configuration, print it once, bring the stack up. A set-up problem raises SuiteSetupError with
-        one line that says what to do (the stack, if it was started, is down again)."""
-        config = suite_config.load(userdata)
-        print(config.describe(report), flush=True)
-        stack = make_stack(config)
-        atexit.register(stack.down)
+    def start(cls, userdata: dict, report: str | None = None, launched: Stack | None = None) -> SuiteRun:
+        """Bring the stack up (the one `launch` started, else a new one). A set-up problem raises SuiteSetupError
+        with one line that says what to do (the stack, if it was started, is down again)."""
+        stack = launched or launch(userdata, report)
+        config = stack.config
         try:
             endpoints = stack.up()
             if not endpoints.keys_dir:

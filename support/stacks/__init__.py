@@ -5,6 +5,9 @@ its database can take (outages).
 Imports support.harness, client, tokens and database."""
 from __future__ import annotations
 
+import atexit
+
+from support.harness import config as suite_config
 from support.harness.config import SuiteConfig
 from support.stacks.base import Endpoints, Stack
 
@@ -20,4 +23,19 @@ def make_stack(config: SuiteConfig) -> Stack:
     return ComposeStack(config)
 
 
-__all__ = ["Endpoints", "Stack", "make_stack"]
+def launch(userdata: dict, report: str | None = None) -> Stack:
+    """Read the run's configuration, print it once, start its stack without waiting for it (its up() waits). A bad
+    option raises SuiteSetupError with one line that says what to do."""
+    config = suite_config.load(userdata)
+    print(config.describe(report), flush=True)
+    stack = make_stack(config)
+    atexit.register(stack.down)
+    try:
+        stack.launch()
+    except suite_config.SuiteSetupError:
+        stack.down()
+        raise
+    return stack
+
+
+__all__ = ["Endpoints", "Stack", "launch", "make_stack"]

@@ -73,6 +73,9 @@ class Stack(ABC):
         self.config = config
         self.endpoints: Endpoints | None = None
 
+    def launch(self) -> None:
+        """Start what up() will wait for, without waiting (a stack that starts nothing of its own does nothing)."""
+
     @abstractmethod
     def up(self) -> Endpoints: ...
 

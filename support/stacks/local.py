@@ -9,14 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
 from support.harness.config import SuiteSetupError
 from support.tokens.signing_keys import generate_keys, require_keys_dir
 from support.stacks import config_repo, replicas
 from support.stacks.base import GATEWAY_TEST_SETTINGS, Endpoints, Stack
-from support.stacks.outages import database_outage
 from support.stacks.processes import ChildProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +28,11 @@ class LocalStack(Stack):
         self.created_database: str | None = None
         self.server_url: str | None = None
 
-    def up(self) -> Endpoints:
+    def launch(self) -> None:
+        """Start the model stub and the gateway without waiting for them: up() waits. The gateway takes about a
+        second to import, which a behave run spends loading its hooks, steps and features (support/runner.py)."""
+        if self.processes:
+            return
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"acceptance-{self.config.run_id}-"))
         keys_dir = self._keys()
         database_url = self._database()
@@ -52,11 +52,13 @@ class LocalStack(Stack):
             standby_env={**gateway_env, "GATEWAY_STANDBY": "1"}, log_path=self.run_dir / "gateway.log", cwd=ROOT)
         for process in self.processes.values():
             process.start()
-        base_url = f"http://127.0.0.1:{gateway_port}"
-        self._wait_every_process(base_url)
+        self.endpoints = Endpoints(f"http://127.0.0.1:{gateway_port}", database_url, str(keys_dir), stub_url, str(repo))
+
+    def up(self) -> Endpoints:
+        self.launch()
+        self._wait_every_process(self.endpoints.base_url)
         if self.warm_restarts:
             self.processes["gateway"].start_standby()  # so that even the first restart is warm
-        self.endpoints = Endpoints(base_url, database_url, str(keys_dir), stub_url, str(repo))
         return self.endpoints
 
     def _fail_if_exited(self) -> None:
@@ -73,6 +75,9 @@ class LocalStack(Stack):
     def _database(self) -> str:
         if not self.config.database_url or self.config.database_url.startswith("sqlite"):
             return self.config.database_url or f"sqlite:///{self.run_dir / 'gateway.db'}"
+        from sqlalchemy import create_engine, text  # a SQLite stack starts without SQLAlchemy: it starts sooner
+        from sqlalchemy.engine import make_url
+
         server = make_url(self.config.database_url)
         name = f"acceptance_{self.config.run_id}_{secrets.token_hex(3)}".lower()
         self.server_url = server.render_as_string(hide_password=False)
@@ -97,6 +102,8 @@ class LocalStack(Stack):
         for process in reversed(list(self.processes.values())):
             process.stop()
         if self.created_database:
+            from sqlalchemy import create_engine, text
+
             engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT")
             with engine.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{self.created_database}" WITH (FORCE)'))
@@ -140,6 +147,8 @@ class LocalStack(Stack):
     def stop_database(self) -> str:
         """Make the gateway's database unavailable until start_database(); returns how, in a few words."""
         if getattr(self, "_outage", None) is None:
+            from support.stacks.outages import database_outage
+
             self._outage = database_outage(self.endpoints.database_url, self.server_url, self.created_database)
             self._outage.begin()
         return self._outage.how

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 
 from behave.model import Rule, ScenarioOutline
-from behave.runner import Runner
 from behave.runner_util import collect_feature_locations
+
+from support.runner import SuiteRunner
 
 __all__ = ["OrderedRunner"]
 
 
-class OrderedRunner(Runner):
-    """behave's runner, but features and scenarios run in the order of the given locations."""
+class OrderedRunner(SuiteRunner):
+    """The suite's runner, but features and scenarios run in the order of the given locations."""
 
     def run_model(self, features=None):
         order = {}

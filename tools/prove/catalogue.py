@@ -130,8 +130,9 @@ CATALOGUE: list[Fault] = [
     fault("budgets.rate-limit-off-by-one", "a key may send one request more than its rate limit",
           "runtime.py", "if len(hits) >= limit:", "if len(hits) > limit:", "budgets/budgets.rate-limits.feature"),
     fault("budgets.retry-after-too-soon", "Retry-After tells a rate-limited key to come back before it may",
-          "runtime.py", "return max(1, math.ceil(hits[0] + window_seconds - now))",
-          "return max(1, math.ceil(hits[0] + window_seconds - now) // 3)", "budgets/budgets.rate-limits.feature"),
+          "runtime.py", "return max(1, math.ceil((hits[0] + window_seconds - now) * 1000))",
+          "return max(1, math.ceil((hits[0] + window_seconds - now) * 1000) // 3)",
+          "budgets/budgets.rate-limits.feature"),
     fault("budgets.prompt-bound-counts-characters", "the hold counts a prompt's characters, not its bytes, so a "
           "prompt in Chinese is held below its usage", "services/token_bounds.py",
           'return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))', "return len(text)",
