@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-GATEWAY_SETTINGS = {"self_heal": False, "prune": False, "reconcile_interval_seconds": 1}
+GATEWAY_SETTINGS = {"self_heal": False, "prune": False, "reconcile_interval_seconds": 0.5}
 
 
 def git(repo: Path, *args: str) -> str:
