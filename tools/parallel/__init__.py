@@ -14,7 +14,7 @@ What it does:
   3. Of the N job slots, one is the private worker: one behave process that brings up a stack of its own
      from the same -D options (so it may stop, restart or reconfigure it). It runs every scenario tagged
      @serial (--serial-tag), first and one at a time, and as many ordinary scenarios as balancing by the
-     previous run's durations (reports/timings.json) gives it. The other N-1 workers are plain behave
+     previous run's durations (reports/timings-j<N>.json) gives it. The other N-1 workers are plain behave
      processes against one shared stack that the runner starts (-D stack=local by default; -D
      database_url=postgresql://... gives each stack a fresh database of its own on that server), as
      -D stack=external, each with its own list of FILE:LINE locations. The private worker starts at once,
@@ -46,7 +46,8 @@ Options:
   give any other behave option that takes a value as --option=VALUE.
 
 Outputs: allure-results/ (cleared first), reports/junit/<worker>/, reports/parallel/{plan.json, <worker>.log,
-<worker>.json, outcomes.json}, reports/timings.json (durations kept for the next run's balancing).
+<worker>.json, outcomes.json}, reports/timings.json and timings-j<N>.json (durations kept for the next run's
+balancing: a run weighs by what runs at its own -j measured first).
 Exit codes: 0 all passed, 1 a scenario failed or was not run, 2 the run could not start (bad options, no
 stack, behave could not collect the scenarios).
 

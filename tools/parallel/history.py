@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from tools.parallel.model import PASSED, ROOT, SKIPPED, TIMINGS_FILE, Scenario, Worker
+from tools.parallel.model import PASSED, ROOT, SKIPPED, TIMINGS_FILE, Scenario, Worker, timings_file
 
 UNKNOWN_SERIAL_SECONDS = 5.0
 BASELINE_FILE = ROOT / "tools" / "parallel" / "baseline.json"
@@ -55,10 +55,11 @@ def _timings_or_none(path: Path) -> dict[str, float]:
         return {}
 
 
-def previous_durations(results_dir: Path) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """(timing key -> seconds) from reports/timings.json, over the committed baseline's; (Allure fullName ->
-    seconds) from the last run."""
-    by_key = {**_timings_or_none(BASELINE_FILE), **_timings_or_none(TIMINGS_FILE)}
+def previous_durations(results_dir: Path, jobs: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """(timing key -> seconds) from the last runs at this -j (reports/timings-j<N>.json), over the last run's at
+    any -j (reports/timings.json), over the committed baseline's; (Allure fullName -> seconds) from the last run."""
+    by_key = {**_timings_or_none(BASELINE_FILE), **_timings_or_none(TIMINGS_FILE),
+              **_timings_or_none(timings_file(jobs))}
     by_name: dict[str, list[float]] = defaultdict(list)
     for result in load_allure_results([results_dir]):
         if result.get("fullName") and result.get("start") and result.get("stop"):
@@ -100,11 +101,13 @@ def passed_durations(workers: list[Worker], skipped_too: bool = False) -> dict[s
             and (worker.outcomes[s.location].get("seconds") or worker.outcomes[s.location]["status"] == SKIPPED)}
 
 
-def save_timings(workers: list[Worker]) -> None:
-    """The passed scenarios' durations into reports/timings.json, on top of what earlier runs left there."""
-    timings = {**_timings_or_none(TIMINGS_FILE), **passed_durations(workers, skipped_too=True)}
-    TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    TIMINGS_FILE.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
+def save_timings(workers: list[Worker], jobs: int) -> None:
+    """The passed scenarios' durations into reports/timings.json and reports/timings-j<N>.json, on top of what
+    earlier runs left there."""
+    for path in (TIMINGS_FILE, timings_file(jobs)):
+        timings = {**_timings_or_none(path), **passed_durations(workers, skipped_too=True)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
 
 
 def refresh_baseline(workers: list[Worker]) -> int:

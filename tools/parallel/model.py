@@ -13,6 +13,12 @@ REPORTS = ROOT / "reports"
 PARALLEL_DIR = REPORTS / "parallel"
 JUNIT_DIR = REPORTS / "junit"
 TIMINGS_FILE = REPORTS / "timings.json"
+
+
+def timings_file(jobs: int) -> Path:
+    """The durations kept by runs at this -j: side by side, scenarios take longer than alone (they share the
+    cores), so a plan for -j 2 is weighed by what -j 2 runs measured."""
+    return REPORTS / f"timings-j{jobs}.json"
 PASSED, SKIPPED, NOT_RUN = "passed", "skipped", "not run"
 
 

@@ -31,7 +31,7 @@ class Plan:
 
 
 def make_plan(args, defines: dict[str, str], results_dir: Path) -> Plan:
-    by_key, by_name = previous_durations(results_dir)
+    by_key, by_name = previous_durations(results_dir, args.jobs)
     scenarios = collect_scenarios(args, defines)
     selected = len(scenarios)
     shard_note = ""
@@ -201,7 +201,7 @@ def finish(args, workers: list[Worker], facts: dict, wall: float, phases: dict[s
     """The summary, the durations kept for the next run, outcomes.json and the closing lines; the exit code."""
     totals = summarize(workers)
     passed, failed, skipped, not_run = totals[PASSED], totals["failed"], totals[SKIPPED], totals[NOT_RUN]
-    save_timings(workers)
+    save_timings(workers, args.jobs)
     if args.refresh_baseline:
         print(f"run-parallel: {os.path.relpath(BASELINE_FILE)} now holds {refresh_baseline(workers)} durations "
               f"(commit it)")
