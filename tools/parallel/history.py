@@ -114,7 +114,8 @@ def refresh_baseline(workers: list[Worker]) -> int:
     """The committed baseline from this run: every scenario that passed, at the duration it took (the others keep
     their earlier figures; one skipped here and never measured gets its skip's). Returns how many it holds."""
     earlier = _timings_or_none(BASELINE_FILE)
-    skipped = {key: seconds for key, seconds in passed_durations(workers, skipped_too=True).items() if key not in earlier}
+    skipped = {key: seconds for key, seconds in passed_durations(workers, skipped_too=True).items()
+               if key not in earlier}
     baseline = {**skipped, **earlier, **passed_durations(workers)}
     BASELINE_FILE.write_text(json.dumps(dict(sorted(baseline.items())), indent=1) + "\n")
     return len(baseline)
