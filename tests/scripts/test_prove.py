@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -139,13 +138,11 @@ class _Deployment(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def proxy():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Deployment)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    corrupting = CorruptingProxy(f"http://127.0.0.1:{server.server_address[1]}").start()
-    yield corrupting
-    corrupting.stop()
-    server.shutdown()
+def proxy(serving):
+    with serving(_Deployment) as server:
+        corrupting = CorruptingProxy(f"http://127.0.0.1:{server.server_address[1]}").start()
+        yield corrupting
+        corrupting.stop()
 
 
 def test_the_proxy_passes_answers_through_until_told_to_corrupt_them(proxy):

@@ -17,10 +17,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 from collections import Counter
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -333,12 +332,9 @@ class _Healthy(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def deployment():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def deployment(serving):
+    with serving(_Healthy) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
 
 
 @pytest.fixture()

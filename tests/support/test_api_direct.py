@@ -1,8 +1,7 @@
 """The scenario's client sends over one keep-alive connection what it can, and what it sends and reads back is what
 requests would have sent and read: the same headers and body, redirects followed, anything unusual sent by requests."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -40,14 +39,10 @@ class Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
-def server():
+def server(serving):
     Recorder.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Recorder) as httpd:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
 def client(base_url):

@@ -2,9 +2,8 @@
 line; one that says it is not ready yet is waited for until ready_timeout."""
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -28,12 +27,10 @@ class Answers(BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
-def deployment():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
-    server.readyz = [200]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+def deployment(serving):
+    with serving(Answers) as server:
+        server.readyz = [200]
+        yield server
 
 
 def external(server, **options):
