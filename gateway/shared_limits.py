@@ -188,7 +188,8 @@ class SharedRefusalSampler(RefusalSampler):
                 if window != self._spent_window:
                     self._spent_window, self._spent_by, self._all_spent = window, set(), False
                     self._spent_until = asked + left
-                self._spent_until = min(self._spent_until, asked + left)
+                else:
+                    self._spent_until = min(self._spent_until, asked + left)
                 if address_counted:
                     self._all_spent = True
                 elif len(self._spent_by) < self._max_addresses:
