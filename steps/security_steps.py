@@ -188,9 +188,19 @@ def token_refused(context, why):
 @when('attackers from {addresses:d} addresses send {total:d} {flood} while the key "{key}" keeps asking '
       '"{model}" for completions')
 def flood_beside_traffic(context, addresses, total, flood, key, model):
+    send_flood(context, addresses, total, flood, key, model, outgrow_budget=False)
+
+
+@when('attackers from {addresses:d} addresses send at least {total:d} {flood} while the key "{key}" keeps asking '
+      '"{model}" for completions')
+def flood_outgrowing_the_audit_budget(context, addresses, total, flood, key, model):
+    send_flood(context, addresses, total, flood, key, model, outgrow_budget=True)
+
+
+def send_flood(context, addresses, total, flood, key, model, outgrow_budget):
     state = context.state
     figures = state.floods.run(flood, total=total, addresses=addresses, key_secret=state.world.key(key).secret,
-                               model=state.routing.served_as(model))
+                               model=state.routing.served_as(model), outgrow_budget=outgrow_budget)
     state.world.attacks.flood = figures.as_report()
     evidence.attach_json(f"flood of {flood}: figures", state.world.attacks.flood)
     state.floods.keep(figures)

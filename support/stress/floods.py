@@ -4,13 +4,14 @@ attacker addresses, beside an org's chat traffic; what it measured, and what it 
 The audit budget is the sampling rule of the suite's stacks (support/stacks/base.py): refusals without credentials
 are audited one by one up to a budget per client address and per window, then counted and summarised, once a
 window, in one event per action and address by each gateway process that counted some. The flood is sent from one
-event loop over keep-alive connections, so the client takes little of the machine and the flood outgrows the
-budget within a few windows.
+event loop over keep-alive connections, so the client takes little of the machine, and the customers beside it send
+at a steady pace (as an org's applications do), so the gateway spends most of its time on the flood.
 
 A flood of N refusals lasting T seconds may touch W = ceil(T / window) + 1 windows, each allowing B = min(per window,
 per address x addresses) + addresses x processes events. It outgrows W x B while the gateway refuses faster than
 (B / window) / (1 - 2B / N): on the suite's stacks (window 0.5 s, B 64, or 68 with 2 processes) 188 a second for
-N = 400 (206 with 2 processes), 172 (187) for N = 500, where a loaded 2-core machine refuses 290 to 800.
+N = 400. A flood sent "at least" N goes on past N until it has outgrown the budget of the windows it spanned (at
+most four times N), so a slow moment of a loaded machine lengthens the flood instead of hiding the sampling.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import json
 import math
 import secrets
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,6 +40,7 @@ AUDIT_WINDOW_SECONDS = float(GATEWAY_TEST_SETTINGS["AUDIT_SAMPLING_WINDOW_SECOND
 AUDIT_PER_ADDRESS = int(GATEWAY_TEST_SETTINGS["AUDIT_UNAUTHENTICATED_PER_ADDRESS"])
 AUDIT_PER_WINDOW = int(GATEWAY_TEST_SETTINGS["AUDIT_UNAUTHENTICATED_PER_WINDOW"])
 REFUSALS_COUNTED = "gateway_unaudited_refusals_total"
+CUSTOMER_INTERVAL_SECONDS = 0.1  # each customer's pace: a completion every 100 ms, answered or not
 
 
 @dataclass
@@ -94,22 +97,25 @@ class Floods:
             return "GET", "/metrics", headers, None
         raise AssertionError(f"No flood of {kind!r}; the suite knows: {', '.join(self.KINDS)}")
 
-    def run(self, kind: str, *, total: int, addresses: int, key_secret: str, model: str,
+    def run(self, kind: str, *, total: int, addresses: int, key_secret: str, model: str, outgrow_budget: bool = False,
             normal_clients: int = 2) -> FloodFigures:
-        """`total` requests of the flood from `addresses` attackers at once, while `normal_clients` customers keep
-        asking `model` for completions with the key until the flood is over."""
+        """`total` requests of the flood from `addresses` attackers at once (with `outgrow_budget`, more until they
+        outgrow the audit budget of the windows they spanned), while `normal_clients` customers keep asking `model`
+        for completions with the key until the flood is over."""
         attackers = [attacker_address() for _ in range(addresses)]
         counted_before = self.refusals_counted()
-        flood, normal, seconds = asyncio.run(self._send(kind, total, attackers, key_secret, model, normal_clients))
+        enough = self._outgrown(total, addresses) if outgrow_budget else (lambda sent, seconds: False)
+        flood, normal, seconds = asyncio.run(self._send(kind, enough, total * 4 if outgrow_budget else total,
+                                                        attackers, key_secret, model, normal_clients))
+        total = len(flood)
         by_address = [[(status, retry) for index, status, retry in flood if index == attacker]
                       for attacker in range(addresses)]
         audited = self._audited_once_counted_summed(attackers, self.refusals_counted() - counted_before)
         if audited:
             self._await_a_whole_budget()
         latencies = sorted(ms for _, ms in normal)
-        windows = math.ceil(seconds / AUDIT_WINDOW_SECONDS) + 1  # a flood may straddle one more window boundary
-        # One-by-one events up to the budget, and one summary per address from each process that counted some.
-        per_window = min(AUDIT_PER_WINDOW, AUDIT_PER_ADDRESS * addresses) + addresses * self.processes
+        windows = _windows(seconds)
+        per_window = self._budget_per_window(addresses)
         return FloodFigures(kind, addresses, total, _count(status for _, status, _ in flood), round(seconds, 2),
                             len(normal), _count(status for status, _ in normal), _round(percentile(latencies, 0.50)),
                             _round(percentile(latencies, 0.99)), audited, windows * per_window, windows,
@@ -117,38 +123,59 @@ class Floods:
                             [sum(status == 429 and _whole_seconds(retry) for status, retry in sent)
                              for sent in by_address], f"{self.prefix}.0 to {self.prefix}.{total - 1}")
 
-    async def _send(self, kind: str, total: int, attackers: list[str], key_secret: str, model: str,
-                    normal_clients: int) -> tuple[list, list, float]:
-        """The flood over one keep-alive connection per attacker, and the customers' completions meanwhile, from
-        one event loop (threads and `requests` would take the client more CPU than the gateway takes); and how long
-        the flood lasted."""
+    def _budget_per_window(self, addresses: int) -> int:
+        """One-by-one events up to the budget, and one summary per address from each process that counted some."""
+        return min(AUDIT_PER_WINDOW, AUDIT_PER_ADDRESS * addresses) + addresses * self.processes
+
+    def _outgrown(self, total: int, addresses: int) -> Callable[[int, float], bool]:
+        """Whether a flood that has sent `sent` requests in `seconds` may stop: at least `total`, and more than the
+        budget allows over the windows it spans so far and the one its last answers may reach into."""
+        per_window = self._budget_per_window(addresses)
+        return lambda sent, seconds: sent >= total and sent > (_windows(seconds) + 1) * per_window
+
+    async def _send(self, kind: str, enough: Callable[[int, float], bool], most: int, attackers: list[str],
+                    key_secret: str, model: str, normal_clients: int) -> tuple[list, list, float]:
+        """The flood over one keep-alive connection per attacker until it has sent `enough` (or `most`), and the
+        customers' completions meanwhile, from one event loop (threads and `requests` would take the client more CPU
+        than the gateway takes); and how long the flood lasted."""
         flood: list[tuple[int, int | str, str | None]] = []  # (attacker, status, Retry-After)
         normal: list[tuple[int | str, float]] = []
         over = asyncio.Event()
         completion = json.dumps(chat_body(model)).encode()
+        numbers = iter(range(most))
+        started = time.perf_counter()
 
         async def attacker(index: int) -> None:
             connection = Connection(self.base_url)
             try:
-                for number in range(index, total, len(attackers)):
+                for number in numbers:
                     method, path, headers, body = self._attack(kind, number, attackers[index])
                     flood.append((index, *await _answered(connection, method, path, headers, body)))
+                    if enough(len(flood), time.perf_counter() - started):
+                        return
             finally:
                 connection.close()
 
-        async def customer() -> None:
+        async def customer(offset: float) -> None:
             connection = Connection(self.base_url)
+            due = time.perf_counter() + offset
             try:
                 while not over.is_set():
-                    started = time.perf_counter()
+                    # At a steady pace, as an application sends; a slow answer makes the next one due at once.
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(over.wait(), max(0.0, due - time.perf_counter()))
+                    if over.is_set():
+                        return
+                    due += CUSTOMER_INTERVAL_SECONDS
+                    sent = time.perf_counter()
                     status, _ = await _answered(connection, "POST", "/v1/chat/completions",
                                                 {"Authorization": f"Bearer {key_secret}"}, completion)
-                    normal.append((status, (time.perf_counter() - started) * 1000))
+                    normal.append((status, (time.perf_counter() - sent) * 1000))
             finally:
                 connection.close()
 
-        customers = [asyncio.create_task(customer()) for _ in range(normal_clients)]
-        started = time.perf_counter()
+        customers = [asyncio.create_task(customer(k * CUSTOMER_INTERVAL_SECONDS / normal_clients))
+                     for k in range(normal_clients)]
         try:
             await asyncio.gather(*(attacker(index) for index in range(len(attackers))))
             # The flood's refusals were all made between its first request and its last answer; the customers'
@@ -240,6 +267,11 @@ async def _answered(connection: Connection, method: str, path: str, headers: dic
         connection.close()  # the next request opens a new one
         return type(exc).__name__, None
     return answer.status, answer.headers.get("retry-after")
+
+
+def _windows(seconds: float) -> int:
+    """The sampling windows a flood lasting `seconds` may touch: it may straddle one more window boundary."""
+    return math.ceil(seconds / AUDIT_WINDOW_SECONDS) + 1
 
 
 def _whole_seconds(value: str | None) -> bool:
