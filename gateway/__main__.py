@@ -2,7 +2,7 @@
 process or, with GATEWAY_WORKERS=N (PostgreSQL only), in N worker processes sharing the port (uvicorn's
 supervisor restarts a worker that dies). Several processes share their metrics through a fresh
 PROMETHEUS_MULTIPROC_DIR made for each start (docs/contract.md, "Many processes and replicas"). With GATEWAY_STANDBY=1
-it is a warm standby: it loads what serving needs, then waits for a line on stdin before it starts."""
+it is a warm standby: it loads what serving needs, then forks a gateway that starts for each line on stdin."""
 from __future__ import annotations
 
 import ast
@@ -11,13 +11,14 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import sys
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import uvicorn
@@ -161,14 +162,15 @@ def fresh_metrics_dir() -> None:
     atexit.register(shutil.rmtree, folder, True)
 
 
-def die_with_parent() -> None:
+def die_with_parent(how: int = signal.SIGKILL) -> None:
     """A worker dies when its supervisor does (Linux PR_SET_PDEATHSIG), so a supervisor killed outright leaves no
     orphan serving on the port."""
     if not sys.platform.startswith("linux"):
         return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     parent = multiprocessing.parent_process()
-    if parent is not None and os.getppid() != parent.pid:  # it died before the request took effect
+    expected = parent.pid if parent is not None else os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, how)
+    if os.getppid() != expected:  # it died before the request took effect
         os._exit(1)
 
 
@@ -181,14 +183,12 @@ def worker_app():
     return create_app()
 
 
-def wait_as_standby() -> bool:
-    """A warm standby, as a process supervisor keeps one to replace a gateway that dies: import what serving needs,
-    then wait for one line on stdin before reading the settings, migrating and binding the port (a restart then
-    takes a tenth of a second, not a second). False when stdin ends instead: whoever started it went away."""
+def load_for_serving() -> None:
+    """Import what serving needs, as a warm standby does before it forks the gateways it is asked for."""
     try:
         workers = int(os.environ.get("GATEWAY_WORKERS") or 1)
     except ValueError:
-        workers = 1  # Settings.from_env says what is wrong, once promoted
+        workers = 1  # Settings.from_env says what is wrong, in the fork
     if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Metrics counted in files: prometheus-client only once fresh_metrics_dir() has run, and the gateway's own
         # modules (which open those files) in each worker, as on a cold start.
@@ -200,12 +200,77 @@ def wait_as_standby() -> bool:
         import uvicorn.lifespan.on  # noqa: F401  (what uvicorn.run imports as it starts)
         import uvicorn.loops.auto  # noqa: F401
         import uvicorn.protocols.http.auto  # noqa: F401
-    return sys.stdin.readline() != ""
+
+
+def serve_forks_as_standby() -> bool:
+    """A warm standby, as a process supervisor keeps one to replace a gateway that dies: it loads what serving needs
+    once (and migrates the database meanwhile), then forks a gateway for each line on stdin (a restart then takes a
+    tenth of a second, not a second, and costs no new imports), and stays loaded for the next. A fork returns True and starts: reads the settings,
+    migrates, binds the port; it is the leader of a process group of its own, and ends when the standby does.
+    The standby writes "started PID" for each fork, and "ended PID CODE" once one ends, to the file descriptor
+    GATEWAY_STANDBY_REPLIES when given. It returns False when stdin ends: whoever started it went away."""
+    database_url = os.environ.get("DATABASE_URL")
+    # The first fork serves at once: its schema is migrated while the code loads. On a database given time to come
+    # up (DATABASE_WAIT_SECONDS) the fork migrates, once it answers.
+    early = database_url and (os.environ.get("DATABASE_WAIT_SECONDS") or "0") in ("0", "0.0")
+    with migrating_meanwhile(database_url) if early else nullcontext():
+        load_for_serving()
+    replies = int(os.environ.get("GATEWAY_STANDBY_REPLIES") or -1)
+
+    def reply(line: str) -> None:
+        if replies >= 0:
+            with suppress(OSError):
+                os.write(replies, line.encode() + b"\n")
+
+    woken, wake = os.pipe()  # a child's end wakes the loop below (SIGCHLD through the wake-up fd)
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    asked = b""
+    while True:
+        readable, _, _ = select.select([sys.stdin.fileno(), woken], [], [])
+        if woken in readable:
+            os.read(woken, 4096)
+            for pid, status in _ended_children():
+                reply(f"ended {pid} {os.waitstatus_to_exitcode(status)}")
+        if sys.stdin.fileno() not in readable:
+            continue
+        chunk = os.read(sys.stdin.fileno(), 4096)
+        if not chunk:
+            return False
+        asked += chunk
+        while b"\n" in asked:
+            _, asked = asked.split(b"\n", 1)
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (woken, wake, *([replies] if replies >= 0 else [])):
+                    os.close(fd)
+                nothing = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(nothing, sys.stdin.fileno())  # the standby's stdin is not the gateway's to read
+                os.close(nothing)
+                os.setsid()
+                die_with_parent(signal.SIGTERM)
+                return True
+            reply(f"started {pid}")
+
+
+def _ended_children() -> list[tuple[int, int]]:
+    ended = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended.append((pid, status))
 
 
 def main() -> None:
     logs.configure()
-    if os.environ.get("GATEWAY_STANDBY") == "1" and not wait_as_standby():
+    if os.environ.get("GATEWAY_STANDBY") == "1" and not serve_forks_as_standby():
         return
     settings = Settings.from_env()
     wait_for_database(settings.database_url, float(os.environ.get("DATABASE_WAIT_SECONDS") or 0))

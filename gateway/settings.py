@@ -23,7 +23,13 @@ MODES = ("production", "test")
 def _env_number(name: str, default: int | float) -> int | float:
     """The variable read as the default's type (int or float), or the default when it is unset or empty."""
     raw = os.environ.get(name)
-    return type(default)(raw) if raw not in (None, "") else default
+    if raw in (None, ""):
+        return default
+    try:
+        return type(default)(raw)
+    except ValueError:
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        raise SystemExit(f"gateway: refusing to start: {name}={raw!r} is not {kind} (unset, it is {default})") from None
 
 
 def _env_list(name: str) -> tuple[str, ...]:

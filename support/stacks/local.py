@@ -50,6 +50,8 @@ class LocalStack(Stack):
         self.processes["gateway"] = ChildProcess(
             "gateway", [sys.executable, "-m", "gateway"], env=gateway_env,
             standby_env={**gateway_env, "GATEWAY_STANDBY": "1"}, log_path=self.run_dir / "gateway.log", cwd=ROOT)
+        if self.warm_restarts:  # the gateway is forked by its standby: one import serves every start
+            self.processes["gateway"].start_standby()
         for process in self.processes.values():
             process.start()
         self.endpoints = Endpoints(f"http://127.0.0.1:{gateway_port}", database_url, str(keys_dir), stub_url, str(repo))
@@ -57,8 +59,6 @@ class LocalStack(Stack):
     def up(self) -> Endpoints:
         self.launch()
         self._wait_every_process(self.endpoints.base_url)
-        if self.warm_restarts:
-            self.processes["gateway"].start_standby()  # so that even the first restart is warm
         return self.endpoints
 
     def _fail_if_exited(self) -> None:
@@ -97,10 +97,10 @@ class LocalStack(Stack):
         if getattr(self, "_outage", None) is not None:
             self.start_database()
         for process in reversed(list(self.processes.values())):
-            process.drop_standbys()
             process.ask_to_stop()  # all at once: each takes a fifth of a second to wind down
         for process in reversed(list(self.processes.values())):
             process.stop()
+            process.drop_standby()  # after: a gateway forked by the standby ends with it, without winding down
         if self.created_database:
             from sqlalchemy import create_engine, text
 
@@ -121,21 +121,20 @@ class LocalStack(Stack):
     def kill_gateway(self) -> int | None:
         """SIGKILL the serving gateway at once (no graceful shutdown); returns the pid that was killed."""
         pid = self.gateway_pid()
-        self.processes["gateway"].start_standby()  # if the last one died: a head start on the restart
+        self.processes["gateway"].start_standby()  # if it had died: a head start on the restart
         self.processes["gateway"].kill()
         return pid
 
     def restart_gateway(self) -> None:
-        """Start the gateway again on the same port with the same database and settings (a warm standby promoted,
-        else a cold start); wait until it is ready, then start the next standbys."""
+        """Start the gateway again on the same port with the same database and settings (forked by the warm
+        standby, else a cold start); wait until it is ready."""
         gateway = self.processes["gateway"]
         if gateway.running():
             gateway.stop()
         gateway.start()
         self._wait_every_process(self.endpoints.base_url)
-        # Only now (their imports would take CPU from this start), and two: a stack restarted once is restarted
-        # again, at times within a second (two scenarios in a row), before one standby has finished loading.
-        gateway.start_standby(keep=2 if self.warm_restarts else 0)
+        if self.warm_restarts:
+            gateway.start_standby()  # if it had died: only now, as its imports would take CPU from this start
 
     def _wait_every_process(self, base_url: str) -> None:
         """Ready, and every worker process answering: one ready worker answers /readyz while another is still

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from contextlib import suppress
 from pathlib import Path
@@ -28,6 +30,134 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def alive(pid: int) -> bool:
+    """Running: a zombie (dead, not yet reaped by its parent) is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+class Standby:
+    """A warm standby (`python -m gateway` with GATEWAY_STANDBY=1): it has loaded the code once and forks a gateway
+    for each line on its stdin, telling on a pipe of its own each fork's pid and, once one ends, its exit code."""
+
+    def __init__(self, process: subprocess.Popen, replies: int):
+        self.process = process
+        self.replies = replies  # the read end of the pipe the standby writes "started PID" and "ended PID CODE" to
+        self.ended: dict[int, int] = {}
+        self._started: list[int] = []
+        self._partial = b""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fork(self) -> "ForkedGateway":
+        """Ask for a gateway, without waiting: it is forked once the standby has loaded, and ForkedGateway learns
+        its pid then."""
+        try:
+            self.process.stdin.write(b"serve\n")
+            self.process.stdin.flush()
+        except OSError:
+            pass  # the standby is gone: the ForkedGateway says so, with the standby's exit code
+        return ForkedGateway(self)
+
+    def started(self) -> int | None:
+        """The pid of the next fork not yet claimed, if the standby has said it started."""
+        self.read_replies()
+        return self._started.pop(0) if self._started else None
+
+    def read_replies(self, wait: float = 0.0) -> None:
+        """What the standby has said since (waiting up to `wait` seconds for a first line)."""
+        if self.replies < 0 or not select.select([self.replies], [], [], wait)[0]:
+            return
+        try:
+            chunk = os.read(self.replies, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:  # the standby is gone: nothing more will come
+            os.close(self.replies)
+            self.replies = -1
+            return
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for word, *numbers in (line.decode().split() for line in lines if line.strip()):
+            if word == "started":
+                self._started.append(int(numbers[0]))
+            elif word == "ended":
+                self.ended[int(numbers[0])] = int(numbers[1])
+
+    def drop(self) -> None:
+        """Kill the standby: it serves nothing itself (what it forked ends with it)."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        with suppress(OSError):
+            self.process.stdin.close()
+        if self.replies >= 0:
+            os.close(self.replies)
+            self.replies = -1
+
+
+class ForkedGateway:
+    """A gateway asked of the standby: not this process's child, so it is watched through what the standby tells
+    (and /proc, once the standby is gone). Answers as much of subprocess.Popen as the stack uses; until the standby
+    has forked it, it is "starting", and if the standby ends first, it ended as the standby did."""
+
+    def __init__(self, standby: Standby):
+        self.standby = standby
+        self._pid: int | None = None
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """Its pid, once forked (waiting up to a minute while the standby loads); else the standby's."""
+        deadline = time.monotonic() + 60
+        while not self._forked() and self.standby.alive() and time.monotonic() < deadline:
+            self.standby.read_replies(wait=0.2)
+        return self._pid if self._pid is not None else self.standby.pid
+
+    def _forked(self) -> bool:
+        if self._pid is None:
+            self._pid = self.standby.started()
+        return self._pid is not None
+
+    def poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        if not self._forked():
+            if self.standby.alive():
+                return None  # the standby is still loading
+            self.standby.read_replies()
+            if not self._forked():
+                self.returncode = self.standby.process.returncode
+                return self.returncode
+        self.standby.read_replies()
+        if self._pid in self.standby.ended:
+            self.returncode = self.standby.ended[self._pid]
+        elif not alive(self._pid):
+            self.standby.read_replies(wait=0.5 if self.standby.alive() else 0)  # its exit code, if it tells
+            self.returncode = self.standby.ended.get(self._pid, -signal.SIGKILL)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"gateway {self._pid}", timeout)
+            self.standby.read_replies(wait=0.05)  # a reply ends the wait at once
+        return self.returncode
+
+    def send_signal(self, how: int) -> None:
+        with suppress(ProcessLookupError):
+            os.kill(self.pid, how)
+
+
 class ChildProcess:
     def __init__(self, name: str, argv: list[str], *, env: dict, log_path: Path, cwd: Path,
                  standby_env: dict | None = None):
@@ -36,59 +166,49 @@ class ChildProcess:
         self.env = env
         self.log_path = log_path
         self.cwd = cwd
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | ForkedGateway | None = None
         self.asked_to_stop = False
-        # Warm standbys (started with standby_env): copies that have loaded what they need and wait for a line on
-        # their stdin, which start() gives the oldest instead of starting cold. None: every start is cold.
+        # A warm standby (started with standby_env), which start() asks for a fork instead of starting cold.
+        # None: every start is cold.
         self.standby_env = standby_env
-        self.standbys: list[subprocess.Popen] = []
+        self.standby: Standby | None = None
 
-    def _popen(self, env: dict, stdin=None) -> subprocess.Popen:
+    def _popen(self, env: dict, stdin=None, pass_fds=()) -> subprocess.Popen:
         log = open(self.log_path, "ab")
         try:
             # A session of its own, so Ctrl-C on the suite does not reach the child before the suite stops it.
             return subprocess.Popen(self.argv, env=env, cwd=self.cwd, stdin=stdin, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds,
                                     preexec_fn=_die_with_the_suite if _prctl else None)
         finally:
             log.close()
 
     def start(self) -> None:
-        """Promote the oldest live standby (one still loading is still ahead of a cold start), else start cold."""
+        """A fork of the warm standby (one still loading is still ahead of a cold start), else a cold start; either
+        way without waiting for it to be ready."""
         self.asked_to_stop = False
-        self.process = self._promote_standby() or self._popen(self.env)
+        alive = self.standby is not None and self.standby.alive()
+        self.process = self.standby.fork() if alive else self._popen(self.env)
 
-    def start_standby(self, keep: int = 1) -> None:
-        """Start warm standbys beside the running process until `keep` are alive (none if none is wanted)."""
-        for standby in [s for s in self.standbys if s.poll() is not None]:
-            self._drop(standby)
-        while self.standby_env is not None and len(self.standbys) < keep:
-            self.standbys.append(self._popen(self.standby_env, stdin=subprocess.PIPE))
+    def start_standby(self) -> None:
+        """Start the warm standby, unless one is alive or none is wanted."""
+        if self.standby is not None and not self.standby.alive():
+            self.drop_standby()
+        if self.standby_env is None or self.standby is not None:
+            return
+        replies, told = os.pipe()
+        try:
+            process = self._popen({**self.standby_env, "GATEWAY_STANDBY_REPLIES": str(told)}, stdin=subprocess.PIPE,
+                                  pass_fds=(told,))
+        finally:
+            os.close(told)
+        os.set_blocking(replies, False)
+        self.standby = Standby(process, replies)
 
-    def _promote_standby(self) -> subprocess.Popen | None:
-        while self.standbys:
-            standby = self.standbys.pop(0)
-            try:
-                standby.stdin.write(b"serve\n")
-                standby.stdin.close()
-                return standby
-            except OSError:  # it died (its own lines in the log say why): the next one, or a cold start
-                self._drop(standby)
-        return None
-
-    def drop_standbys(self) -> None:
-        """Kill the standbys: they serve nothing and hold nothing yet."""
-        while self.standbys:
-            self._drop(self.standbys.pop())
-
-    def _drop(self, standby: subprocess.Popen) -> None:
-        if standby in self.standbys:
-            self.standbys.remove(standby)
-        if standby.poll() is None:
-            os.killpg(standby.pid, signal.SIGKILL)
-        standby.wait(timeout=10)
-        with suppress(OSError):
-            standby.stdin.close()
+    def drop_standby(self) -> None:
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            standby.drop()
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
