@@ -62,6 +62,7 @@ from support.stress.settlement_faults import SettlementFaults
 from support.stress.load import LoadRuns
 from support.stress.process_spread import ProcessSpread
 from support.stress.scale_out import ScaleOut
+from support.tokens.jwks import PublishedKeys
 from support.tokens.signing_keys import KeyMaterial
 
 if TYPE_CHECKING:  # imported on first use: the OpenAI SDK takes ~0.7 s to import, and few scenarios use it
@@ -95,6 +96,7 @@ class SuiteRun:
     db: Database
     backends: ModelBackends
     secrets_seen: SecretsSeen = field(default_factory=SecretsSeen)  # searched for in the gateway's logs after the run
+    published_keys: PublishedKeys = field(default_factory=PublishedKeys)  # the JWKS as a relying party keeps it
 
     @classmethod
     def start(cls, userdata: dict, report: str | None = None, launched: Stack | None = None) -> SuiteRun:
@@ -141,7 +143,7 @@ class ScenarioState:
 
     @cached_property
     def platform(self) -> Platform:
-        return Platform(self.api, self.keys, self.ns, self.world)
+        return Platform(self.api, self.keys, self.ns, self.world, self.run.published_keys)
 
     @cached_property
     def identity(self) -> Identity:

@@ -42,8 +42,8 @@ class Identity:
         exchange = self.present_refresh_token(refresh_token or person.refresh_token)
         if exchange.status == 200:
             tokens = exchange.json()
-            self.platform.published_keys.verify(tokens["access_token"], f"the access token issued to {name} by a "
-                                                f"refresh [request id {exchange.request_id}]")
+            self.platform.verify_token(tokens["access_token"], f"the access token issued to {name} by a refresh "
+                                       f"[request id {exchange.request_id}]")
             person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
         return exchange
 
@@ -58,7 +58,7 @@ class Identity:
         person = self.world.person(name)
         exchange = expect_status(self.login_with(person.email, person.password), 200, f"{name} logging in afresh")
         token = exchange.json()["access_token"]
-        self.platform.published_keys.verify(token, f"a token issued to {name} [request id {exchange.request_id}]")
+        self.platform.verify_token(token, f"a token issued to {name} [request id {exchange.request_id}]")
         return self.kid_of(token), exchange
 
     def me(self, token: str | None) -> Exchange:

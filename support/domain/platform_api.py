@@ -22,12 +22,18 @@ def chat_body(model: str, max_tokens: int | None = 32, content: str = CONTENT, *
 
 
 class Platform:
-    def __init__(self, api: ApiClient, keys: KeyMaterial, ns: Namespace, world: World):
+    def __init__(self, api: ApiClient, keys: KeyMaterial, ns: Namespace, world: World,
+                 published_keys: PublishedKeys | None = None):
         self.api = api
         self.keys = keys
         self.ns = ns
         self.world = world
-        self.published_keys = PublishedKeys(lambda: self.jwks().json())
+        self._published_keys = published_keys or PublishedKeys()  # the run's copy, when it keeps one
+
+    def verify_token(self, token: str, what: str) -> dict:
+        """The token checked against the published keys (fetched by this scenario only if the copy kept lacks the
+        token's key: its first use in the run, or a rotation)."""
+        return self._published_keys.verify(token, what, fetch=lambda: self.jwks().json())
 
     def jwks(self) -> Exchange:
         """The gateway's published signing keys (JWKS), as any client fetches them."""
@@ -59,7 +65,7 @@ class Platform:
         exchange = self.api.post("/auth/login", json_body={"email": person.email, "password": person.password})
         expect_status(exchange, 200, f"{name} logging in")
         tokens = exchange.json()
-        self.published_keys.verify(tokens["access_token"], f"the access token issued to {name} at login "
+        self.verify_token(tokens["access_token"], f"the access token issued to {name} at login "
                                    f"[request id {exchange.request_id}]")  # signing drift is caught at once
         person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
         return exchange

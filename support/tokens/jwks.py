@@ -26,17 +26,18 @@ def verify_with_jwks(token: str, jwks: dict, *, audience: str = "gateway") -> di
 
 class PublishedKeys:
     """The gateway's JWKS as a relying party keeps it: fetched when first needed and again when a token names a
-    key id not seen yet (a rotation), so every token the suite is issued can be checked at no extra cost."""
+    key id not in the copy kept (a rotation), so every token the suite is issued can be checked at no extra cost.
+    One copy serves a whole run: each scenario's first check costs no fetch of its own."""
 
-    def __init__(self, fetch):
-        self._fetch = fetch  # () -> the JWKS document
+    def __init__(self):
         self._jwks: dict | None = None
 
-    def verify(self, token: str, what: str = "the token") -> dict:
-        """The claims of an ES256 access token the gateway issued, or an AssertionError naming the drift."""
+    def verify(self, token: str, what: str, fetch) -> dict:
+        """The claims of an ES256 access token the gateway issued, or an AssertionError naming the drift. `fetch`
+        (() -> the JWKS document) reads the published keys when the kept copy lacks the token's key."""
         header = jwt.get_unverified_header(token)
         if self._jwks is None or header.get("kid") not in {k.get("kid") for k in self._jwks.get("keys", [])}:
-            self._jwks = self._fetch()
+            self._jwks = fetch()
         if header.get("alg") != "ES256" or header.get("typ") != "at+jwt":
             raise AssertionError(f"Expected {what} to be an ES256 at+jwt token, but its header was {header}")
         try:
