@@ -155,6 +155,20 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def reference_loop_ms(rounds: int = 5) -> float:
+    """CPU milliseconds this machine takes for a fixed pure-Python loop (the fastest of `rounds`): a yardstick for
+    comparing a benchmark's figures across machines and moments, which differ by 2x and more (seen on one machine
+    within a minute: 36 to 66 ms)."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        total = 0
+        for number in range(1_000_000):
+            total += number
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 1)
+
+
 # ---- figures -------------------------------------------------------------------------------------------------------
 
 def percentile(values: list[float], q: float) -> float:

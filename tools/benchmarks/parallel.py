@@ -8,7 +8,8 @@ stacks down), the phase in which the workers run side by side (the private worke
 the shared-stack workers; at -j 1 the private worker alone), each worker's time, any @serial phase run after
 them (--serial after), and the scenarios passed/failed; then the ratio A/B. The goal on a 2-core machine is
 >= 1.6x. Each run balances its workers with the durations the previous run at its -j left in reports/timings-j<N>.json.
-The machine's load average is printed too: other work on the machine bends the figures.
+The machine's load average is printed too (other work on the machine bends the figures), and the CPU time of a
+fixed loop before and after (machines of one kind differ in speed by 2x and more: compare runs by it).
 Exit codes: 0 both runs passed, 1 a run had failures (the figures are still printed), 2 bad usage.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import statistics
 import sys
 
-from tools.benchmarks.common import load_average
+from tools.benchmarks.common import load_average, reference_loop_ms
 from tools.parallel.invoke import run_runner
 from tools.parallel.model import REPORTS, ROOT
 
@@ -71,8 +72,9 @@ def parse(argv: list[str]) -> tuple[int, tuple[int, ...], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     rounds, jobs, extra = parse(sys.argv[1:] if argv is None else argv)
-    print(f"bench-parallel: {os.cpu_count()} cores, load average {load_average()}"
-          f"; run-parallel {' '.join(extra) or '(whole suite)'}; {rounds} round(s)", flush=True)
+    print(f"bench-parallel: {os.cpu_count()} cores, load average {load_average()}, reference loop "
+          f"{reference_loop_ms()} ms of CPU (the machine's speed); run-parallel {' '.join(extra) or '(whole suite)'}; "
+          f"{rounds} round(s)", flush=True)
     runs: dict[int, list[dict]] = {j: [] for j in jobs}
     for r in range(rounds):
         for j in jobs:
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parallel = {j: statistics.median(r["phases"].get("parallel", 0) for r in runs[j]) for j in jobs}
     print(f"-j {a}: {wall[a]:.1f} s   -j {b}: {wall[b]:.1f} s   ratio {wall[a] / wall[b]:.2f}x (whole run, "
           f"median of {rounds}); workers' phase alone {parallel[a]:.1f} s vs {parallel[b]:.1f} s = "
-          f"{(parallel[a] / parallel[b]) if parallel[b] else 0:.2f}x; load average now {load_average()}")
+          f"{(parallel[a] / parallel[b]) if parallel[b] else 0:.2f}x; load average now {load_average()}, reference "
+          f"loop now {reference_loop_ms()} ms")
     return 0 if all(r["exit"] == 0 for rs in runs.values() for r in rs) else 1
 
 
