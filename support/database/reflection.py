@@ -27,18 +27,24 @@ class Database:
             self._engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
         return self._engine
 
-    def table(self, name: str) -> Table:
+    def schema(self) -> MetaData:
+        """The live schema, reflected once per run (the gateway migrates before it serves, so it holds still)."""
         if self._metadata is None:
-            self._metadata = MetaData()
+            metadata = MetaData()
             try:
-                self._metadata.reflect(self.engine)
+                metadata.reflect(self.engine)
             except Exception as exc:
                 raise SuiteSetupError(f"cannot read the gateway's schema at {mask_url(self.url)} "
                                       f"({type(exc).__name__}); check -D database_url") from None
-        if name not in self._metadata.tables:
+            self._metadata = metadata
+        return self._metadata
+
+    def table(self, name: str) -> Table:
+        tables = self.schema().tables
+        if name not in tables:
             raise AssertionError(f"The gateway's database has no table '{name}'; tables seen: "
-                                 f"{', '.join(sorted(self._metadata.tables))}")
-        return self._metadata.tables[name]
+                                 f"{', '.join(sorted(tables))}")
+        return tables[name]
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -55,9 +61,8 @@ class Database:
                 conn.rollback()
 
     def columns_holding(self, value: str) -> list[str]:
-        """Every table.column in which `value` appears (the live schema, reflected afresh)."""
-        metadata = MetaData()
-        metadata.reflect(self.engine)
+        """Every table.column in which `value` appears."""
+        metadata = self.schema()
         found = []
 
         def holding(column):
