@@ -118,11 +118,11 @@ class ForkedGateway:
     def pid(self) -> int:
         """Its pid, once forked (waiting up to a minute while the standby loads); else the standby's."""
         deadline = time.monotonic() + 60
-        while not self._forked() and self.standby.alive() and time.monotonic() < deadline:
+        while not self.forked() and self.standby.alive() and time.monotonic() < deadline:
             self.standby.read_replies(wait=0.2)
         return self._pid if self._pid is not None else self.standby.pid
 
-    def _forked(self) -> bool:
+    def forked(self) -> bool:
         if self._pid is None:
             self._pid = self.standby.started()
         return self._pid is not None
@@ -130,11 +130,11 @@ class ForkedGateway:
     def poll(self) -> int | None:
         if self.returncode is not None:
             return self.returncode
-        if not self._forked():
+        if not self.forked():
             if self.standby.alive():
                 return None  # the standby is still loading
             self.standby.read_replies()
-            if not self._forked():
+            if not self.forked():
                 self.returncode = self.standby.process.returncode
                 return self.returncode
         self.standby.read_replies()
@@ -217,7 +217,11 @@ class ChildProcess:
         if self.process is None:
             return "not started"
         code = self.process.poll()
-        return f"running (pid {self.process.pid})" if code is None else f"exited with code {code}"
+        if code is not None:
+            return f"exited with code {code}"
+        if isinstance(self.process, ForkedGateway) and not self.process.forked():
+            return f"starting (its standby, pid {self.process.standby.pid}, is still loading)"
+        return f"running (pid {self.process.pid})"
 
     def ask_to_stop(self) -> None:
         """SIGTERM, once, without waiting (stop() waits): processes asked together wind down together."""
