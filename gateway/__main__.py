@@ -205,8 +205,9 @@ def load_for_serving() -> None:
 def serve_forks_as_standby() -> bool:
     """A warm standby, as a process supervisor keeps one to replace a gateway that dies: it loads what serving needs
     once (and migrates the database meanwhile), then forks a gateway for each line on stdin (a restart then takes a
-    tenth of a second, not a second, and costs no new imports), and stays loaded for the next. A fork returns True and starts: reads the settings,
-    migrates, binds the port; it is the leader of a process group of its own, and ends when the standby does.
+    tenth of a second, not a second, and costs no new imports), and stays loaded for the next. A fork returns True
+    and starts: reads the settings, migrates, binds the port; it is the leader of a process group of its own, and
+    ends when the standby does.
     The standby writes "started PID" for each fork, and "ended PID CODE" once one ends, to the file descriptor
     GATEWAY_STANDBY_REPLIES when given. It returns False when stdin ends: whoever started it went away."""
     database_url = os.environ.get("DATABASE_URL")

@@ -66,7 +66,7 @@ class Platform:
         expect_status(exchange, 200, f"{name} logging in")
         tokens = exchange.json()
         self.verify_token(tokens["access_token"], f"the access token issued to {name} at login "
-                                   f"[request id {exchange.request_id}]")  # signing drift is caught at once
+                          f"[request id {exchange.request_id}]")  # signing drift is caught at once
         person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
         return exchange
 

@@ -128,22 +128,21 @@ class ForkedGateway:
         return self._pid is not None
 
     def poll(self) -> int | None:
-        if self.returncode is not None:
-            return self.returncode
+        if self.returncode is None:
+            self.returncode = self._exit_code()
+        return self.returncode
+
+    def _exit_code(self) -> int | None:
         if not self.forked():
             if self.standby.alive():
                 return None  # the standby is still loading
-            self.standby.read_replies()
-            if not self.forked():
-                self.returncode = self.standby.process.returncode
-                return self.returncode
+            if not self.forked():  # (it may have told of the fork as it ended)
+                return self.standby.process.returncode
         self.standby.read_replies()
-        if self._pid in self.standby.ended:
-            self.returncode = self.standby.ended[self._pid]
-        elif not alive(self._pid):
+        if self._pid not in self.standby.ended and not alive(self._pid):
             self.standby.read_replies(wait=0.5 if self.standby.alive() else 0)  # its exit code, if it tells
-            self.returncode = self.standby.ended.get(self._pid, -signal.SIGKILL)
-        return self.returncode
+            return self.standby.ended.get(self._pid, -signal.SIGKILL)
+        return self.standby.ended.get(self._pid)
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -187,8 +186,8 @@ class ChildProcess:
         """A fork of the warm standby (one still loading is still ahead of a cold start), else a cold start; either
         way without waiting for it to be ready."""
         self.asked_to_stop = False
-        alive = self.standby is not None and self.standby.alive()
-        self.process = self.standby.fork() if alive else self._popen(self.env)
+        warm = self.standby is not None and self.standby.alive()
+        self.process = self.standby.fork() if warm else self._popen(self.env)
 
     def start_standby(self) -> None:
         """Start the warm standby, unless one is alive or none is wanted."""

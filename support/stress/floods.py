@@ -107,7 +107,7 @@ class Floods:
         enough = self._outgrown(total, addresses) if outgrow_budget else (lambda sent, seconds: False)
         flood, normal, seconds = asyncio.run(self._send(kind, enough, total * 4 if outgrow_budget else total,
                                                         attackers, key_secret, model, normal_clients))
-        total = len(flood)
+        sent_in_all = len(flood)
         by_address = [[(status, retry) for index, status, retry in flood if index == attacker]
                       for attacker in range(addresses)]
         audited = self._audited_once_counted_summed(attackers, self.refusals_counted() - counted_before)
@@ -116,12 +116,12 @@ class Floods:
         latencies = sorted(ms for _, ms in normal)
         windows = _windows(seconds)
         per_window = self._budget_per_window(addresses)
-        return FloodFigures(kind, addresses, total, _count(status for _, status, _ in flood), round(seconds, 2),
+        return FloodFigures(kind, addresses, sent_in_all, _count(status for _, status, _ in flood), round(seconds, 2),
                             len(normal), _count(status for status, _ in normal), _round(percentile(latencies, 0.50)),
                             _round(percentile(latencies, 0.99)), audited, windows * per_window, windows,
                             [len(sent) for sent in by_address],
                             [sum(status == 429 and _whole_seconds(retry) for status, retry in sent)
-                             for sent in by_address], f"{self.prefix}.0 to {self.prefix}.{total - 1}")
+                             for sent in by_address], f"{self.prefix}.0 to {self.prefix}.{sent_in_all - 1}")
 
     def _budget_per_window(self, addresses: int) -> int:
         """One-by-one events up to the budget, and one summary per address from each process that counted some."""
