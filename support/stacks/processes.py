@@ -34,7 +34,7 @@ def alive(pid: int) -> bool:
     """Running: a zombie (dead, not yet reaped by its parent) is not."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone; or going while read (ESRCH)
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 

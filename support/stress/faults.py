@@ -295,6 +295,12 @@ class Faults:
         wait_every_process(self.api.base_url, processes, timeout, path="/readyz",
                            awaited=f"each of the {processes} gateway process(es) to answer ready again after the outage")
 
+    def gateway_up_again_if_down(self) -> None:
+        """For a scenario that takes the gateway down, as a cleanup: the scenarios after it on this stack need it up,
+        however this one ended."""
+        if self.stack.gateway_pid() is None:
+            self.stack.restart_gateway()
+
     def kill_and_restart_gateway(self) -> None:
         pid = self.require("kill_gateway")()
         self.stack.restart_gateway()

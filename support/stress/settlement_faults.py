@@ -29,6 +29,7 @@ class SettlementFaults:
         stack = self.faults.stack
         self.faults.require("restart_gateway")
         pid = stack.gateway_pid()
+        self.faults.add_cleanup(self.faults.gateway_up_again_if_down)
         self.owed.start(key, fault=CRASH_AFTER_JOURNAL)
         self.owed.finish(expect_answer=False)
         wait_until(f"the gateway process {pid} to be gone", stack.gateway_pid, lambda now: now is None,

@@ -132,6 +132,33 @@ def test_serial_scenarios_longer_than_the_rest_leave_the_private_worker_no_ordin
     assert [(w.name, len(w.scenarios)) for w in workers] == [("w1", 8), ("private", 2)]
 
 
+def test_with_a_queue_the_ordinary_scenarios_wait_by_feature_longest_first_for_the_first_worker_free():
+    items = with_serial(scenarios(30), 3)
+    workers = plan(items, 3, "serial", "private", None, queue=True)
+    assert [(w.name, len(w.scenarios), w.own_stack) for w in workers] == [("w1", 0, False), ("w2", 0, False),
+                                                                          ("private", 3, True)]
+    queue = workers[0].queue
+    assert all(w.queue is queue for w in workers), "one queue, taken from by every worker"
+    files = [s.file for s in queue.scenarios]
+    assert files == sorted(files, key=files.index), "a feature's scenarios are queued together"
+    longest = {}
+    for s in queue.scenarios:
+        longest.setdefault(s.file, s.estimate)
+        assert s.estimate <= longest[s.file], "longest first within a feature"
+    assert list(longest.values()) == sorted(longest.values(), reverse=True), "the feature with the longest first"
+    assert sorted(s.location for s in queue.scenarios + workers[-1].scenarios) == sorted(s.location for s in items)
+
+
+def test_a_queue_is_kept_for_the_defined_order_and_more_than_one_worker():
+    items = with_serial(scenarios(12), 2)
+    assert all(w.queue is None for w in plan(items, 1, "serial", "private", None, queue=True)), "-j 1: one worker"
+    assert all(w.queue is None for w in plan(items, 3, "serial", "private", random.Random(4), queue=True))
+    after = plan(items, 2, "serial", "after", None, queue=True)
+    assert [(w.name, w.queue is not None, w.after) for w in after] == [("w1", True, False), ("w2", True, False),
+                                                                       ("serial", False, True)]
+    assert [w.name for w in plan(scenarios(1), 4, "serial", "after", None, queue=True)] == ["w1"]
+
+
 def test_with_one_job_the_private_worker_runs_everything_on_its_own_stack():
     items = with_serial(scenarios(12), 2)
     workers = plan(items, 1, "serial", "private", None)
@@ -282,6 +309,10 @@ def before_scenario(context, scenario):
     fd = os.open(os.environ["FAKE_RUN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, line.encode())
     os.close(fd)
+    if scenario.name == os.environ.get("FAKE_CRASH_IN"):
+        os._exit(3)
+    if data.get("worker") == os.environ.get("FAKE_SLOW_WORKER"):
+        time.sleep(0.5)  # a worker whose scenarios take longer, as on a stack under load
 """
 
 STEPS = """
@@ -394,7 +425,7 @@ def test_every_scenario_runs_once_across_workers_and_serial_ones_alone_afterward
     assert result.code == 0, result.output
     assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
     workers = result.by_worker()
-    assert set(workers) == {"w1", "w2", "w3", "serial"}, workers
+    assert "serial" in workers and set(workers) <= {"w1", "w2", "w3", "serial"} and len(workers) > 1, workers
     assert len(workers["serial"]) == SERIAL
     last_parallel = max(float(e[2]) for e in result.log if e[0] != "serial")
     first_serial = min(float(e[2]) for e in result.log if e[0] == "serial")
@@ -403,7 +434,10 @@ def test_every_scenario_runs_once_across_workers_and_serial_ones_alone_afterward
     assert f"{ALL} scenarios passed, 0 failed, 0 skipped, 0 not run" in result.output
     # One Allure folder for all workers, one result per scenario; JUnit kept apart per worker.
     assert len(result.allure_results()) == ALL
-    assert {p.name for p in (project / "reports" / "junit").iterdir()} == {"w1", "w2", "w3", "serial"}
+    assert {p.name for p in (project / "reports" / "junit").iterdir()} == set(workers)  # of those that ran some
+    outcomes = json.loads((project / "reports" / "parallel" / "outcomes.json").read_text())
+    assert {loc: o["worker"] for loc, o in outcomes["scenarios"].items()} == \
+        {entry[1]: entry[0] for entry in result.log}, "each outcome names the worker that ran it"
     check = check_results(project, "allure-results")
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"each of the {ALL} scenarios appears exactly once" in check.stdout
@@ -415,7 +449,7 @@ def test_the_private_worker_runs_the_serial_scenarios_beside_the_shared_stack_wo
     assert result.code == 0, result.output
     assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
     workers = result.by_worker()
-    assert set(workers) <= {"w1", "w2", "private"} and {"w1", "private"} <= set(workers), workers
+    assert "private" in workers and set(workers) <= {"w1", "w2", "private"} and len(workers) > 1, workers
     serial = {"features/beta/beta.two.feature:12", "features/beta/beta.two.feature:16"}
     assert set(workers["private"][:SERIAL]) == serial, "the private worker starts with the @serial scenarios"
     assert not serial & {loc for name, locs in workers.items() if name != "private" for loc in locs}
@@ -424,7 +458,9 @@ def test_the_private_worker_runs_the_serial_scenarios_beside_the_shared_stack_wo
     assert len(result.allure_results()) == ALL
     assert "private" in {p.name for p in (project / "reports" / "junit").iterdir()}
     plan = json.loads((project / "reports" / "parallel" / "plan.json").read_text())
-    assert plan["serial"] == "private" and set(plan["workers"]) == set(workers)
+    assert plan["serial"] == "private" and set(plan["workers"]) == {"w1", "w2", "private"}
+    assert sorted(plan["workers"]["private"]) == sorted(serial) and not plan["workers"]["w1"]
+    assert len(plan["queue"]) == ALL - SERIAL and not serial & set(plan["queue"])
     outcomes = json.loads((project / "reports" / "parallel" / "outcomes.json").read_text())
     assert {o["worker"] for loc, o in outcomes["scenarios"].items() if loc in serial} == {"private"}
 
@@ -493,11 +529,33 @@ def test_an_undefined_step_fails_the_run(project, deployment):
     assert "Gamma two  [error" in result.output or "Gamma two  [undefined" in result.output, result.output
 
 
-def test_a_worker_that_dies_fails_the_run_and_its_scenarios_count_as_not_run(project, deployment):
+def test_a_worker_that_dies_at_start_fails_the_run_and_the_others_take_the_whole_queue(project, deployment):
     result = run(project, deployment, "-j", "2", env={"FAKE_CRASH_WORKER": "w2"})
     assert result.code == 1, result.output
     assert "w1" in result.by_worker() and "w2" not in result.by_worker()
-    assert "[not run, w2]" in result.output and "no result from worker w2 (exit 3)" in result.output
+    assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
+    assert "w2 exited with 3 although its scenarios passed" in result.output, result.output
+
+
+def test_a_worker_that_dies_in_a_scenario_fails_the_run_and_nothing_it_took_runs_again(project, deployment):
+    result = run(project, deployment, "-j", "3", "--serial", "private", env={"FAKE_CRASH_IN": "Gamma two"})
+    assert result.code == 1, result.output
+    assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
+    dead = next(worker for worker, location, *_ in result.log if location == "features/gamma/gamma.three.feature:7")
+    lost = result.by_worker()[dead]  # its report goes with it: what it took counts as not run
+    outcomes = json.loads((project / "reports" / "parallel" / "outcomes.json").read_text())["scenarios"]
+    assert {loc for loc, o in outcomes.items() if o["status"] == "not run"} == set(lost), outcomes
+    assert all(o["worker"] == dead for loc, o in outcomes.items() if loc in lost), outcomes
+    assert f"[not run, {dead}]\n      no result from worker {dead} (exit 3)" in result.output, result.output
+    assert f"{ALL - len(lost)} scenarios passed, 0 failed, 0 skipped, {len(lost)} not run" in result.output
+
+
+def test_a_worker_held_up_takes_less_from_the_queue(project, deployment):
+    result = run(project, deployment, "-j", "2", "--serial", "private", env={"FAKE_SLOW_WORKER": "w1"})
+    assert result.code == 0, result.output
+    workers = result.by_worker()
+    assert len(workers["private"]) - SERIAL > len(workers.get("w1", [])), workers
+    assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
 
 
 def test_tags_and_paths_select_as_behave_does(project, deployment):
@@ -534,7 +592,10 @@ def test_list_prints_the_plan_and_runs_nothing(project, deployment):
     private = run(project, deployment, "-j", "2", "--serial", "private", "--list")
     assert private.code == 0 and private.log == [], private.output
     assert "\nprivate:\n  features/beta/beta.two.feature:12" in private.output
-    assert re.search(r"^  private +\d+ scenarios, about [0-9.]+ s \(own stack\)$", private.output, re.M), private.output
+    assert re.search(r"^  private +2 scenarios, about [0-9.]+ s, then from the queue \(own stack\)$", private.output,
+                     re.M), private.output
+    assert re.search(r"^  queue +10 scenarios, about [0-9.]+ s, longest first", private.output, re.M), private.output
+    assert "\nqueue (each taken by the first worker free):\n" in private.output
 
 
 def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):

@@ -13,12 +13,15 @@ What it does:
      together run each scenario exactly once.
   3. Of the N job slots, one is the private worker: one behave process that brings up a stack of its own
      from the same -D options (so it may stop, restart or reconfigure it). It runs every scenario tagged
-     @serial (--serial-tag), first and one at a time, and as many ordinary scenarios as balancing by the
-     previous run's durations (reports/timings-j<N>.json) gives it. The other N-1 workers are plain behave
-     processes against one shared stack that the runner starts (-D stack=local by default; -D
+     @serial (--serial-tag), first and one at a time. The other N-1 workers are plain behave processes
+     against one shared stack that the runner starts (-D stack=local by default; -D
      database_url=postgresql://... gives each stack a fresh database of its own on that server), as
-     -D stack=external, each with its own list of FILE:LINE locations. The private worker starts at once,
-     beside the shared stack and its workers; the shared stack is stopped as soon as its workers are done.
+     -D stack=external. The ordinary scenarios wait in one queue, longest first (by the previous runs'
+     durations, reports/timings-j<N>.json, over the committed baseline): each worker, the private one once its
+     @serial ones are done, takes the next whenever it is free, so the workers end together on any machine.
+     With --order random they are dealt out in advance instead, in the seed's order, so the seed repeats
+     who runs what. The private worker starts at once, beside the shared stack and its workers; the shared
+     stack is stopped as soon as its workers are done.
      With -j 1 the private worker is the only one: everything runs in one process on one stack.
      On a stack the runner cannot duplicate (-D stack=external: the "own" stack would be the same
      deployment) the @serial scenarios run afterwards instead, alone, in one process (--serial after).
@@ -46,13 +49,14 @@ Options:
   give any other behave option that takes a value as --option=VALUE.
 
 Outputs: allure-results/ (cleared first), reports/junit/<worker>/, reports/parallel/{plan.json, <worker>.log,
-<worker>.json, outcomes.json}, reports/timings.json and timings-j<N>.json (durations kept for the next run's
-balancing: a run weighs by what runs at its own -j measured first).
+<worker>.json, outcomes.json, queue/ (the queue, and who took each scenario)}, reports/timings.json and
+timings-j<N>.json (durations kept for the next run's order: a run weighs by what runs at its own -j measured
+first).
 Exit codes: 0 all passed, 1 a scenario failed or was not run, 2 the run could not start (bad options, no
 stack, behave could not collect the scenarios).
 
 Modules: cli (options, main), run (one run from plan to summary), planning (shards, balancing, workers' lists),
 history (durations of earlier runs), workers (behave processes: start, wait, stop, outcomes), results (summary,
 --check-results), model (scenarios, workers, paths); inside behave processes: collect (the dry run that lists
-the selection) and ordered_runner (runs a worker's scenarios in the planned order).
+the selection) and ordered_runner (runs a worker's scenarios in the planned order, and takes from the queue).
 """

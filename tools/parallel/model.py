@@ -11,6 +11,8 @@ from tools.project import project_root
 ROOT = project_root()
 REPORTS = ROOT / "reports"
 PARALLEL_DIR = REPORTS / "parallel"
+QUEUE_DIR = PARALLEL_DIR / "queue"  # the shared queue: its locations, and a file per scenario taken
+QUEUE_ENV = "PARALLEL_QUEUE"  # tells a worker's ordered runner where the shared queue is
 JUNIT_DIR = REPORTS / "junit"
 TIMINGS_FILE = REPORTS / "timings.json"
 
@@ -66,11 +68,38 @@ class Scenario:
 
 
 @dataclass
+class Queue:
+    """Ordinary scenarios no worker is given in advance: each goes to the first worker free to take it, so the
+    workers end together however fast this machine runs each kind of scenario. Longest first."""
+    scenarios: list[Scenario]
+
+    @property
+    def estimate(self) -> float:
+        return sum(s.estimate for s in self.scenarios)
+
+    @staticmethod
+    def locations_file() -> Path:
+        return QUEUE_DIR / "locations"
+
+    @staticmethod
+    def taken_dir() -> Path:
+        return QUEUE_DIR / "taken"
+
+    def taken_by(self) -> dict[str, str]:
+        """location -> the worker that took it, from the files the workers' ordered runners made."""
+        by_index = {}
+        for path in self.taken_dir().glob("*") if self.taken_dir().exists() else []:
+            by_index[int(path.name)] = path.read_text().strip()
+        return {s.location: by_index[i] for i, s in enumerate(self.scenarios) if i in by_index}
+
+
+@dataclass
 class Worker:
     name: str
-    scenarios: list[Scenario]
+    scenarios: list[Scenario]  # given in advance; those it takes from the queue are added when it is done
     own_stack: bool = False  # brings up a stack of its own (the private worker, or the @serial one run after)
     after: bool = False  # starts only when the shared-stack workers are done
+    queue: Queue | None = None  # after its own scenarios, it takes from this queue
     process: subprocess.Popen | None = None
     started: float = 0.0
     seconds: float = 0.0

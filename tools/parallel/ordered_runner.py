@@ -3,15 +3,24 @@
 ``behave --runner tools.parallel.ordered_runner:OrderedRunner FILE:LINE... | @FILE`` runs features by their first
 location, then the scenarios, rules and outline rows inside each feature in the order given, instead of file
 order. behave alone always runs a feature's scenarios top to bottom, which hides coupling between them.
+
+With PARALLEL_QUEUE set (the folder of run-parallel's shared queue), the scenarios whose locations its `locations`
+file lists are shared with other workers: before running one, the worker takes it by creating the file named by its
+index in `taken/` (an exclusive create, so exactly one worker wins). One another worker took is left out, as a
+scenario outside the selection is: it is neither run nor reported (behave.ini: show_skipped = false), and neither is
+a feature or rule that has nothing left for this worker.
 """
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 from behave.model import Rule, ScenarioOutline
 from behave.runner_util import collect_feature_locations
 
 from support.runner import SuiteRunner
+from tools.parallel.model import QUEUE_ENV
 
 __all__ = ["OrderedRunner"]
 
@@ -29,6 +38,9 @@ class OrderedRunner(SuiteRunner):
             order = {}
         if order:
             self._reorder(self.features, order)
+        queue = os.environ.get(QUEUE_ENV)
+        if queue:
+            SharedQueue(Path(queue), self.config.userdata.get("worker", str(os.getpid()))).share(self.features)
         return super().run_model(features)
 
     @classmethod
@@ -55,3 +67,60 @@ class OrderedRunner(SuiteRunner):
                 cls._reorder_container(item, order)
             elif isinstance(item, ScenarioOutline):
                 item.scenarios.sort(key=lambda row: cls._position(row, order))
+
+
+class SharedQueue:
+    """The scenarios this worker shares with others: it runs one only if it is the first to take it."""
+
+    def __init__(self, folder: Path, worker: str):
+        self.taken = folder / "taken"
+        self.worker = worker
+        self.index = {}
+        for number, location in enumerate((folder / "locations").read_text().splitlines()):
+            filename, _, line = location.rpartition(":")
+            self.index[(os.path.abspath(filename), int(line))] = number
+
+    def share(self, features) -> None:
+        for feature in features:
+            containers = [feature] + [item for item in feature.run_items if isinstance(item, Rule)]
+            for container in containers:
+                self._share_container(container)
+            for scenario in feature.walk_scenarios():
+                if self._number(scenario) is not None:
+                    scenario.run = self._if_taken_here(scenario, scenario.run)
+
+    def _share_container(self, container) -> None:
+        """A feature or rule: not run at all when every one of its scenarios that this worker could run is queued
+        and taken already."""
+        queued = [s for s in container.walk_scenarios() if self._number(s) is not None and not s.should_skip]
+        if queued:
+            own = any(self._number(s) is None and not s.should_skip for s in container.walk_scenarios())
+            container.run = self._unless_all_taken(container, container.run, queued, own)
+
+    def _number(self, scenario) -> int | None:
+        return self.index.get((os.path.abspath(scenario.filename), scenario.line))
+
+    def _take(self, number: int) -> bool:
+        try:
+            fd = os.open(self.taken / str(number), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        os.write(fd, self.worker.encode())
+        os.close(fd)
+        return True
+
+    def _if_taken_here(self, scenario, run):
+        @functools.wraps(run)
+        def run_if_taken_here(runner):
+            if not scenario.should_skip and not self._take(self._number(scenario)):
+                scenario.mark_skipped()  # another worker runs it
+            return run(runner)
+        return run_if_taken_here
+
+    def _unless_all_taken(self, container, run, queued, has_own: bool):
+        @functools.wraps(run)
+        def run_unless_all_taken(runner):
+            if not has_own and all((self.taken / str(self._number(s))).exists() for s in queued):
+                container.mark_skipped()  # nothing left here for this worker: not reported at all
+            return run(runner)
+        return run_unless_all_taken

@@ -1,15 +1,18 @@
-"""The plan: which machine (--shard) and which worker runs which scenario, balanced by estimated duration."""
+"""The plan: which machine (--shard) and which worker runs which scenario: the @serial ones given to one worker, the
+others queued longest first for whichever worker is free, or (random order) dealt out balanced by estimated
+duration."""
 from __future__ import annotations
 
 import os
 import random
 import statistics
 
-from tools.parallel.model import RunError, Scenario, Worker
+from tools.parallel.model import Queue, RunError, Scenario, Worker
 
 # Hooks, cleanups and formatters per scenario, beyond the step durations that estimates are made of (measured).
 SCENARIO_OVERHEAD_SECONDS = 0.01
-# How much later the shared-stack workers reach their first scenario than the private worker does:
+# When scenarios are dealt out in advance (random order), how much later the shared-stack workers reach their first
+# scenario than the private worker does:
 # they wait for the shared stack (~2 s), while the private worker's behave starts meanwhile. Measured on the local
 # stack: with equal estimates the shared-stack workers ended ~2.5 s after the private one.
 SHARED_STACK_WAIT_SECONDS = 2.0
@@ -85,14 +88,16 @@ def serial_mode(requested: str, defines: dict[str, str]) -> str:
     return "after" if stack == "external" else "private"
 
 
-def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: random.Random | None
-         ) -> list[Worker]:
+def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: random.Random | None,
+         queue: bool = False) -> list[Worker]:
     """The workers and what each runs.
 
     private: N-1 shared-stack workers w1.. and one private worker; the private one holds the @serial scenarios
     (first, in defined order) and is dealt ordinary ones on top of their durations like any other worker.
     With no @serial scenario selected there is no private worker: all N share the one stack.
-    after: N shared-stack workers, then one `serial` worker with the @serial scenarios only."""
+    after: N shared-stack workers, then one `serial` worker with the @serial scenarios only.
+    With `queue` (the defined order), the ordinary scenarios are not dealt: they wait in one queue, longest
+    first, and each worker that runs ordinary scenarios takes the next one whenever it is free."""
     serial = [s for s in scenarios if serial_tag in s.tags]
     ordinary = [s for s in scenarios if serial_tag not in s.tags]
     serial.sort(key=lambda s: s.stable_key)
@@ -100,7 +105,11 @@ def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: 
         rng.shuffle(serial)
     else:
         serial.sort(key=lambda s: (s.file, s.line))
-    if mode == "after" or not serial:  # nothing needs a stack of its own: every worker shares the one stack
+    private_worker = mode != "after" and bool(serial)
+    shared_count = jobs - 1 if private_worker else jobs
+    if queue and rng is None and ordinary and shared_count + private_worker > 1:
+        return queued(ordinary, serial, shared_count, private_worker)
+    if not private_worker:  # nothing needs a stack of its own: every worker shares the one stack
         workers = [Worker(f"w{k + 1}", part) for k, part in enumerate(plan_workers(ordinary, jobs, rng)) if part]
         if serial:
             workers.append(Worker("serial", serial, own_stack=True, after=True))
@@ -113,4 +122,22 @@ def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: 
         rng.shuffle(private)
     if private:
         workers.append(Worker("private", private, own_stack=True))
+    return workers
+
+
+def queued(ordinary: list[Scenario], serial: list[Scenario], shared_count: int, private_worker: bool
+           ) -> list[Worker]:
+    """The workers of a plan whose ordinary scenarios wait in one queue (the feature with the longest first). No more
+    shared-stack workers than the queue holds scenarios; the private worker takes from it once its @serial ones are
+    done."""
+    longest_first = sorted(ordinary, key=lambda s: (-cost(s), s.stable_key))
+    # A feature's scenarios together (behave parses a file again for each run of its locations, and runs a feature's
+    # scenarios as one block anyway), the features in the order of their longest.
+    first_seen = {s.file: n for n, s in reversed(list(enumerate(longest_first)))}
+    pending = Queue(sorted(longest_first, key=lambda s: first_seen[s.file]))
+    workers = [Worker(f"w{k + 1}", [], queue=pending) for k in range(min(shared_count, len(ordinary)))]
+    if private_worker:
+        workers.append(Worker("private", serial, own_stack=True, queue=pending))
+    elif serial:
+        workers.append(Worker("serial", serial, own_stack=True, after=True))
     return workers

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from tools.parallel.history import (BASELINE_FILE, allure_folder, estimate, previous_durations, read_timings,
                                     refresh_baseline, save_timings)
-from tools.parallel.model import (JUNIT_DIR, NOT_RUN, PARALLEL_DIR, PASSED, SKIPPED, Interrupted, RunError, Scenario,
-                                  Worker)
+from tools.parallel.model import (JUNIT_DIR, NOT_RUN, PARALLEL_DIR, PASSED, SKIPPED, Interrupted, Queue, RunError,
+                                  Scenario, Worker)
 from tools.parallel.planning import parse_shard, plan, serial_mode, shard_selection
 from tools.parallel.results import check_results, summarize, write_outcomes
-from tools.parallel.workers import collect_scenarios, start_worker, stop_workers, wait_workers
+from tools.parallel.workers import (collect_scenarios, left_in_queue, open_queue, start_worker, stop_workers,
+                                    wait_workers)
 
 
 @dataclass
@@ -28,6 +29,10 @@ class Plan:
     randomized: bool
     known: int  # scenarios whose duration came from history
     shard_note: str = ""
+
+    @property
+    def queue(self) -> Queue | None:
+        return next((w.queue for w in self.workers if w.queue is not None), None)
 
 
 def make_plan(args, defines: dict[str, str], results_dir: Path) -> Plan:
@@ -48,7 +53,7 @@ def make_plan(args, defines: dict[str, str], results_dir: Path) -> Plan:
     known = estimate(scenarios, by_key, by_name, args.serial_tag)
     mode = serial_mode(args.serial, defines)
     rng = random.Random(args.seed) if args.order == "random" else None
-    workers = plan(scenarios, args.jobs, args.serial_tag, mode, rng)
+    workers = plan(scenarios, args.jobs, args.serial_tag, mode, rng, queue=True)
     return Plan(selected, scenarios, workers, mode, rng is not None, known, shard_note)
 
 
@@ -60,7 +65,8 @@ def layout(args, planned: Plan) -> str:
         return f"{len(shared)} worker(s) on a shared stack (no @{args.serial_tag} scenario selected)"
     if planned.mode == "private":
         private_note = (f"the private worker on a stack of its own (the {serial_count} @{args.serial_tag}"
-                        f"{'' if planned.randomized else ' first'}, and the others it is dealt)")
+                        f"{'' if planned.randomized else ' first'}, "
+                        f"{'then ordinary ones from the queue' if planned.queue else 'and the others it is dealt'})")
         return (f"{len(shared)} worker(s) on a shared stack and, beside them, {private_note}" if shared
                 else f"{private_note} alone")
     return f"{len(shared)} worker(s) on a shared stack, then {serial_count} @{args.serial_tag} alone"
@@ -73,14 +79,22 @@ def describe(args, planned: Plan) -> None:
           f"{layout(args, planned)}; {order_note}; durations known for {planned.known}", flush=True)
     for worker in planned.workers:
         where = "own stack" + (", after the others" if worker.after else "") if worker.own_stack else "shared stack"
-        print(f"  {worker.name:<7} {len(worker.scenarios):>4} scenarios, about {worker.estimate:.1f} s ({where})",
-              flush=True)
+        then = ", then from the queue" if worker.queue else ""
+        print(f"  {worker.name:<7} {len(worker.scenarios):>4} scenarios, about {worker.estimate:.1f} s{then} "
+              f"({where})", flush=True)
+    if planned.queue:
+        print(f"  {'queue':<7} {len(planned.queue.scenarios):>4} scenarios, about {planned.queue.estimate:.1f} s, "
+              f"longest first, each taken by the first worker free", flush=True)
 
 
-def list_plan(workers: list[Worker]) -> None:
-    for worker in workers:
+def list_plan(planned: Plan) -> None:
+    for worker in planned.workers:
         print(f"\n{worker.name}:")
         for s in worker.scenarios:
+            print(f"  {s.location:<60} {s.estimate:>6.2f}s  {s.name}")
+    if planned.queue:
+        print("\nqueue (each taken by the first worker free):")
+        for s in planned.queue.scenarios:
             print(f"  {s.location:<60} {s.estimate:>6.2f}s  {s.name}")
 
 
@@ -174,7 +188,7 @@ def run(args, defines: dict[str, str]) -> int:
     planned = make_plan(args, defines, results_dir)
     describe(args, planned)
     if args.list:
-        list_plan(planned.workers)
+        list_plan(planned)
         return 0
     if not planned.scenarios:
         print("run-parallel: nothing selected\n0 scenarios passed, 0 failed, 0 skipped, 0 not run")
@@ -183,8 +197,12 @@ def run(args, defines: dict[str, str]) -> int:
     clear_outputs(results_dir)
     facts = {"seed": args.seed, "order": args.order, "shard": args.shard, "jobs": args.jobs,
              "run_id": new_run_id(defines), "serial": planned.mode}
+    queue = [s.location for s in planned.queue.scenarios] if planned.queue else []
     (PARALLEL_DIR / "plan.json").write_text(json.dumps(
-        {**facts, "workers": {w.name: [s.location for s in w.scenarios] for w in planned.workers}}, indent=1) + "\n")
+        {**facts, "workers": {w.name: [s.location for s in w.scenarios] for w in planned.workers}, "queue": queue},
+        indent=1) + "\n")
+    if planned.queue:
+        open_queue(planned.queue)
     execution = Execution(args, defines, facts["run_id"], planned.workers)
     try:
         execution.run()
@@ -199,6 +217,7 @@ def run(args, defines: dict[str, str]) -> int:
 
 def finish(args, workers: list[Worker], facts: dict, wall: float, phases: dict[str, float], results_dir: Path) -> int:
     """The summary, the durations kept for the next run, outcomes.json and the closing lines; the exit code."""
+    left_in_queue(workers)
     totals = summarize(workers)
     passed, failed, skipped, not_run = totals[PASSED], totals["failed"], totals[SKIPPED], totals[NOT_RUN]
     save_timings(workers, args.jobs)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from support.harness.redaction import mask_url
 from tools.defines import define_args
-from tools.parallel.model import NOT_RUN, PARALLEL_DIR, PASSED, ROOT, SKIPPED, RunError, Scenario, Worker, kind_of
+from tools.parallel.model import (NOT_RUN, PARALLEL_DIR, PASSED, QUEUE_ENV, ROOT, SKIPPED, Queue, RunError, Scenario,
+                                  Worker, kind_of)
 
 PYTHON = sys.executable
 
@@ -46,17 +47,29 @@ def worker_command(worker: Worker, args, defines: dict[str, str]) -> list[str]:
             f"@{worker.locations_file().relative_to(ROOT)}"]
 
 
+def open_queue(queue: Queue) -> None:
+    """The queue's folder, read by the workers' ordered runners: its locations (absolute), and none taken yet."""
+    queue.taken_dir().mkdir(parents=True)
+    queue.locations_file().write_text("".join(f"{ROOT / s.location}\n" for s in queue.scenarios))
+
+
 def start_worker(worker: Worker, args, defines: dict[str, str]) -> None:
-    # behave reads the paths of an @file relative to the file's folder.
+    # behave reads the paths of an @file relative to the file's folder. A worker that takes from the queue is
+    # given all of the queue's scenarios too, after its own; its ordered runner skips those another one took.
+    listed = worker.scenarios + (worker.queue.scenarios if worker.queue else [])
     worker.locations_file().write_text("".join(
-        os.path.relpath(ROOT / s.location, worker.locations_file().parent) + "\n" for s in worker.scenarios))
+        os.path.relpath(ROOT / s.location, worker.locations_file().parent) + "\n" for s in listed))
     command = worker_command(worker, args, defines)
     shown = [f"database_url={mask_url(a.split('=', 1)[1])}" if a.startswith("database_url=") else a for a in command]
     (PARALLEL_DIR / f"{worker.name}.command").write_text(" ".join(shown) + "\n")
     log = open(worker.log_file(), "wb")
     worker.started = time.monotonic()
-    worker.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop(QUEUE_ENV, None)
+    if worker.queue:
+        env[QUEUE_ENV] = str(worker.queue.locations_file().parent)
+    worker.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True)
     log.close()
 
 
@@ -72,6 +85,7 @@ def wait_workers(workers: list[Worker], until: list[Worker] | None = None) -> No
             worker.exit_code = code
             worker.seconds = time.monotonic() - worker.started
             running.remove(worker)
+            add_taken(worker)
             read_outcomes(worker)
             counts = Counter(kind_of(o["status"]) for o in worker.outcomes.values())
             print(f"run-parallel: {worker.name} finished in {worker.seconds:.1f} s: {counts[PASSED]} passed, "
@@ -141,6 +155,32 @@ def reported_outcomes(json_file: Path) -> dict[str, dict]:
             reported[element.get("location")] = {"status": scenario_status(element), "seconds": seconds,
                                                  "error": problem}
     return reported
+
+
+def add_taken(worker: Worker) -> None:
+    """A worker that has ended: the scenarios it took from the queue become its own, for the outcomes."""
+    if worker.queue is not None:
+        taken = worker.queue.taken_by()
+        worker.scenarios = worker.scenarios + [s for s in worker.queue.scenarios
+                                               if taken.get(s.location) == worker.name]
+
+
+def left_in_queue(workers: list[Worker]) -> None:
+    """Scenarios still in the queue when every worker that takes from it has ended (they all stopped early): each
+    counts as not run, on the account of a worker that failed, or else the first one."""
+    takers = [w for w in workers if w.queue is not None]
+    if not takers:
+        return
+    taken = takers[0].queue.taken_by()
+    left = [s for s in takers[0].queue.scenarios if s.location not in taken]
+    if not left:
+        return
+    holder = next((w for w in takers if w.exit_code), takers[0])
+    holder.scenarios = holder.scenarios + left
+    ended = ", ".join(f"{w.name} exited {w.exit_code}" for w in takers)
+    for s in left:
+        holder.outcomes[s.location] = {"status": NOT_RUN, "seconds": 0.0, "name": s.name, "worker": holder.name,
+                                       "error": f"no worker took it from the shared queue ({ended})"}
 
 
 def read_outcomes(worker: Worker) -> None:
