@@ -592,10 +592,11 @@ def test_list_prints_the_plan_and_runs_nothing(project, deployment):
     private = run(project, deployment, "-j", "2", "--serial", "private", "--list")
     assert private.code == 0 and private.log == [], private.output
     assert "\nprivate:\n  features/beta/beta.two.feature:12" in private.output
-    assert re.search(r"^  private +2 scenarios, about [0-9.]+ s, then from the queue \(own stack\)$", private.output,
-                     re.M), private.output
+    assert re.search(r"^  private +2 scenarios, about [0-9.]+ s, then takes from the queue \(own stack\)$",
+                     private.output, re.M), private.output
+    assert "\n  w1      takes from the queue (shared stack)\n" in private.output, private.output
     assert re.search(r"^  queue +10 scenarios, about [0-9.]+ s, longest first", private.output, re.M), private.output
-    assert "\nqueue (each taken by the first worker free):\n" in private.output
+    assert "\nqueue (each taken by the first of w1, private free):\n" in private.output
 
 
 def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):

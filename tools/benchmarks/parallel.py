@@ -7,7 +7,8 @@ Runs `scripts/run-parallel -j A ARGS` then `-j B ARGS` (A=1, B=2 by default), K 
 stacks down), the phase in which the workers run side by side (the private worker on its own stack beside
 the shared-stack workers; at -j 1 the private worker alone), each worker's time, any @serial phase run after
 them (--serial after), and the scenarios passed/failed; then the ratio A/B. The goal on a 2-core machine is
->= 1.6x. Each run balances its workers with the durations the previous run at its -j left in reports/timings-j<N>.json.
+>= 1.6x. At -j 2 the workers take the scenarios from one queue, in the order of the durations the previous run at
+its -j left in reports/timings-j<N>.json.
 The machine's load average is printed too (other work on the machine bends the figures), and the CPU time of a
 fixed loop before and after (machines of one kind differ in speed by 2x and more: compare runs by it).
 Exit codes: 0 both runs passed, 1 a run had failures (the figures are still printed), 2 bad usage.

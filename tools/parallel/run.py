@@ -79,7 +79,10 @@ def describe(args, planned: Plan) -> None:
           f"{layout(args, planned)}; {order_note}; durations known for {planned.known}", flush=True)
     for worker in planned.workers:
         where = "own stack" + (", after the others" if worker.after else "") if worker.own_stack else "shared stack"
-        then = ", then from the queue" if worker.queue else ""
+        if worker.queue and not worker.scenarios:
+            print(f"  {worker.name:<7} takes from the queue ({where})", flush=True)
+            continue
+        then = ", then takes from the queue" if worker.queue else ""
         print(f"  {worker.name:<7} {len(worker.scenarios):>4} scenarios, about {worker.estimate:.1f} s{then} "
               f"({where})", flush=True)
     if planned.queue:
@@ -89,11 +92,14 @@ def describe(args, planned: Plan) -> None:
 
 def list_plan(planned: Plan) -> None:
     for worker in planned.workers:
+        if not worker.scenarios:
+            continue
         print(f"\n{worker.name}:")
         for s in worker.scenarios:
             print(f"  {s.location:<60} {s.estimate:>6.2f}s  {s.name}")
     if planned.queue:
-        print("\nqueue (each taken by the first worker free):")
+        takers = [w.name for w in planned.workers if w.queue]
+        print(f"\nqueue (each taken by the first of {', '.join(takers)} free):")
         for s in planned.queue.scenarios:
             print(f"  {s.location:<60} {s.estimate:>6.2f}s  {s.name}")
 
