@@ -12,6 +12,7 @@ import requests
 from support.harness.config import SuiteSetupError, load
 from support.harness.waits import wait_until
 from support.stacks import local as local_stack, make_stack
+from support.stacks import processes
 from support.stacks.processes import alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,3 +111,11 @@ def test_a_gateway_that_cannot_start_is_reported_with_its_exit_code_and_last_lin
         local.down()
     assert "the gateway process exited with code 1 while starting" in str(failed.value)
     assert "RESERVATION_MARGIN_SECONDS" in str(failed.value)
+
+
+def test_a_process_that_ends_while_its_state_is_read_is_not_alive(monkeypatch):
+    def vanishing(self, *args, **kwargs):
+        raise ProcessLookupError(3, "No such process")  # what reading /proc/PID/stat of an exiting process can raise
+
+    monkeypatch.setattr(processes.Path, "read_text", vanishing)
+    assert not alive(os.getpid())

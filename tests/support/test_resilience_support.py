@@ -10,7 +10,7 @@ import requests
 
 from support.database.conservation import AccountLedger
 from support.stacks.outages import FaultUnavailable, PostgresGate, SqliteLock, database_outage
-from support.stress.faults import CORPUS, require, send_malformed
+from support.stress.faults import CORPUS, Faults, require, send_malformed
 from support.stress.load import LoadKey, LoadRefused, percentile, run_chat_load
 
 
@@ -51,6 +51,23 @@ def test_a_stack_without_the_fault_says_which_stack_has_it():
 
     with pytest.raises(FaultUnavailable, match="embedded stack"):
         require(External(), "kill_gateway")
+
+
+@pytest.mark.parametrize("pid, restarts", [(None, 1), (4242, 0)])
+def test_a_gateway_left_down_by_a_scenario_is_started_again_and_a_running_one_is_left_alone(pid, restarts):
+    class Stack:
+        started = 0
+
+        def gateway_pid(self):
+            return pid
+
+        def restart_gateway(self):
+            self.started += 1
+
+    stack = Stack()
+    routing = SimpleNamespace(api=None, platform=None, world=None)
+    Faults(stack, routing, add_cleanup=lambda *a, **k: None).gateway_up_again_if_down()
+    assert stack.started == restarts
 
 
 def test_the_corpus_has_oversized_bodies_and_builds_for_a_model():
