@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pytest
 
+import tools.parallel.model
 from tools.parallel.cli import parse_args
 from tools.parallel.history import UNKNOWN_SERIAL_SECONDS, estimate, passed_durations
 from tools.parallel.model import RunError, Scenario, Worker
 from tools.parallel.planning import SHARED_STACK_WAIT_SECONDS, parse_shard, plan, plan_workers, serial_mode, shard
+from tools.parallel.workers import add_taken, left_in_queue, open_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = [sys.executable, "-m", "tools.parallel"]
@@ -157,6 +159,22 @@ def test_a_queue_is_kept_for_the_defined_order_and_more_than_one_worker():
     assert [(w.name, w.queue is not None, w.after) for w in after] == [("w1", True, False), ("w2", True, False),
                                                                        ("serial", False, True)]
     assert [w.name for w in plan(scenarios(1), 4, "serial", "after", None, queue=True)] == ["w1"]
+
+
+def test_what_no_worker_took_or_a_worker_took_without_its_name_counts_as_not_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(tools.parallel.model, "QUEUE_DIR", tmp_path)
+    w1, private = plan(with_serial(scenarios(5), 1), 2, "serial", "private", None, queue=True)
+    queue = w1.queue
+    open_queue(queue)
+    (queue.taken_dir() / "0").write_text("w1")
+    (queue.taken_dir() / "1").write_text("")  # cut off between the create and the write
+    w1.exit_code, private.exit_code = 0, 3
+    add_taken(w1)
+    left_in_queue([w1, private])
+    assert [s.location for s in w1.scenarios] == [queue.scenarios[0].location]
+    assert [s.location for s in private.scenarios[1:]] == [s.location for s in queue.scenarios[1:]]
+    assert {private.outcomes[s.location]["error"] for s in queue.scenarios[1:]} == \
+        {"no worker took it from the shared queue (w1 exited 0, private exited 3)"}
 
 
 def test_with_one_job_the_private_worker_runs_everything_on_its_own_stack():

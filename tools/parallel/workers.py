@@ -171,8 +171,9 @@ def left_in_queue(workers: list[Worker]) -> None:
     takers = [w for w in workers if w.queue is not None]
     if not takers:
         return
-    taken = takers[0].queue.taken_by()
-    left = [s for s in takers[0].queue.scenarios if s.location not in taken]
+    taken, names = takers[0].queue.taken_by(), {w.name for w in takers}
+    # (a worker cut off between taking a scenario and writing its name leaves it nameless: left, too)
+    left = [s for s in takers[0].queue.scenarios if taken.get(s.location) not in names]
     if not left:
         return
     holder = next((w for w in takers if w.exit_code), takers[0])
