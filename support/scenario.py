@@ -71,11 +71,18 @@ if TYPE_CHECKING:  # imported on first use: the OpenAI SDK takes ~0.7 s to impor
 OPENAI_SDK_STEPS = "the OpenAI SDK"  # what each Given that builds an SDK application says (steps/sdk_steps.py)
 
 
+# Set by a runner on a scenario that this process runs only if no other process takes it first (run-parallel's
+# queue: tools/parallel/ordered_runner.py).
+RUNS_IF_FREE = "runs_only_if_free"
+
+
 def import_sdk_meanwhile(features, config) -> None:
     """When a scenario the run will run uses the OpenAI SDK, import it in a background thread now, while the stack
-    starts (the run waits on child processes), so no scenario pays for it; a run without one pays nothing. An
-    import that fails here fails again, and is reported, in the scenario that imports it."""
-    if any(scenario.should_run(config) and any(OPENAI_SDK_STEPS in step.name for step in scenario.all_steps)
+    starts (the run waits on child processes), so no scenario pays for it; a run without one pays nothing. A
+    scenario that another worker may take does not count: a worker that takes one imports the SDK in its first step.
+    An import that fails here fails again, and is reported, in the scenario that imports it."""
+    if any(scenario.should_run(config) and not getattr(scenario, RUNS_IF_FREE, False)
+           and any(OPENAI_SDK_STEPS in step.name for step in scenario.all_steps)
            for feature in features for scenario in feature.walk_scenarios()):
         threading.Thread(target=_import_sdk, name="import-openai-sdk", daemon=True).start()
 

@@ -323,7 +323,9 @@ def before_scenario(context, scenario):
         wait_until("a shared-stack worker's scenario", lambda: os.path.exists(rendezvous), bool, timeout=60)
     elif rendezvous:
         open(rendezvous, "a").close()
-    line = f"{data.get('worker', '-')} {scenario.filename}:{scenario.line} {time.time():.6f} {data.get('stack')}\\n"
+    shared = "queued" if getattr(scenario, "runs_only_if_free", False) else "own"
+    line = (f"{data.get('worker', '-')} {scenario.filename}:{scenario.line} {time.time():.6f} "
+            f"{data.get('stack')} {shared}\\n")
     fd = os.open(os.environ["FAKE_RUN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, line.encode())
     os.close(fd)
@@ -471,6 +473,8 @@ def test_the_private_worker_runs_the_serial_scenarios_beside_the_shared_stack_wo
     serial = {"features/beta/beta.two.feature:12", "features/beta/beta.two.feature:16"}
     assert set(workers["private"][:SERIAL]) == serial, "the private worker starts with the @serial scenarios"
     assert not serial & {loc for name, locs in workers.items() if name != "private" for loc in locs}
+    assert {entry[1]: entry[4] for entry in result.log} == {loc: "own" if loc in serial else "queued"
+                                                            for loc in result.locations}, "queued ones are marked"
     assert f"{ALL} scenarios passed, 0 failed, 0 skipped, 0 not run" in result.output
     assert "beside them, the private worker on a stack of its own" in result.output
     assert len(result.allure_results()) == ALL

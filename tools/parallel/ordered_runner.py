@@ -81,6 +81,8 @@ class SharedQueue:
             self.index[(os.path.abspath(filename), int(line))] = number
 
     def share(self, features) -> None:
+        from support.scenario import RUNS_IF_FREE  # (loaded by now, with environment.py: not before the stack starts)
+
         for feature in features:
             containers = [feature] + [item for item in feature.run_items if isinstance(item, Rule)]
             for container in containers:
@@ -88,6 +90,7 @@ class SharedQueue:
             for scenario in feature.walk_scenarios():
                 if self._number(scenario) is not None:
                     scenario.run = self._if_taken_here(scenario, scenario.run)
+                    setattr(scenario, RUNS_IF_FREE, True)
 
     def _share_container(self, container) -> None:
         """A feature or rule: not run at all when every one of its scenarios that this worker could run is queued
