@@ -96,8 +96,9 @@ def test_more_workers_than_scenarios_starts_only_the_needed_ones():
 
 def test_with_no_serial_scenario_selected_every_worker_shares_the_one_stack():
     workers = plan(scenarios(6), 2, "serial", "private", None)
-    assert [(w.name, w.own_stack) for w in workers] == [("w1", False), ("w2", False)]
-    assert sorted(s.location for w in workers for s in w.scenarios) == sorted(s.location for s in scenarios(6))
+    assert [(w.name, w.own_stack, len(w.scenarios)) for w in workers] == [("w1", False, 0), ("w2", False, 0)]
+    assert workers[0].queue is workers[1].queue
+    assert sorted(s.location for s in workers[0].queue.scenarios) == sorted(s.location for s in scenarios(6))
 
 
 def with_serial(items: list, count: int, seconds: float = 10.0) -> list:
@@ -107,12 +108,12 @@ def with_serial(items: list, count: int, seconds: float = 10.0) -> list:
     return items
 
 
-def test_the_private_worker_runs_the_serial_scenarios_first_and_is_balanced_with_the_shared_ones():
+def test_dealt_in_advance_the_private_worker_gets_the_serial_scenarios_and_is_balanced_with_the_shared_ones():
     items = with_serial(scenarios(30), 3)
-    workers = plan(items, 3, "serial", "private", None)
+    workers = plan(items, 3, "serial", "private", random.Random(3))  # random order: dealt in advance
     assert [w.name for w in workers] == ["w1", "w2", "private"]
     private = workers[-1]
-    assert private.scenarios[:3] == sorted(items[:3], key=lambda s: (s.file, s.line))
+    assert {s.location for s in items[:3]} <= {s.location for s in private.scenarios}
     assert not any("serial" in s.tags for w in workers[:-1] for s in w.scenarios)
     assert len(private.scenarios) > 3, "balancing should give the private worker ordinary scenarios too"
     loads = [w.estimate for w in workers]
@@ -124,19 +125,19 @@ def test_the_private_worker_runs_the_serial_scenarios_first_and_is_balanced_with
 
 def test_the_shared_stack_workers_are_dealt_less_by_the_time_they_wait_for_their_stack():
     items = with_serial([replace(s, estimate=0.5) for s in scenarios(41)], 1, seconds=0.5)
-    w1, private = plan(items, 2, "serial", "private", None)
+    w1, private = plan(items, 2, "serial", "private", random.Random(3))
     assert private.estimate - w1.estimate == pytest.approx(SHARED_STACK_WAIT_SECONDS, abs=0.5)
 
 
 def test_serial_scenarios_longer_than_the_rest_leave_the_private_worker_no_ordinary_ones():
     items = with_serial(scenarios(10), 2, seconds=100.0)
-    workers = plan(items, 2, "serial", "private", None)
+    workers = plan(items, 2, "serial", "private", random.Random(3))
     assert [(w.name, len(w.scenarios)) for w in workers] == [("w1", 8), ("private", 2)]
 
 
 def test_with_a_queue_the_ordinary_scenarios_wait_by_feature_longest_first_for_the_first_worker_free():
     items = with_serial(scenarios(30), 3)
-    workers = plan(items, 3, "serial", "private", None, queue=True)
+    workers = plan(items, 3, "serial", "private", None)
     assert [(w.name, len(w.scenarios), w.own_stack) for w in workers] == [("w1", 0, False), ("w2", 0, False),
                                                                           ("private", 3, True)]
     queue = workers[0].queue
@@ -153,17 +154,17 @@ def test_with_a_queue_the_ordinary_scenarios_wait_by_feature_longest_first_for_t
 
 def test_a_queue_is_kept_for_the_defined_order_and_more_than_one_worker():
     items = with_serial(scenarios(12), 2)
-    assert all(w.queue is None for w in plan(items, 1, "serial", "private", None, queue=True)), "-j 1: one worker"
-    assert all(w.queue is None for w in plan(items, 3, "serial", "private", random.Random(4), queue=True))
-    after = plan(items, 2, "serial", "after", None, queue=True)
+    assert all(w.queue is None for w in plan(items, 1, "serial", "private", None)), "-j 1: one worker"
+    assert all(w.queue is None for w in plan(items, 3, "serial", "private", random.Random(4)))
+    after = plan(items, 2, "serial", "after", None)
     assert [(w.name, w.queue is not None, w.after) for w in after] == [("w1", True, False), ("w2", True, False),
                                                                        ("serial", False, True)]
-    assert [w.name for w in plan(scenarios(1), 4, "serial", "after", None, queue=True)] == ["w1"]
+    assert [w.name for w in plan(scenarios(1), 4, "serial", "after", None)] == ["w1"]
 
 
 def test_what_no_worker_took_or_a_worker_took_without_its_name_counts_as_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(tools.parallel.model, "QUEUE_DIR", tmp_path)
-    w1, private = plan(with_serial(scenarios(5), 1), 2, "serial", "private", None, queue=True)
+    w1, private = plan(with_serial(scenarios(5), 1), 2, "serial", "private", None)
     queue = w1.queue
     open_queue(queue)
     (queue.taken_dir() / "0").write_text("w1")

@@ -88,16 +88,17 @@ def serial_mode(requested: str, defines: dict[str, str]) -> str:
     return "after" if stack == "external" else "private"
 
 
-def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: random.Random | None,
-         queue: bool = False) -> list[Worker]:
+def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: random.Random | None
+         ) -> list[Worker]:
     """The workers and what each runs.
 
     private: N-1 shared-stack workers w1.. and one private worker; the private one holds the @serial scenarios
-    (first, in defined order) and is dealt ordinary ones on top of their durations like any other worker.
-    With no @serial scenario selected there is no private worker: all N share the one stack.
+    (first, in defined order). With no @serial scenario selected there is no private worker: all N share the one
+    stack.
     after: N shared-stack workers, then one `serial` worker with the @serial scenarios only.
-    With `queue` (the defined order), the ordinary scenarios are not dealt: they wait in one queue, longest
-    first, and each worker that runs ordinary scenarios takes the next one whenever it is free."""
+    The ordinary scenarios wait in one queue (queued()) from which each worker that runs them takes the next whenever
+    it is free; with `rng` (random order), or a single such worker, they are dealt out in advance instead, balanced
+    by their durations, so that a seed repeats who runs what."""
     serial = [s for s in scenarios if serial_tag in s.tags]
     ordinary = [s for s in scenarios if serial_tag not in s.tags]
     serial.sort(key=lambda s: s.stable_key)
@@ -107,7 +108,7 @@ def plan(scenarios: list[Scenario], jobs: int, serial_tag: str, mode: str, rng: 
         serial.sort(key=lambda s: (s.file, s.line))
     private_worker = mode != "after" and bool(serial)
     shared_count = jobs - 1 if private_worker else jobs
-    if queue and rng is None and ordinary and shared_count + private_worker > 1:
+    if rng is None and ordinary and shared_count + private_worker > 1:
         return queued(ordinary, serial, shared_count, private_worker)
     if not private_worker:  # nothing needs a stack of its own: every worker shares the one stack
         workers = [Worker(f"w{k + 1}", part) for k, part in enumerate(plan_workers(ordinary, jobs, rng)) if part]

@@ -53,7 +53,7 @@ def make_plan(args, defines: dict[str, str], results_dir: Path) -> Plan:
     known = estimate(scenarios, by_key, by_name, args.serial_tag)
     mode = serial_mode(args.serial, defines)
     rng = random.Random(args.seed) if args.order == "random" else None
-    workers = plan(scenarios, args.jobs, args.serial_tag, mode, rng, queue=True)
+    workers = plan(scenarios, args.jobs, args.serial_tag, mode, rng)
     return Plan(selected, scenarios, workers, mode, rng is not None, known, shard_note)
 
 
