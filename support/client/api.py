@@ -50,12 +50,12 @@ class Exchange:
         return f"{self.method} {mask_text(self.path)} → {outcome} ({self.elapsed_ms:.0f} ms) [{self.request_id}]"
 
     def evidence(self) -> dict:
-        return {"request_id": self.request_id, "elapsed_ms": round(self.elapsed_ms, 2),
+        return {"request_id": mask_text(self.request_id), "elapsed_ms": round(self.elapsed_ms, 2),
                 "request": {"method": self.method, "url": mask_text(self.url), "headers": mask_headers(self.request_headers),
                             "body": mask_body(self.request_body)},
                 "response": {"status": self.status, "headers": mask_headers(self.response_headers),
                              "body": mask_body(self.text)} if self.error is None else None,
-                "error": self.error}
+                "error": mask_text(self.error)}
 
     def summary(self) -> str:
         """The exchange in one paragraph, for failure messages."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import allure
 
-from support.harness.redaction import mask_data, mask_exception, mask_text, mask_url
+from support.harness.redaction import MaskedText, mask_data, mask_exception, mask_text, mask_url
 
 # What describes this run in the report's environment.properties / executor.json (filled by environment.py,
 # written by the Allure formatter when the run ends).
@@ -33,8 +33,9 @@ def attach_text(name: str, text: str) -> None:
 
 
 def attach_exchange(exchange) -> None:
-    """One request/response pair, already masked, named so the report's step list reads like a log."""
-    allure.attach(json.dumps(exchange.evidence(), indent=2, ensure_ascii=False), name=exchange.title(),
+    """One request/response pair, masked field by field (so the report's file logger need not mask it again), named
+    so the report's step list reads like a log."""
+    allure.attach(MaskedText(json.dumps(exchange.evidence(), indent=2, ensure_ascii=False)), name=exchange.title(),
                   attachment_type=allure.attachment_type.JSON)
 
 

@@ -29,6 +29,10 @@ _registered: list[str] = []  # the same values, in the order they were registere
 # the pattern is rebuilt only when one of them is in the text at hand or there are many of them.
 _known_pattern: list[tuple[int, re.Pattern | None]] = [(0, None)]
 _PENDING_AT_MOST = 32
+SHORTEST_SECRET = 6  # a registered value is at least this long, and so is any text the PATTERNS match
+_SHORT_TEXT, _SHORT_KEPT = 200, 8192
+_short_masked: dict[str, tuple[int, int, str]] = {}  # text -> (values registered, kind changes, masked) when masked
+_kinds_changed = [0]
 
 
 def fingerprint(value: str) -> str:
@@ -41,15 +45,39 @@ def marker(kind: str, value: str) -> str:
 
 def register_secret(value: str | None, kind: str = "secret") -> None:
     """Mask this exact value wherever it appears (e.g. HS256 secrets read from the keys folder, passwords)."""
-    if value and len(value) >= 6 and _known_secrets.get(value) != kind:
-        if value not in _known_secrets:
+    if value and len(value) >= SHORTEST_SECRET and _known_secrets.get(value) != kind:
+        if value in _known_secrets:
+            _kinds_changed[0] += 1  # its marker changes: what was masked before is masked again
+        else:
             _registered.append(value)
         _known_secrets[value] = kind
 
 
+class MaskedText(str):
+    """Text the suite has just masked (an exchange's evidence): a later masking pass, such as the report's file
+    logger's, passes it through instead of masking it twice."""
+
+
 def mask_text(text: str) -> str:
-    if not text:
+    if not text or len(text) < SHORTEST_SECRET or type(text) is MaskedText:
         return text
+    if len(text) > _SHORT_TEXT:
+        return _masked(text)
+    # Short texts (header values, fields of a body, paths) come again and again: each is masked once, and again only
+    # when a secret registered since is in it or a secret's kind changed.
+    known, changed = len(_registered), _kinds_changed[0]
+    seen = _short_masked.get(text)
+    if seen is not None and seen[1] == changed and (
+            seen[0] == known or not any(value in text for value in _registered[seen[0]:known])):
+        return seen[2]
+    masked = _masked(text)
+    if len(_short_masked) >= _SHORT_KEPT:
+        _short_masked.clear()
+    _short_masked[text] = (known, changed, masked)
+    return masked
+
+
+def _masked(text: str) -> str:
     if _registered:
         count, pattern = _known_pattern[0]  # (one read: other threads may rebuild it)
         pending = _registered[count:]

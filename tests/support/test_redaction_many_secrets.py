@@ -40,3 +40,20 @@ def test_a_secret_containing_another_is_masked_whole_whichever_came_first():
     for text in (f"a {outer} b", f"a {later} b", f"a {inner}y b", f"{inner}{outer}"):
         assert mask_text(text) == flat_alternation(text)
     assert mask_text(f"a {later} b") == f"a {marker('secret', later)} b"
+
+
+def test_a_short_text_masked_before_is_masked_again_once_a_secret_in_it_is_registered():
+    value = "pw-" + secrets.token_hex(5)
+    header = f"note {value}"
+    assert mask_text(header) == header  # masked once, and kept as it was: nothing in it was a secret then
+    register_secret(value, "password")
+    assert mask_text(header) == f"note {marker('password', value)}"
+    register_secret(value, "api-key")  # the same value, now known as another kind
+    assert mask_text(header) == f"note {marker('api-key', value)}"
+
+
+def test_text_the_suite_masked_already_is_passed_through_and_nothing_else_is():
+    value = "pw-" + secrets.token_hex(5)
+    register_secret(value, "password")
+    assert mask_text(redaction.MaskedText(f"masked by its maker {value}")) == f"masked by its maker {value}"
+    assert value not in mask_text(f"{value} " * 100)  # longer than the texts kept masked
