@@ -16,6 +16,7 @@ Exit codes: 0 both runs passed, 1 a run had failures (the figures are still prin
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import sys
 
@@ -29,12 +30,14 @@ LOGS = REPORTS / "bench-parallel"
 def one_run(jobs: int, extra: list[str], name: str) -> dict:
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{name}.log"
+    cpu_before = children_cpu_seconds()
     done = run_runner(["-j", str(jobs), *extra], log)
+    cpu = children_cpu_seconds() - cpu_before
     outcomes = done.outcomes or {}
     statuses = [o.get("status") for o in outcomes.get("scenarios", {}).values()]
     result = {"jobs": jobs, "exit": done.code, "wall": done.seconds, "phases": outcomes.get("phases", {}),
               "workers": {name: w.get("seconds", 0) for name, w in outcomes.get("workers", {}).items()},
-              "passed": statuses.count("passed"), "skipped": statuses.count("skipped"),
+              "cpu": cpu, "passed": statuses.count("passed"), "skipped": statuses.count("skipped"),
               "failed": len(statuses) - statuses.count("passed") - statuses.count("skipped")}
     phases = result["phases"]
     workers = ", ".join(f"{worker} {seconds:.1f} s" for worker, seconds in result["workers"].items())
@@ -42,9 +45,18 @@ def one_run(jobs: int, extra: list[str], name: str) -> dict:
     parts.append(f"workers side by side {phases.get('parallel', 0):.1f} s: {workers or 'none'}")
     if "serial" in phases:
         parts.append(f"@serial phase after them {phases['serial']:.1f} s")
+    # How busy the machine was: CPU time well under cores x wall means the workers waited (time-outs, windows),
+    # near it means only less CPU per scenario makes the run shorter.
+    parts.append(f"CPU {cpu:.1f} s, {cpu / (result['wall'] * (os.cpu_count() or 1)):.0%} of the cores")
     print(f"  -j {jobs}: {result['wall']:6.1f} s wall ({'; '.join(parts)}); {result['passed']} scenarios "
           f"passed, {result['failed']} failed, {result['skipped']} skipped; log {log.relative_to(ROOT)}", flush=True)
     return result
+
+
+def children_cpu_seconds() -> float:
+    """User and system CPU of every process this one has waited for, and those they waited for in turn."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse(argv: list[str]) -> tuple[int, tuple[int, ...], list[str]]:
