@@ -29,7 +29,7 @@ from tools.parallel.cli import parse_args
 from tools.parallel.history import UNKNOWN_SERIAL_SECONDS, estimate, passed_durations
 from tools.parallel.model import RunError, Scenario, Worker
 from tools.parallel.planning import SHARED_STACK_WAIT_SECONDS, parse_shard, plan, plan_workers, serial_mode, shard
-from tools.parallel.workers import add_taken, left_in_queue, open_queue
+from tools.parallel.workers import add_taken, journaled_outcomes, left_in_queue, open_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = [sys.executable, "-m", "tools.parallel"]
@@ -560,17 +560,21 @@ def test_a_worker_that_dies_at_start_fails_the_run_and_the_others_take_the_whole
     assert "w2 exited with 3 although its scenarios passed" in result.output, result.output
 
 
-def test_a_worker_that_dies_in_a_scenario_fails_the_run_and_nothing_it_took_runs_again(project, deployment):
+def test_a_worker_that_dies_in_a_scenario_fails_the_run_and_keeps_the_outcomes_of_what_it_finished(project,
+                                                                                                      deployment):
+    killed_in = "features/gamma/gamma.three.feature:7"
     result = run(project, deployment, "-j", "3", "--serial", "private", env={"FAKE_CRASH_IN": "Gamma two"})
     assert result.code == 1, result.output
     assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
-    dead = next(worker for worker, location, *_ in result.log if location == "features/gamma/gamma.three.feature:7")
-    lost = result.by_worker()[dead]  # its report goes with it: what it took counts as not run
+    dead = next(worker for worker, location, *_ in result.log if location == killed_in)
+    finished = [loc for loc in result.by_worker()[dead] if loc != killed_in]
+    assert finished, result.log  # (the crash comes after the dead worker's first scenario)
     outcomes = json.loads((project / "reports" / "parallel" / "outcomes.json").read_text())["scenarios"]
-    assert {loc for loc, o in outcomes.items() if o["status"] == "not run"} == set(lost), outcomes
-    assert all(o["worker"] == dead for loc, o in outcomes.items() if loc in lost), outcomes
+    # Its JSON report goes with it; its journal still tells what it finished.
+    assert {loc for loc, o in outcomes.items() if o["status"] == "not run"} == {killed_in}, outcomes
+    assert all(outcomes[loc]["status"] == "passed" and outcomes[loc]["worker"] == dead for loc in finished), outcomes
     assert f"[not run, {dead}]\n      no result from worker {dead} (exit 3)" in result.output, result.output
-    assert f"{ALL - len(lost)} scenarios passed, 0 failed, 0 skipped, {len(lost)} not run" in result.output
+    assert f"{ALL - 1} scenarios passed, 0 failed, 0 skipped, 1 not run" in result.output
 
 
 def test_a_worker_held_up_takes_less_from_the_queue(project, deployment):
@@ -650,3 +654,12 @@ def test_scripts_run_parallel_without_a_venv_says_to_bootstrap(tmp_path):
                           timeout=60)
     assert done.returncode == 2 and done.stdout == "", done
     assert done.stderr == f"run-parallel: no .venv in {tmp_path}: run scripts/bootstrap first\n", done.stderr
+
+
+def test_a_journal_line_cut_short_by_a_kill_is_left_out(tmp_path):
+    journal = tmp_path / "w1.journal"
+    journal.write_text('{"location": "features/a.feature:3", "status": "failed", "seconds": 0.5, "error": "boom"}\n'
+                       '{"location": "features/a.feature:9", "status": "pas')
+    assert journaled_outcomes(journal) == {"features/a.feature:3": {"status": "failed", "seconds": 0.5,
+                                                                   "error": "boom"}}
+    assert journaled_outcomes(tmp_path / "none.journal") == {}

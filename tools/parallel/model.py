@@ -13,6 +13,7 @@ REPORTS = ROOT / "reports"
 PARALLEL_DIR = REPORTS / "parallel"
 QUEUE_DIR = PARALLEL_DIR / "queue"  # the shared queue: its locations, and a file per scenario taken
 QUEUE_ENV = "PARALLEL_QUEUE"  # tells a worker's ordered runner where the shared queue is
+JOURNAL_ENV = "PARALLEL_JOURNAL"  # the file a worker's ordered runner adds each finished scenario's outcome to
 JUNIT_DIR = REPORTS / "junit"
 TIMINGS_FILE = REPORTS / "timings.json"
 
@@ -118,6 +119,10 @@ class Worker:
 
     def json_file(self) -> Path:
         return PARALLEL_DIR / f"{self.name}.json"
+
+    def journal_file(self) -> Path:
+        """A line per scenario as it ends (behave writes its JSON report only when the worker ends well)."""
+        return PARALLEL_DIR / f"{self.name}.journal"
 
     def junit_dir(self) -> Path:
         return JUNIT_DIR / self.name

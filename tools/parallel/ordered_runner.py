@@ -9,10 +9,14 @@ file lists are shared with other workers: before running one, the worker takes i
 index in `taken/` (an exclusive create, so exactly one worker wins). One another worker took is left out, as a
 scenario outside the selection is: it is neither run nor reported (behave.ini: show_skipped = false), and neither is
 a feature or rule that has nothing left for this worker.
+
+With PARALLEL_JOURNAL set, each scenario this worker runs adds a line to that file: its location,
+status, seconds and first problem, written at once, so a worker that is killed still tells what it ran.
 """
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from behave.model import Rule, ScenarioOutline
 from behave.runner_util import collect_feature_locations
 
 from support.runner import SuiteRunner
-from tools.parallel.model import QUEUE_ENV
+from tools.parallel.model import JOURNAL_ENV, QUEUE_ENV
 
 __all__ = ["OrderedRunner"]
 
@@ -38,6 +42,9 @@ class OrderedRunner(SuiteRunner):
             order = {}
         if order:
             self._reorder(self.features, order)
+        journal = os.environ.get(JOURNAL_ENV)
+        if journal:
+            Journal(Path(journal)).keep(self.features)
         queue = os.environ.get(QUEUE_ENV)
         if queue:
             SharedQueue(Path(queue), self.config.userdata.get("worker", str(os.getpid()))).share(self.features)
@@ -127,3 +134,37 @@ class SharedQueue:
                 container.mark_skipped()  # nothing left here for this worker: not reported at all
             return run(runner)
         return run_unless_all_taken
+
+
+class Journal:
+    """Each scenario's outcome as it ends, a JSON line appended in one write."""
+
+    PASSED_OR_NOT_REACHED = (None, "passed", "skipped", "untested")
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def keep(self, features) -> None:
+        for feature in features:
+            for scenario in feature.walk_scenarios():
+                scenario.run = self._noted(scenario, scenario.run)
+
+    def _noted(self, scenario, run):
+        @functools.wraps(run)
+        def run_and_note(runner):
+            left_out = scenario.should_skip  # outside the selection, or taken by another worker: not run here
+            failed = run(runner)
+            if not left_out:
+                self.note(scenario)
+            return failed
+        return run_and_note
+
+    def note(self, scenario) -> None:
+        problem = next((step.error_message or f"step {step.status.name}: {step.keyword} {step.name}"
+                        for step in scenario.all_steps if step.status.name not in self.PASSED_OR_NOT_REACHED), None)
+        if problem is None and scenario.status.name == "hook_error":
+            problem = getattr(scenario, "error_message", None) or "a hook failed"
+        line = json.dumps({"location": str(scenario.location), "status": scenario.status.name,
+                           "seconds": round(scenario.duration or 0.0, 4), "error": problem})
+        with open(self.path, "a", encoding="utf-8") as journal:  # (O_APPEND: one line lands whole)
+            journal.write(line + "\n")

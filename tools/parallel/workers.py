@@ -13,8 +13,8 @@ from pathlib import Path
 
 from support.harness.redaction import mask_url
 from tools.defines import define_args
-from tools.parallel.model import (NOT_RUN, PARALLEL_DIR, PASSED, QUEUE_ENV, ROOT, SKIPPED, Queue, RunError, Scenario,
-                                  Worker, kind_of)
+from tools.parallel.model import (JOURNAL_ENV, NOT_RUN, PARALLEL_DIR, PASSED, QUEUE_ENV, ROOT, SKIPPED, Queue, RunError,
+                                  Scenario, Worker, kind_of)
 
 PYTHON = sys.executable
 
@@ -68,6 +68,8 @@ def start_worker(worker: Worker, args, defines: dict[str, str]) -> None:
     env.pop(QUEUE_ENV, None)
     if worker.queue:
         env[QUEUE_ENV] = str(worker.queue.locations_file().parent)
+    worker.journal_file().unlink(missing_ok=True)
+    env[JOURNAL_ENV] = str(worker.journal_file())
     worker.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       start_new_session=True)
     log.close()
@@ -184,9 +186,27 @@ def left_in_queue(workers: list[Worker]) -> None:
                                        "error": f"no worker took it from the shared queue ({ended})"}
 
 
+def journaled_outcomes(journal: Path) -> dict[str, dict]:
+    """location -> {status, seconds, error} of each scenario in a worker's journal (a line cut short is left out)."""
+    journaled: dict[str, dict] = {}
+    try:
+        lines = journal.read_text().splitlines()
+    except OSError:
+        return journaled
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            journaled[entry["location"]] = {"status": entry["status"], "seconds": float(entry["seconds"]),
+                                            "error": entry.get("error")}
+        except (ValueError, KeyError, TypeError):
+            continue
+    return journaled
+
+
 def read_outcomes(worker: Worker) -> None:
-    """Each planned scenario's status from the worker's behave JSON report; planned but absent = not run."""
-    reported = reported_outcomes(worker.json_file())
+    """Each planned scenario's status from the worker's behave JSON report or, for a worker that ended before
+    writing it (killed, crashed), from its journal; planned but in neither = not run."""
+    reported = {**journaled_outcomes(worker.journal_file()), **reported_outcomes(worker.json_file())}
     log = worker.log_file().relative_to(ROOT)
     for s in worker.scenarios:
         seen = reported.get(s.location)
