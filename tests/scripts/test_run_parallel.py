@@ -150,6 +150,9 @@ def test_with_a_queue_the_ordinary_scenarios_wait_by_feature_longest_first_for_t
         assert s.estimate <= longest[s.file], "longest first within a feature"
     assert list(longest.values()) == sorted(longest.values(), reverse=True), "the feature with the longest first"
     assert sorted(s.location for s in queue.scenarios + workers[-1].scenarios) == sorted(s.location for s in items)
+    # The private worker (its @serial ones first) takes from the long end, the others from the short end.
+    assert [(w.name, w.shortest_first) for w in workers] == [("w1", True), ("w2", True), ("private", False)]
+    assert workers[0].queue_order() == queue.scenarios[::-1] and workers[-1].queue_order() == queue.scenarios
 
 
 def test_a_queue_is_kept_for_the_defined_order_and_more_than_one_worker():
@@ -159,6 +162,7 @@ def test_a_queue_is_kept_for_the_defined_order_and_more_than_one_worker():
     after = plan(items, 2, "serial", "after", None)
     assert [(w.name, w.queue is not None, w.after) for w in after] == [("w1", True, False), ("w2", True, False),
                                                                        ("serial", False, True)]
+    assert [w.shortest_first for w in after[:2]] == [False, True], "without a private worker, w1 takes the long end"
     assert [w.name for w in plan(scenarios(1), 4, "serial", "after", None)] == ["w1"]
 
 
@@ -330,8 +334,10 @@ def before_scenario(context, scenario):
     fd = os.open(os.environ["FAKE_RUN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, line.encode())
     os.close(fd)
-    if scenario.name == os.environ.get("FAKE_CRASH_IN"):
-        os._exit(3)
+    begun = context.config.userdata.setdefault("fake_begun", [])
+    begun.append(scenario.name)
+    if os.environ.get("FAKE_CRASH_AT") == f"{data.get('worker')}:{len(begun)}":
+        os._exit(3)  # in this worker's Nth scenario
     if data.get("worker") == os.environ.get("FAKE_SLOW_WORKER"):
         time.sleep(0.5)  # a worker whose scenarios take longer, as on a stack under load
 """
@@ -562,19 +568,31 @@ def test_a_worker_that_dies_at_start_fails_the_run_and_the_others_take_the_whole
 
 def test_a_worker_that_dies_in_a_scenario_fails_the_run_and_keeps_the_outcomes_of_what_it_finished(project,
                                                                                                       deployment):
-    killed_in = "features/gamma/gamma.three.feature:7"
-    result = run(project, deployment, "-j", "3", "--serial", "private", env={"FAKE_CRASH_IN": "Gamma two"})
+    # The private worker dies in its second @serial scenario: it finished the first, and takes nothing from the queue.
+    result = run(project, deployment, "-j", "3", "--serial", "private", env={"FAKE_CRASH_AT": "private:2"})
     assert result.code == 1, result.output
     assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
-    dead = next(worker for worker, location, *_ in result.log if location == killed_in)
-    finished = [loc for loc in result.by_worker()[dead] if loc != killed_in]
-    assert finished, result.log  # (the crash comes after the dead worker's first scenario)
+    finished, killed_in = result.by_worker()["private"]
     outcomes = json.loads((project / "reports" / "parallel" / "outcomes.json").read_text())["scenarios"]
     # Its JSON report goes with it; its journal still tells what it finished.
     assert {loc for loc, o in outcomes.items() if o["status"] == "not run"} == {killed_in}, outcomes
-    assert all(outcomes[loc]["status"] == "passed" and outcomes[loc]["worker"] == dead for loc in finished), outcomes
-    assert f"[not run, {dead}]\n      no result from worker {dead} (exit 3)" in result.output, result.output
+    assert outcomes[finished]["status"] == "passed" and outcomes[finished]["worker"] == "private", outcomes
+    assert "[not run, private]\n      no result from worker private (exit 3)" in result.output, result.output
     assert f"{ALL - 1} scenarios passed, 0 failed, 0 skipped, 1 not run" in result.output
+
+
+def test_the_private_worker_is_given_the_queue_longest_first_and_w1_shortest_first(project, deployment):
+    result = run(project, deployment, "-j", "2", "--serial", "private")
+    assert result.code == 0, result.output
+    folder = project / "reports" / "parallel"
+    queue = [os.path.relpath(line, project) for line in (folder / "queue" / "locations").read_text().splitlines()]
+
+    def listed(worker: str) -> list[str]:
+        return [os.path.normpath(os.path.relpath(folder / line, project))
+                for line in (folder / f"{worker}.locations").read_text().splitlines()]
+
+    assert listed("private")[SERIAL:] == queue and listed("w1") == queue[::-1], (queue, listed("w1"))
+    assert sum(result.locations.values()) == ALL and set(result.locations.values()) == {1}, result.locations
 
 
 def test_a_worker_held_up_takes_less_from_the_queue(project, deployment):
@@ -619,11 +637,12 @@ def test_list_prints_the_plan_and_runs_nothing(project, deployment):
     private = run(project, deployment, "-j", "2", "--serial", "private", "--list")
     assert private.code == 0 and private.log == [], private.output
     assert "\nprivate:\n  features/beta/beta.two.feature:12" in private.output
-    assert re.search(r"^  private +2 scenarios, about [0-9.]+ s, then takes from the queue \(own stack\)$",
+    assert re.search(r"^  private +2 scenarios, about [0-9.]+ s, then takes from the queue, longest first \(own stack\)$",
                      private.output, re.M), private.output
-    assert "\n  w1      takes from the queue (shared stack)\n" in private.output, private.output
+    assert "\n  w1      takes from the queue, shortest first (shared stack)\n" in private.output, private.output
     assert re.search(r"^  queue +10 scenarios, about [0-9.]+ s, longest first", private.output, re.M), private.output
-    assert "\nqueue (each taken by the first of w1, private free):\n" in private.output
+    assert "\nqueue, longest first (each taken by the first of w1, private free; w1 from the short end):\n" \
+        in private.output
 
 
 def test_a_stack_that_does_not_answer_stops_the_run_with_one_line(project):

@@ -19,6 +19,8 @@ What it does:
      -D stack=external. The ordinary scenarios wait in one queue, longest first (by the previous runs'
      durations, reports/timings-j<N>.json, over the committed baseline): each worker, the private one once its
      @serial ones are done, takes the next whenever it is free, so the workers end together on any machine.
+     The private worker takes from the long end (mostly waits, like its @serial ones), the others from the
+     short end (busy work), so that one worker's waits fall beside another's work; they meet in the middle.
      With --order random they are dealt out in advance instead, in the seed's order, so the seed repeats
      who runs what. The private worker starts at once, beside the shared stack and its workers; the shared
      stack is stopped as soon as its workers are done.

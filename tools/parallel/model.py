@@ -71,7 +71,8 @@ class Scenario:
 @dataclass
 class Queue:
     """Ordinary scenarios no worker is given in advance: each goes to the first worker free to take it, so the
-    workers end together however fast this machine runs each kind of scenario. Longest first."""
+    workers end together however fast this machine runs each kind of scenario. Longest first; a worker takes from
+    one end or the other (Worker.shortest_first), and they meet in the middle."""
     scenarios: list[Scenario]
 
     @property
@@ -101,6 +102,7 @@ class Worker:
     own_stack: bool = False  # brings up a stack of its own (the private worker, or the @serial one run after)
     after: bool = False  # starts only when the shared-stack workers are done
     queue: Queue | None = None  # after its own scenarios, it takes from this queue
+    shortest_first: bool = False  # takes from the queue's short end (see planning.queued)
     process: subprocess.Popen | None = None
     started: float = 0.0
     seconds: float = 0.0
@@ -110,6 +112,12 @@ class Worker:
     @property
     def estimate(self) -> float:
         return sum(s.estimate for s in self.scenarios)
+
+    def queue_order(self) -> list[Scenario]:
+        """The queue's scenarios in the order this worker tries to take them."""
+        if self.queue is None:
+            return []
+        return self.queue.scenarios[::-1] if self.shortest_first else self.queue.scenarios
 
     def locations_file(self) -> Path:
         return PARALLEL_DIR / f"{self.name}.locations"

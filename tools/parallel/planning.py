@@ -130,13 +130,20 @@ def queued(ordinary: list[Scenario], serial: list[Scenario], shared_count: int, 
            ) -> list[Worker]:
     """The workers of a plan whose ordinary scenarios wait in one queue (the feature with the longest first). No more
     shared-stack workers than the queue holds scenarios; the private worker takes from it once its @serial ones are
-    done."""
+    done.
+
+    The long scenarios mostly wait (a retry window, a cool-down, a time-out), and so do the @serial ones; the short
+    ones keep a core busy. Two cores shared by four busy processes (two behave, two gateways) do less for each than
+    one core does for two, so waits are best spent beside another worker's busy work, not beside its waits. So the
+    private worker (its @serial ones first), or without one w1, takes from the long end, the others from the short
+    end; they meet in the middle, on scenarios of middling length, and so still end together."""
     longest_first = sorted(ordinary, key=lambda s: (-cost(s), s.stable_key))
     # A feature's scenarios together (behave parses a file again for each run of its locations, and runs a feature's
     # scenarios as one block anyway), the features in the order of their longest.
     first_seen = {s.file: n for n, s in reversed(list(enumerate(longest_first)))}
     pending = Queue(sorted(longest_first, key=lambda s: first_seen[s.file]))
-    workers = [Worker(f"w{k + 1}", [], queue=pending) for k in range(min(shared_count, len(ordinary)))]
+    workers = [Worker(f"w{k + 1}", [], queue=pending, shortest_first=private_worker or k > 0)
+               for k in range(min(shared_count, len(ordinary)))]
     if private_worker:
         workers.append(Worker("private", serial, own_stack=True, queue=pending))
     elif serial:

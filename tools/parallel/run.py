@@ -79,15 +79,16 @@ def describe(args, planned: Plan) -> None:
           f"{layout(args, planned)}; {order_note}; durations known for {planned.known}", flush=True)
     for worker in planned.workers:
         where = "own stack" + (", after the others" if worker.after else "") if worker.own_stack else "shared stack"
+        end = "shortest first" if worker.shortest_first else "longest first"
         if worker.queue and not worker.scenarios:
-            print(f"  {worker.name:<7} takes from the queue ({where})", flush=True)
+            print(f"  {worker.name:<7} takes from the queue, {end} ({where})", flush=True)
             continue
-        then = ", then takes from the queue" if worker.queue else ""
+        then = f", then takes from the queue, {end}" if worker.queue else ""
         print(f"  {worker.name:<7} {len(worker.scenarios):>4} scenarios, about {worker.estimate:.1f} s{then} "
               f"({where})", flush=True)
     if planned.queue:
         print(f"  {'queue':<7} {len(planned.queue.scenarios):>4} scenarios, about {planned.queue.estimate:.1f} s, "
-              f"longest first, each taken by the first worker free", flush=True)
+              f"longest first, each taken by the first worker free from its end", flush=True)
 
 
 def list_plan(planned: Plan) -> None:
@@ -99,7 +100,8 @@ def list_plan(planned: Plan) -> None:
             print(f"  {s.location:<60} {s.estimate:>6.2f}s  {s.name}")
     if planned.queue:
         takers = [w.name for w in planned.workers if w.queue]
-        print(f"\nqueue (each taken by the first of {', '.join(takers)} free):")
+        print(f"\nqueue, longest first (each taken by the first of {', '.join(takers)} free; "
+              f"{', '.join(w.name for w in planned.workers if w.shortest_first) or 'none'} from the short end):")
         for s in planned.queue.scenarios:
             print(f"  {s.location:<60} {s.estimate:>6.2f}s  {s.name}")
 

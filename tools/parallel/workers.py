@@ -56,7 +56,7 @@ def open_queue(queue: Queue) -> None:
 def start_worker(worker: Worker, args, defines: dict[str, str]) -> None:
     # behave reads the paths of an @file relative to the file's folder. A worker that takes from the queue is
     # given all of the queue's scenarios too, after its own; its ordered runner skips those another one took.
-    listed = worker.scenarios + (worker.queue.scenarios if worker.queue else [])
+    listed = worker.scenarios + worker.queue_order()
     worker.locations_file().write_text("".join(
         os.path.relpath(ROOT / s.location, worker.locations_file().parent) + "\n" for s in listed))
     command = worker_command(worker, args, defines)
