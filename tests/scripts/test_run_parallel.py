@@ -682,3 +682,21 @@ def test_a_journal_line_cut_short_by_a_kill_is_left_out(tmp_path):
     assert journaled_outcomes(journal) == {"features/a.feature:3": {"status": "failed", "seconds": 0.5,
                                                                    "error": "boom"}}
     assert journaled_outcomes(tmp_path / "none.journal") == {}
+
+
+def test_a_journal_line_names_the_first_problem_masked(tmp_path):
+    from types import SimpleNamespace as Thing
+
+    from tools.parallel.ordered_runner import Journal
+
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c3JfMSJ9.c2lnbmF0dXJlLWJ5dGVz"
+    status = {name: Thing(name=name) for name in ("passed", "failed", "untested")}
+    steps = [Thing(status=status["passed"], error_message=None, keyword="Given", name="an org"),
+             Thing(status=status["failed"], error_message=f"refused {token}", keyword="Then", name="it is served"),
+             Thing(status=status["untested"], error_message=None, keyword="And", name="it is charged")]
+    scenario = Thing(location="features/a.feature:7", status=status["failed"], duration=0.25, all_steps=steps)
+    journal = tmp_path / "w1.journal"
+    Journal(journal).note(scenario)
+    (entry,) = journaled_outcomes(journal).values()
+    assert entry["status"] == "failed" and entry["seconds"] == 0.25
+    assert entry["error"].startswith("refused «masked:jwt#") and token not in journal.read_text()

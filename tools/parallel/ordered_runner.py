@@ -23,6 +23,7 @@ from pathlib import Path
 from behave.model import Rule, ScenarioOutline
 from behave.runner_util import collect_feature_locations
 
+from support.harness.redaction import mask_text
 from support.runner import SuiteRunner
 from tools.parallel.model import JOURNAL_ENV, QUEUE_ENV
 
@@ -165,6 +166,6 @@ class Journal:
         if problem is None and scenario.status.name == "hook_error":
             problem = getattr(scenario, "error_message", None) or "a hook failed"
         line = json.dumps({"location": str(scenario.location), "status": scenario.status.name,
-                           "seconds": round(scenario.duration or 0.0, 4), "error": problem})
+                           "seconds": round(scenario.duration or 0.0, 4), "error": problem and mask_text(problem)})
         with open(self.path, "a", encoding="utf-8") as journal:  # (O_APPEND: one line lands whole)
             journal.write(line + "\n")
