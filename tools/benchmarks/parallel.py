@@ -37,7 +37,7 @@ def one_run(jobs: int, extra: list[str], name: str) -> dict:
     statuses = [o.get("status") for o in outcomes.get("scenarios", {}).values()]
     result = {"jobs": jobs, "exit": done.code, "wall": done.seconds, "phases": outcomes.get("phases", {}),
               "workers": {name: w.get("seconds", 0) for name, w in outcomes.get("workers", {}).items()},
-              "cpu": cpu, "passed": statuses.count("passed"), "skipped": statuses.count("skipped"),
+              "passed": statuses.count("passed"), "skipped": statuses.count("skipped"),
               "failed": len(statuses) - statuses.count("passed") - statuses.count("skipped")}
     phases = result["phases"]
     workers = ", ".join(f"{worker} {seconds:.1f} s" for worker, seconds in result["workers"].items())

@@ -68,7 +68,6 @@ def start_worker(worker: Worker, args, defines: dict[str, str]) -> None:
     env.pop(QUEUE_ENV, None)
     if worker.queue:
         env[QUEUE_ENV] = str(worker.queue.locations_file().parent)
-    worker.journal_file().unlink(missing_ok=True)
     env[JOURNAL_ENV] = str(worker.journal_file())
     worker.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       start_new_session=True)
