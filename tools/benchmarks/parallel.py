@@ -6,7 +6,8 @@ Runs `scripts/run-parallel -j A ARGS` then `-j B ARGS` (A=1, B=2 by default), K 
 (median kept; default K=1), and prints for each: the wall time of the whole command (stacks up, all workers,
 stacks down), the phase in which the workers run side by side (the private worker on its own stack beside
 the shared-stack workers; at -j 1 the private worker alone), each worker's time, any @serial phase run after
-them (--serial after), and the scenarios passed/failed; then the ratio A/B. The goal on a 2-core machine is
+them (--serial after), the run's CPU, how busy it kept the cores and its floor (that CPU over the cores a run of
+-j N can keep busy), and the scenarios passed/failed; then the ratio A/B. The goal on a 2-core machine is
 >= 1.6x. At -j 2 the workers take the scenarios from one queue, in the order of the durations the previous run at
 its -j left in reports/timings-j<N>.json.
 The machine's load average is printed too (other work on the machine bends the figures), and the CPU time of a
@@ -46,8 +47,12 @@ def one_run(jobs: int, extra: list[str], name: str) -> dict:
     if "serial" in phases:
         parts.append(f"@serial phase after them {phases['serial']:.1f} s")
     # How busy the machine was: CPU time well under cores x wall means the workers waited (time-outs, windows),
-    # near it means only less CPU per scenario makes the run shorter.
-    parts.append(f"CPU {cpu:.1f} s, {cpu / (result['wall'] * (os.cpu_count() or 1)):.0%} of the cores")
+    # near it means only less CPU per scenario makes the run shorter. The floor is this CPU spread over every core a
+    # run of -j N can keep busy: a worker asks and waits for each answer, so it keeps about one core busy
+    # (docs/parallel.md, "What bounds a run's time").
+    cores = os.cpu_count() or 1
+    parts.append(f"CPU {cpu:.1f} s, {cpu / (result['wall'] * cores):.0%} of the cores, floor "
+                 f"{cpu / min(cores, jobs):.1f} s")
     print(f"  -j {jobs}: {result['wall']:6.1f} s wall ({'; '.join(parts)}); {result['passed']} scenarios "
           f"passed, {result['failed']} failed, {result['skipped']} skipped; log {log.relative_to(ROOT)}", flush=True)
     return result
