@@ -26,6 +26,18 @@ def knows_as(context, pronoun, name, role, org):
                  exchange)
 
 
+@then("the acceptance answered with an access token and a refresh token, as a login does")
+def acceptance_signed_in(context):
+    answer = context.state.world.answer()
+    body = answer.json() if answer.status == 200 else {}
+    given = {field: type(body.get(field)).__name__ for field in ("access_token", "refresh_token", "expires_in")}
+    expect_true(isinstance(body.get("access_token"), str) and isinstance(body.get("refresh_token"), str)
+                and body.get("token_type") == "Bearer" and isinstance(body.get("expires_in"), int),
+                f"Expected the acceptance to answer 200 with access_token and refresh_token (strings), token_type "
+                f"Bearer and expires_in (an integer), as a login does, but it answered {answer.status} with "
+                f"token_type {body.get('token_type')!r} and {given}", answer)
+
+
 @when("{name:Name} tries to log in with a wrong password")
 @given("{name:Name} has tried to log in with a wrong password")
 def wrong_password(context, name):

@@ -39,8 +39,11 @@ def no_private_members(context):
 def token_verifies(context, person):
     state = context.state
     sessions = state.world.sessions
+    token = state.world.person(person).access_token
+    expect_true(token is not None, f"Expected {person} to hold an access token, but neither a login nor an accepted "
+                f"invitation gave her one")
     sessions.jwks, sessions.jwks_answer = state.identity.published_jwks()
-    sessions.claims = verify_with_jwks(state.world.person(person).access_token, sessions.jwks)
+    sessions.claims = verify_with_jwks(token, sessions.jwks)
 
 
 @then("{person}'s access token is an ES256 access token for the gateway that expires within 15 minutes")

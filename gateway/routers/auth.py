@@ -30,7 +30,8 @@ class Refresh(RequestBody):
     refresh_token: str = Field(min_length=1, max_length=4000)
 
 
-def _tokens(rt: Runtime, session, user_id: str, family_id: str) -> dict:
+def issue_tokens(rt: Runtime, session, user_id: str, family_id: str) -> dict:
+    """A new pair (access and refresh token) for a login, a refresh or an invitation's acceptance."""
     access, _ = issue_user_token(rt.keyring, issuer=rt.settings.issuer, user_id=user_id, typ=ACCESS_TYP,
                                  ttl_seconds=rt.settings.access_token_ttl_seconds)
     refresh, claims = issue_user_token(rt.keyring, issuer=rt.settings.issuer, user_id=user_id, typ=REFRESH_TYP,
@@ -61,7 +62,7 @@ def login(body: Login, rt: RuntimeDep):
     elif verify_password(body.password, found.password_hash):
         rt.guards.succeeded(tried)
         with rt.db.transaction() as session:
-            tokens = _tokens(rt, session, found.id, new_id("fam"))
+            tokens = issue_tokens(rt, session, found.id, new_id("fam"))
             audit.record(session, Actor("user", found.id), "auth.login", target=f"user:{found.id}")
         return tokens
     rt.guards.failed(tried)
@@ -83,7 +84,7 @@ def refresh(body: Refresh, rt: RuntimeDep):
             RefreshToken.id == claims["jti"], RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None),
             RefreshToken.expires_at > now).values(used_at=now))
         if used.rowcount == 1:
-            tokens = _tokens(rt, session, claims["sub"], claims.get("family") or new_id("fam"))
+            tokens = issue_tokens(rt, session, claims["sub"], claims.get("family") or new_id("fam"))
             audit.record(session, Actor("user", claims["sub"]), "auth.refresh", target=f"user:{claims['sub']}")
             return tokens
         # A refresh token presented twice means it leaked: revoke its whole family.

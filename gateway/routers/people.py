@@ -16,6 +16,7 @@ from gateway.errors import ApiError
 from gateway.models import ApiKey, Invitation, Membership, Org, User, utcnow
 from gateway.permissions import ROLES, outranks_or_equals
 from gateway.principals import Principal, deny, too_many_attempts, user
+from gateway.routers.auth import issue_tokens
 from gateway.routers.orgs import new_invitation, valid_email
 from gateway.runtime import Runtime, RuntimeDep
 from gateway.security import hash_password, new_id, sha256_hex, verify_password
@@ -175,6 +176,8 @@ def accept(token: str, body: Acceptance, rt: RuntimeDep):
                     session.add(Membership(org_id=invitation.org_id, user_id=user_id, role=invitation.role))
                 audit.record(session, Actor("user", user_id), "invitation.accept",
                              target=f"invitation:{invitation.id}", org=slug, details={"role": invitation.role})
+                # Accepting signs the person in, as a login would: they just gave the account's password.
+                tokens = issue_tokens(rt, session, user_id, new_id("fam"))
     except IntegrityError:  # the same email's account was made by a parallel acceptance
         taken = None
     if taken is None or taken.rowcount != 1:
@@ -182,7 +185,7 @@ def accept(token: str, body: Acceptance, rt: RuntimeDep):
                                  _why_unusable(_current(rt, invitation.id), rt) or (
                                      409, "invitation_used", "This invitation was already accepted."))
     rt.guards.succeeded(tried)
-    return {"user_id": user_id, "email": invitation.email, "org": slug, "role": invitation.role}
+    return {"user_id": user_id, "email": invitation.email, "org": slug, "role": invitation.role, **tokens}
 
 
 # ---- listing and revoking invitations ---------------------------------------------------------------------------

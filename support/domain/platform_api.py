@@ -56,8 +56,16 @@ class Platform:
                              json_body={"name": name, "password": person.password, **extra})
 
     def accept_invitation(self, name: str) -> Exchange:
+        """The person accepts their invitation, which signs them in: a person holding no tokens yet keeps the pair
+        the answer carries (checked against the published keys), so they need not log in. A deployment whose
+        acceptance carries no tokens still works: the person logs in when a token is first needed."""
         exchange = expect_status(self.invitation_acceptance(name), 200, f"{name} accepting the invitation")
-        self.person(name).user_id = exchange.json()["user_id"]
+        answer, person = exchange.json(), self.person(name)
+        person.user_id = answer["user_id"]
+        if person.access_token is None and answer.get("access_token") and answer.get("refresh_token"):
+            self.verify_token(answer["access_token"], f"the access token issued to {name} on accepting the "
+                              f"invitation [request id {exchange.request_id}]")
+            person.access_token, person.refresh_token = answer["access_token"], answer["refresh_token"]
         return exchange
 
     def login(self, name: str) -> Exchange:
