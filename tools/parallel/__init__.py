@@ -60,5 +60,6 @@ stack, behave could not collect the scenarios).
 Modules: cli (options, main), run (one run from plan to summary), planning (shards, balancing, workers' lists),
 history (durations of earlier runs), workers (behave processes: start, wait, stop, outcomes), results (summary,
 --check-results), model (scenarios, workers, paths); inside behave processes: collect (the dry run that lists
-the selection) and ordered_runner (runs a worker's scenarios in the planned order, and takes from the queue).
+the selection), worker (a worker's behave, ending without the interpreter's teardown) and ordered_runner (runs
+a worker's scenarios in the planned order, and takes from the queue).
 """

@@ -39,7 +39,7 @@ def collect_scenarios(args, defines: dict[str, str]) -> list[Scenario]:
 
 
 def worker_command(worker: Worker, args, defines: dict[str, str]) -> list[str]:
-    return [PYTHON, "-m", "behave", "--runner", "tools.parallel.ordered_runner:OrderedRunner",
+    return [PYTHON, "-m", "tools.parallel.worker", "--runner", "tools.parallel.ordered_runner:OrderedRunner",
             "-f", "json", "-o", str(worker.json_file().relative_to(ROOT)),
             "-f", "support.client.console:ConsoleFormatter",  # into the worker's log: failures in full
             "--junit-directory", str(worker.junit_dir().relative_to(ROOT)),
