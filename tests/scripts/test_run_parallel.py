@@ -700,3 +700,23 @@ def test_a_journal_line_names_the_first_problem_masked(tmp_path):
     (entry,) = journaled_outcomes(journal).values()
     assert entry["status"] == "failed" and entry["seconds"] == 0.25
     assert entry["error"].startswith("refused «masked:jwt#") and token not in journal.read_text()
+
+
+def test_a_collection_is_kept_until_a_feature_or_the_arguments_change(project, monkeypatch):
+    import tools.parallel.workers as workers
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(workers, "ROOT", project)
+    monkeypatch.setattr(workers, "COLLECTION_FILE", project / "reports" / "collection.json")
+    args = parse_args(["features"])
+    first = workers.collect_scenarios(args, {})
+    assert {s.name for s in first} >= {"First alpha", "Second alpha"}
+    monkeypatch.setattr(workers, "PYTHON", str(project / "no-such-python"))  # from here on no dry run can run
+    assert workers.collect_scenarios(args, {}) == first  # kept: nothing changed
+    with pytest.raises(FileNotFoundError):
+        workers.collect_scenarios(parse_args(["features", "--tags", "@fast"]), {})  # other arguments
+    feature = project / "features" / "alpha" / "alpha.one.feature"
+    feature.write_text(feature.read_text() + "\n  Scenario: Third alpha\n    Given the step passes\n")
+    with pytest.raises(FileNotFoundError):
+        workers.collect_scenarios(args, {})  # a feature changed
+    assert workers.collection_key([], ["@reports/some.list"]) is None  # a list of locations: never kept

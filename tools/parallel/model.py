@@ -16,6 +16,7 @@ QUEUE_ENV = "PARALLEL_QUEUE"  # tells a worker's ordered runner where the shared
 JOURNAL_ENV = "PARALLEL_JOURNAL"  # the file a worker's ordered runner adds each finished scenario's outcome to
 JUNIT_DIR = REPORTS / "junit"
 TIMINGS_FILE = REPORTS / "timings.json"
+COLLECTION_FILE = REPORTS / "collection.json"  # the last collection, kept with a digest of what it depended on
 
 
 def timings_file(jobs: int) -> Path:

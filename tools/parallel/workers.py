@@ -1,8 +1,10 @@
 """The behave processes: the dry run that lists the selection, and the workers (start, wait, stop, outcomes)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,10 +13,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from behave.version import VERSION as behave_version
+
 from support.harness.redaction import mask_url
 from tools.defines import define_args
-from tools.parallel.model import (JOURNAL_ENV, NOT_RUN, PARALLEL_DIR, PASSED, QUEUE_ENV, ROOT, SKIPPED, Queue, RunError,
-                                  Scenario, Worker, kind_of)
+from tools.parallel.model import (COLLECTION_FILE, JOURNAL_ENV, NOT_RUN, PARALLEL_DIR, PASSED, QUEUE_ENV, ROOT, SKIPPED,
+                                  Queue, RunError, Scenario, Worker, kind_of)
 
 PYTHON = sys.executable
 
@@ -24,18 +28,51 @@ def selection_args(args) -> list[str]:
 
 
 def collect_scenarios(args, defines: dict[str, str]) -> list[Scenario]:
-    """The scenarios the paths and tags select, from a behave dry run (tools.parallel.collect)."""
-    with tempfile.TemporaryDirectory(prefix="run-parallel-") as scratch:
-        out = Path(scratch) / "plan.json"
-        argv = [PYTHON, "-m", "tools.parallel.collect", str(out), *selection_args(args), *define_args(defines),
-                *args.paths]
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-        if not out.exists():
-            output = (done.stdout + done.stderr).strip().splitlines()
-            raise RunError("behave could not collect the scenarios (exit "
-                           f"{done.returncode}):\n  " + "\n  ".join(output[-25:]))
-        raw = json.loads(out.read_text())
+    """The scenarios the paths and tags select, from a behave dry run (tools.parallel.collect), or the previous run's
+    list when nothing it depends on changed (COLLECTION_FILE): the dry run took half a second before anything else
+    could start."""
+    behave_args = [*selection_args(args), *define_args(defines), *args.paths]
+    key = collection_key(behave_args, args.paths)
+    raw = kept_collection(key)
+    if raw is None:
+        with tempfile.TemporaryDirectory(prefix="run-parallel-") as scratch:
+            out = Path(scratch) / "plan.json"
+            done = subprocess.run([PYTHON, "-m", "tools.parallel.collect", str(out), *behave_args], cwd=ROOT,
+                                  capture_output=True, text=True)
+            if not out.exists():
+                output = (done.stdout + done.stderr).strip().splitlines()
+                raise RunError("behave could not collect the scenarios (exit "
+                               f"{done.returncode}):\n  " + "\n  ".join(output[-25:]))
+            raw = json.loads(out.read_text())
+        if key is not None:
+            COLLECTION_FILE.parent.mkdir(parents=True, exist_ok=True)
+            COLLECTION_FILE.write_text(json.dumps({"key": key, "scenarios": raw}) + "\n")
     return [Scenario(**item) for item in raw]
+
+
+def collection_key(behave_args: list[str], paths: list[str]) -> str | None:
+    """A digest of all a collection depends on: the arguments, behave's version, behave.ini, the collector and every
+    feature file the paths reach, by content. None (nothing kept) when a path is not a plain file or folder here."""
+    digest = hashlib.sha256(json.dumps([behave_args, behave_version]).encode())
+    for fixed in (ROOT / "behave.ini", ROOT / "tools" / "parallel" / "collect.py"):
+        digest.update(fixed.read_bytes() if fixed.is_file() else b"-")
+    for given in paths or ["features"]:
+        path = ROOT / re.sub(r"(:\d+)+$", "", given)  # FILE:LINE selects in FILE
+        if given.startswith("@") or not path.exists():
+            return None
+        for feature in sorted(path.rglob("*.feature")) if path.is_dir() else [path]:
+            digest.update(str(feature.relative_to(ROOT)).encode() + b"\0" + feature.read_bytes())
+    return digest.hexdigest()
+
+
+def kept_collection(key: str | None) -> list[dict] | None:
+    if key is None:
+        return None
+    try:
+        kept = json.loads(COLLECTION_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    return kept.get("scenarios") if isinstance(kept, dict) and kept.get("key") == key else None
 
 
 def worker_command(worker: Worker, args, defines: dict[str, str]) -> list[str]:
