@@ -63,20 +63,21 @@ class Platform:
         answer, person = exchange.json(), self.person(name)
         person.user_id = answer["user_id"]
         if person.access_token is None and answer.get("access_token") and answer.get("refresh_token"):
-            self.verify_token(answer["access_token"], f"the access token issued to {name} on accepting the "
-                              f"invitation [request id {exchange.request_id}]")
-            person.access_token, person.refresh_token = answer["access_token"], answer["refresh_token"]
+            self._keep_tokens(name, answer, f"on accepting the invitation [request id {exchange.request_id}]")
         return exchange
 
     def login(self, name: str) -> Exchange:
         person = self.person(name)
         exchange = self.api.post("/auth/login", json_body={"email": person.email, "password": person.password})
         expect_status(exchange, 200, f"{name} logging in")
-        tokens = exchange.json()
-        self.verify_token(tokens["access_token"], f"the access token issued to {name} at login "
-                          f"[request id {exchange.request_id}]")  # signing drift is caught at once
-        person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
+        self._keep_tokens(name, exchange.json(), f"at login [request id {exchange.request_id}]")
         return exchange
+
+    def _keep_tokens(self, name: str, tokens: dict, when: str) -> None:
+        """The person's new pair, its access token checked first (signing drift is caught at once)."""
+        self.verify_token(tokens["access_token"], f"the access token issued to {name} {when}")
+        person = self.person(name)
+        person.access_token, person.refresh_token = tokens["access_token"], tokens["refresh_token"]
 
     def access_token(self, name: str) -> str:
         person = self.person(name)

@@ -45,6 +45,14 @@ class Scene:
     def post(self, path: str, body: dict, **kw):
         return self.api.post(path, json_body=body, headers={"X-Forwarded-For": self.address}, **kw)
 
+    def invite_account(self, inviter: str, org: str, person: str, role: str) -> str:
+        """The token of an invitation to `org` for the email of `person`, who already has an account."""
+        invited = self.api.post(f"/orgs/{self.world.org(org).slug}/invitations",
+                                token=self.platform.access_token(inviter),
+                                json_body={"email": self.world.people[person].email, "role": role})
+        assert invited.status == 201, invited.text
+        return invited.json()["token"]
+
     def events(self, *request_ids: str) -> list:
         with self.db.engine.connect() as conn:
             return conn.execute(text("SELECT action, outcome, target, reason, org, request_id FROM audit_events "
@@ -83,9 +91,7 @@ def test_an_invitation_tells_its_holder_nothing_about_another_orgs_member_and_is
     scene.platform.org_with_owner("Acme", "Olive")
     scene.platform.org_with_owner("Evil", "Eve")
     olive = scene.world.people["Olive"]
-    invited = scene.api.post(f"/orgs/{scene.world.org('Evil').slug}/invitations",
-                             token=scene.platform.access_token("Eve"), json_body={"email": olive.email, "role": "admin"})
-    token = invited.json()["token"]
+    token = scene.invite_account("Eve", "Evil", "Olive", "admin")
     guesses = [scene.post(f"/invitations/{token}/accept", {"name": "x", "password": f"guess-{i:04d}"}) for i in range(4)]
     assert [g.status for g in guesses] == [403, 403, 403, 410]
     for guess in guesses:
@@ -100,9 +106,7 @@ def test_accepting_an_invitation_signs_an_existing_account_in_and_a_refused_acce
     scene.platform.org_with_owner("Acme", "Olive")
     scene.platform.org_with_owner("Globex", "Gina")
     olive = scene.world.people["Olive"]
-    invited = scene.api.post(f"/orgs/{scene.world.org('Globex').slug}/invitations",
-                             token=scene.platform.access_token("Gina"), json_body={"email": olive.email, "role": "member"})
-    token = invited.json()["token"]
+    token = scene.invite_account("Gina", "Globex", "Olive", "member")
     wrong = scene.post(f"/invitations/{token}/accept", {"name": "Olive", "password": "not-her-password"})
     assert wrong.status == 403 and "access_token" not in wrong.text and "refresh_token" not in wrong.text
     right = scene.post(f"/invitations/{token}/accept", {"name": "Olive", "password": olive.password})
